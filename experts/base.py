@@ -1,0 +1,137 @@
+"""The expert contract shared by every backend (SceneSim, diffusers, third parties).
+
+An expert turns a command (text) and optionally an image into an image. Construction is cheap:
+nothing heavy happens until the first call (weights load on first use).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from critic.feedback import Detection
+
+__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertOutput", "ExpertKind", "check_image"]
+
+ExpertKind = Literal["text-to-image", "image-to-image"]
+EXPERT_KINDS: tuple[str, ...] = ("text-to-image", "image-to-image")
+#: Operations a command can ask for (the text before the colon of a command, see poser_env.commands).
+OPS: tuple[str, ...] = (
+    "generate", "add", "remove", "recolor", "retexture", "resize", "move", "background", "restyle", "refine",
+)
+
+
+class ExpertError(RuntimeError):
+    """An expert could not produce an image (bad input, model failure, out of memory...)."""
+
+
+@dataclass(frozen=True)
+class ExpertOutput:
+    """What one expert call returns.
+
+    Attributes:
+        image: HxWx3 uint8 RGB array (values 0..255).
+        seed: The seed the call used.
+        elapsed: Wall time of the call in seconds.
+        metadata: Free-form facts about the call (expert name, parameters, warnings).
+        state: World state beside the pixels, opaque to env and critic. SceneSim puts its ground-truth
+            scene graph here for edit experts and the judge; real backends leave it None.
+    """
+
+    image: np.ndarray
+    seed: int
+    elapsed: float = 0.0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = None
+
+
+def check_image(image: Any, arg: str = "image") -> np.ndarray:
+    """Validate an HxWx3 uint8 image and return it; raise ValueError naming ``arg`` otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{arg} must be a numpy array of shape (H, W, 3) and dtype uint8, got {type(image).__name__}.")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"{arg} must have shape (H, W, 3) and dtype uint8, got shape {image.shape} dtype {image.dtype}; "
+            "convert with np.asarray(pil_image.convert('RGB'), dtype=np.uint8)."
+        )
+    return image
+
+
+class Expert(abc.ABC):
+    """Base class of every expert.
+
+    Subclasses set ``name``, ``kind``, ``ops`` and ``cost`` and implement :meth:`_generate`.
+
+    Attributes:
+        name: Registry name, e.g. ``"sim/sketch"`` or ``"sd-turbo"``.
+        kind: ``"text-to-image"`` (ignores the input image) or ``"image-to-image"`` (edits it).
+        ops: Operations it supports (subset of :data:`OPS`).
+        cost: Relative cost of one call (SceneSim: arbitrary units, the cheapest T2I is about 1;
+            real models: estimated GPU seconds). Non-negative.
+    """
+
+    name: str = "expert"
+    kind: ExpertKind = "text-to-image"
+    ops: frozenset[str] = frozenset({"generate"})
+    cost: float = 1.0
+
+    def __call__(
+        self,
+        command: str,
+        image: np.ndarray | None = None,
+        *,
+        seed: int,
+        state: Any = None,
+        detections: Sequence[Detection] = (),
+        **params: Any,
+    ) -> ExpertOutput:
+        """Run the command.
+
+        Args:
+            command: Command text, ``"<op>: <text>"`` (see :mod:`poser_env.commands`) or a plain prompt.
+            image: The current canvas (HxWx3 uint8) for image-to-image experts; None for text-to-image.
+            seed: Seed of all randomness of this call, 0 <= seed < 2**63.
+            state: The previous output's ``state`` (SceneSim's scene graph), if any.
+            detections: The critic's detections on ``image`` (editing experts may use them as masks).
+            **params: Backend-specific overrides (steps, guidance, ...).
+
+        Raises:
+            ValueError: a bad argument (the message names it and the fix).
+            ExpertError: the expert failed.
+        """
+        if not isinstance(command, str) or not command.strip():
+            raise ValueError(f"command={command!r} must be a non-empty string such as 'generate: a red cup'.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+            raise ValueError(f"seed={seed!r} must be an int in [0, 2**63); draw one with np_random.integers(2**31).")
+        if image is not None:
+            check_image(image)
+        elif self.kind == "image-to-image":
+            raise ValueError(
+                f"expert {self.name!r} edits an image but image=None; run a text-to-image expert first."
+            )
+        return self._generate(command, image, seed=int(seed), state=state, detections=detections, **params)
+
+    @abc.abstractmethod
+    def _generate(
+        self,
+        command: str,
+        image: np.ndarray | None,
+        *,
+        seed: int,
+        state: Any,
+        detections: Sequence[Detection],
+        **params: Any,
+    ) -> ExpertOutput:
+        """Backend work; arguments already validated by :meth:`__call__`."""
+
+    def supports(self, op: str) -> bool:
+        """Whether this expert can execute commands of operation ``op``."""
+        return op in self.ops
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, cost={self.cost})"
