@@ -75,7 +75,7 @@ class Detection:
     def mask(self, height: int, width: int) -> np.ndarray:
         """Boolean HxW mask of the box (for inpainting experts)."""
         m = np.zeros((height, width), dtype=bool)
-        x1, y1, x2, y2 = (int(round(v)) for v in self.box)
+        x1, y1, x2, y2 = (round(v) for v in self.box)
         m[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
         return m
 

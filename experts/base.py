@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from critic.feedback import Detection
 
-__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertOutput", "ExpertKind", "check_image"]
+__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertKind", "ExpertOutput", "check_image"]
 
 ExpertKind = Literal["text-to-image", "image-to-image"]
 EXPERT_KINDS: tuple[str, ...] = ("text-to-image", "image-to-image")

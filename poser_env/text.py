@@ -9,8 +9,8 @@ import hashlib
 
 __all__ = [
     "NUMBER_WORDS",
-    "number_word",
     "noun_phrase",
+    "number_word",
     "plural",
     "singular",
     "stable_hash",
@@ -46,6 +46,12 @@ IRREGULAR_PLURALS: dict[str, str] = {
     "suitcases": "suitcase", "briefcases": "briefcase", "bookcases": "bookcase", "axes": "axe",
     "pianos": "piano", "photos": "photo", "zoos": "zoo", "kangaroos": "kangaroo", "radios": "radio",
     "cellos": "cello", "videos": "video", "tacos": "taco", "burritos": "burrito", "flamingos": "flamingo",
+    # added by the parser (issue 5): -ves words that keep -ve, -is plurals of -i nouns, short plurals
+    "hooves": "hoof", "dwarves": "dwarf", "selves": "self", "wharves": "wharf",
+    "broccolis": "broccoli", "kiwis": "kiwi", "taxis": "taxi", "bikinis": "bikini", "martinis": "martini",
+    "salamis": "salami", "emojis": "emoji", "safaris": "safari", "yetis": "yeti", "khakis": "khaki",
+    "alibis": "alibi", "delis": "deli", "chilis": "chili", "minis": "mini", "tikis": "tiki",
+    "tvs": "tv", "cds": "cd", "dvds": "dvd", "pcs": "pc",
 }
 _SINGULAR_TO_PLURAL: dict[str, str] = {v: k for k, v in IRREGULAR_PLURALS.items() if k != v}
 _SINGULAR_TO_PLURAL.update(
@@ -82,7 +88,7 @@ def _singular_word(w: str) -> str:
     if w.endswith(("sses", "shes", "ches", "xes", "zzes")):
         return w[:-2]
     if w.endswith("ves") and len(w) > 4:
-        return w[:-3] + "f"
+        return w[:-1]  # gloves, microwaves, stoves (knives, leaves ... are in IRREGULAR_PLURALS)
     if w.endswith("s") and not w.endswith(("ss", "us", "is")):
         return w[:-1]
     return w

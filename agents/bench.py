@@ -1,0 +1,189 @@
+"""``poser bench``: benchmark files (GenEval-format, T2I-CompBench-style, long prompts) and speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluate import EpisodeResult, MethodSummary, summarize
+
+__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts"]
+
+
+def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit: int = 0) -> list[Any]:
+    """Prompts of a benchmark: GenEval-format JSONL (ground truth from the metadata), T2I-CompBench-style text
+    files (one prompt a line, parsed by the rule decomposer; the category is the file name without a ``_val``/
+    ``_train`` suffix), or a long-prompt JSONL (default: the generated long test split)."""
+    from poser_env.parser import parse
+    from poser_env.spec import Spec, SpecError, read_geneval_jsonl
+
+    if kind not in ("geneval", "compbench", "long"):
+        raise ValueError(f"kind={kind!r} must be 'geneval', 'compbench' or 'long'.")
+    if files is None:
+        if kind != "long":
+            raise ValueError(f"kind={kind!r} needs a file; pass the benchmark's path.")
+        from poser_env.prompts import long_prompts
+
+        return list(long_prompts("test", limit or 100))
+    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"benchmark file {str(p)!r} does not exist; pass the path of the file.")
+    if kind in ("geneval", "long"):
+        specs: list[Spec] = []
+        for p in paths:
+            got = read_geneval_jsonl(str(p))
+            if kind == "long":
+                got = [s if s.tag else Spec(**{**{f: getattr(s, f) for f in ("entities", "relations", "exclusions",
+                                                                               "background", "style", "prompt")},
+                                                 "tag": "long"}) for s in got]
+            specs += got[:limit] if limit else got
+        return specs
+    out: list[Spec] = []
+    for p in paths:
+        category = p.stem.removesuffix("_val").removesuffix("_train")
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        kept = 0
+        for ln in lines:
+            try:
+                s = parse(ln)
+            except SpecError:
+                continue  # a prompt the parser cannot use is skipped (counted in the JSON as n_skipped)
+            out.append(Spec(entities=s.entities, relations=s.relations, exclusions=s.exclusions,
+                            background=s.background, style=s.style, prompt=s.prompt, tag=category))
+            kept += 1
+            if limit and kept >= limit:
+                break
+    return out
+
+
+def bench_json(summary: MethodSummary, results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """The benchmark JSON of one method: overall, per_tag, mean_calls, mean_cost, n_prompts, method, CIs,
+    critic-scored scores side by side, per-assertion accuracy, wall time."""
+    rows = [r for r in results if r.method == summary.method]
+    return {
+        "method": summary.method,
+        "overall": summary.overall,
+        "overall_ci95": summary.overall_ci,
+        "per_tag": summary.per_tag,
+        "per_tag_ci95": summary.per_tag_ci,
+        "critic_overall": summary.critic_overall,
+        "critic_per_tag": summary.critic_per_tag,
+        "assertion_accuracy": summary.assertion_accuracy,
+        "all_assertions_rate": float(np.mean([r.judge_pass for r in rows])) if rows else float("nan"),
+        "mean_calls": summary.mean_calls,
+        "mean_cost": summary.mean_cost,
+        "mean_wall_time_s": summary.mean_wall_time,
+        "n_prompts": summary.n_prompts,
+        "n_episodes": summary.n_episodes,
+        "n_runs": summary.n_runs,
+    }
+
+
+def bench_markdown(summaries: dict[str, MethodSummary], results: Sequence[EpisodeResult]) -> str:
+    """Markdown: overall ± CI (judge), critic overall, per-assertion accuracy, per tag, calls, cost, wall time."""
+    tags = sorted({t for s in summaries.values() for t in s.per_tag})
+    head = ["method", "overall (judge)", "overall (critic)", "assertion acc.", *tags, "calls", "cost", "s/episode"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries.values():
+        row = [s.method, f"{s.overall:.3f} ± {s.overall_ci:.3f}", f"{s.critic_overall:.3f}",
+               f"{s.assertion_accuracy:.3f}"]
+        row += [f"{s.per_tag[t]:.3f}" if t in s.per_tag else "–" for t in tags]
+        row += [f"{s.mean_calls:.2f}", f"{s.mean_cost:.2f}", f"{s.mean_wall_time:.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def bench_file(
+    files: Path | Sequence[Path] | None,
+    *,
+    kind: str,
+    methods: Sequence[str],
+    algo: str = "maskable-ppo",
+    images: int = 4,
+    runs: int = 3,
+    limit: int = 0,
+    out: str | Path = "runs/bench",
+    env_id: str = "poser_env/ImagePoser-v0",
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> str:
+    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown."""
+    from agents.pipeline import MAIN_ENV_KWARGS, evaluate_methods
+
+    specs = load_bench_prompts(files, kind, limit=limit)
+    if not specs:
+        raise ValueError(f"no usable prompts in {files!s}; check the file format for kind={kind!r}.")
+    kw = dict(MAIN_ENV_KWARGS if env_kwargs is None else env_kwargs)
+    kw["prompt_source"] = "geneval"
+    t0 = time.perf_counter()
+    results = evaluate_methods(methods, specs, env_id=env_id, algo=algo, env_kwargs=kw, images=images, runs=runs,
+                               progress=progress)
+    summaries = summarize(results)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": kind, "files": [str(f) for f in ([files] if isinstance(files, (str, Path)) else files or [])],
+            "images_per_prompt": images, "runs": runs, "seconds": round(time.perf_counter() - t0, 1),
+            "methods": {m: bench_json(s, results) for m, s in summaries.items()},
+            "episodes": [asdict(r) for r in results]}
+    (outp / "bench.json").write_text(json.dumps(data, indent=1))
+    md = bench_markdown(summaries, results)
+    (outp / "bench.md").write_text(md + "\n")
+    return md
+
+
+def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
+    """Speed, side by side in one run: SceneSim env steps per second (random allowed actions), the share of a
+    step spent in the expert and the critic vs the env's own overhead, text-encoder cache hit ratio, and the
+    diffusers batching and cache ratios on tiny CPU pipelines when the diffusers extra is installed."""
+    import gymnasium as gym
+
+    import poser_env  # noqa: F401
+
+    lines = ["| measurement | value |", "|---|---|"]
+    for enc in ("hashing", "auto"):
+        env = gym.make("poser_env/ImagePoser-v0", text_encoder=enc)
+        rng = np.random.default_rng(seed)
+        env.reset(seed=seed)
+        t_expert = t_critic = 0.0
+        n = 0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
+            valid = np.flatnonzero(mask[:-1])
+            a = int(rng.choice(valid)) if len(valid) else int(len(mask) - 1)
+            _, _, term, trunc, info = env.step(a)
+            t_expert += env.unwrapped.last_timings["expert"]  # type: ignore[attr-defined]
+            t_critic += env.unwrapped.last_timings["critic"]  # type: ignore[attr-defined]
+            n += 1
+            if term or trunc:
+                env.reset(seed=int(rng.integers(1 << 30)))
+        total = time.perf_counter() - t0
+        name = env.unwrapped.encoder.name  # type: ignore[attr-defined]
+        inside = t_expert + t_critic
+        lines += [
+            f"| SceneSim steps/s (text encoder {name}) | {n / total:.0f} |",
+            f"| mean step time, ms ({name}) | {1000 * total / n:.3f} |",
+            f"| expert time per step, ms ({name}) | {1000 * t_expert / n:.3f} |",
+            f"| critic time per step, ms ({name}) | {1000 * t_critic / n:.3f} |",
+            f"| env overhead = (step - expert - critic) / (expert + critic) ({name}) | "
+            f"{(total - inside) / max(inside, 1e-9):.2%} |",
+        ]
+        enc_obj = env.unwrapped.encoder  # type: ignore[attr-defined]
+        hits, misses = getattr(enc_obj, "hits", 0), getattr(enc_obj, "misses", 0)
+        lines.append(f"| text-encoder cache hit ratio ({name}) | {hits / max(1, hits + misses):.3f} |")
+        env.close()
+    try:
+        from experts.diffusers.bench import perf_ratios  # type: ignore[import-not-found]
+    except ImportError:
+        lines.append("| diffusers batching / cache ratios | skipped: `pip install \"image-poser[diffusers]\"` |")
+    else:
+        for k, v in perf_ratios().items():
+            lines.append(f"| {k} | {v} |")
+    return "\n".join(lines)

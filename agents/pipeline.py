@@ -1,0 +1,262 @@
+"""High-level jobs behind the CLI: prompt loading, evaluating methods, generating, the main job."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+import poser_env  # noqa: F401  (registers the env ids)
+from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
+from agents.policies import Policy, SB3Policy, make_baseline
+from poser_env.spec import Spec, read_geneval_jsonl
+
+__all__ = [
+    "MAIN_ENV_KWARGS",
+    "baseline_names",
+    "best_single_expert",
+    "evaluate_methods",
+    "generate_one",
+    "load_prompts",
+    "report_from_dir",
+    "run_main",
+]
+
+#: The main job's world: SceneSim, GenEval-style and long prompts mixed, MiniLM or hashing text embeddings.
+MAIN_ENV_ID = "poser_env/ImagePoser-v0"
+MAIN_ENV_KWARGS: dict[str, Any] = {"prompt_source": "mixed", "max_steps": 20}
+
+
+def load_prompts(env_id: str, *, split: str = "test", path: str | Path | None = None, n: int = 100,
+                 family: str | None = None) -> list[Spec]:
+    """Prompts with ground truth: from a GenEval-format JSONL ``path``, else the generated ``split`` of the
+    env's family (``"geneval"`` for ImagePoser-v0/Paper, ``"long"`` for ImagePoserLong-v0); ``n`` = 0 means all."""
+    from poser_env import prompts as gen
+
+    if path is not None:
+        specs = read_geneval_jsonl(str(path))
+        return specs[:n] if n else specs
+    fam = family or ("long" if "Long" in env_id else "geneval")
+    count = n or (500 if split == "test" else 2000)
+    if fam == "long":
+        return list(gen.long_prompts(split, count))
+    if fam == "mixed":
+        return list(gen.geneval_style(split, count)) + list(gen.long_prompts(split, count))
+    return list(gen.geneval_style(split, count))
+
+
+def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | None = None) -> list[str]:
+    """Every baseline for an env: random, each single text-to-image expert, fixed, critic-greedy, oracle."""
+    env = gym.make(env_id, **dict(env_kwargs or {}))
+    u = env.unwrapped
+    u._setup()  # type: ignore[attr-defined]
+    singles = [f"single:{e.name}" for e in u.experts if e.kind == "text-to-image"]  # type: ignore[attr-defined]
+    env.close()
+    return ["random", *singles, "fixed", "critic-greedy", "oracle"]
+
+
+_BEST_T2I: dict[str, str] = {}
+
+
+def best_single_expert(env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, n: int = 60,
+                       family: str = "geneval") -> str:
+    """The text-to-image expert with the best judge pass rate on ``n`` TRAIN prompts (cached per env)."""
+    key = json.dumps([env_id, dict(env_kwargs or {}), n, family], sort_keys=True, default=str)
+    if key in _BEST_T2I:
+        return _BEST_T2I[key]
+    specs = load_prompts(env_id, split="train", n=n, family=family)
+    singles = [b for b in baseline_names(env_id, env_kwargs) if b.startswith("single:")]
+    scores = {}
+    for s in singles:
+        res = evaluate(lambda run, s=s: make_baseline(s), specs, env_id=env_id, env_kwargs=env_kwargs,
+                       runs=(0,), seed=500)
+        scores[s] = summarize(res)[s].overall
+    best = max(scores, key=lambda k: scores[k]).split(":", 1)[1]
+    _BEST_T2I[key] = best
+    return best
+
+
+def _model_policy(path: Path, algo: str, name: str) -> Policy:
+    from agents.algos import load_model
+
+    return SB3Policy(load_model(str(path), algo), name=name)
+
+
+def evaluate_methods(
+    methods: Sequence[str],
+    specs: Sequence[Spec | str],
+    *,
+    env_id: str = MAIN_ENV_ID,
+    algo: str = "maskable-ppo",
+    env_kwargs: Mapping[str, Any] | None = None,
+    images: int = 1,
+    runs: int = 3,
+    progress: bool = True,
+    oracle_kwargs: Mapping[str, Any] | None = None,
+    learned_name: str = "learned",
+) -> list[EpisodeResult]:
+    """Evaluate baselines (names, or ``"baselines"`` for all) and trained models (paths to .zip files).
+
+    Model files are grouped into one method per parent folder of their run folders (``.../<method>/seed<k>/model.zip``
+    -> method ``learned`` by default), each file one run.
+    """
+    expanded: list[str] = []
+    for m in methods:
+        expanded += baseline_names(env_id, env_kwargs) if m == "baselines" else [m]
+    model_files = [Path(m) for m in expanded if m.endswith(".zip")]
+    names = [m for m in expanded if not m.endswith(".zip")]
+    total = (len(names) * runs + len(model_files)) * len(specs) * images
+    bar, tick = _progress(total, progress)
+    results: list[EpisodeResult] = []
+    try:
+        best = None
+        for m in names:
+            kwargs: dict[str, Any] = {}
+            if m == "fixed":
+                best = best or best_single_expert(env_id, env_kwargs)
+                kwargs["best_t2i"] = best
+            if m == "oracle":
+                kwargs.update(oracle_kwargs or {})
+            for k in ("best_t2i",):
+                if k in kwargs and m != "fixed":
+                    kwargs.pop(k)
+            results += evaluate(lambda run, m=m, kw=kwargs: make_baseline(m, seed=run, **kw), specs, env_id=env_id,
+                                env_kwargs=env_kwargs, runs=range(runs), images_per_prompt=images, method=m,
+                                progress=tick)
+        for i, f in enumerate(model_files):
+            if not f.is_file():
+                raise FileNotFoundError(f"--policy {str(f)!r} does not exist; pass a model .zip written by `poser train`.")
+            results += evaluate(lambda run, f=f: _model_policy(f, algo, learned_name), specs, env_id=env_id,
+                                env_kwargs=env_kwargs, runs=(i,), images_per_prompt=images, method=learned_name,
+                                progress=tick)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
+
+
+def _progress(total: int, enabled: bool) -> tuple[Any, Callable[[int], None] | None]:
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+    task = bar.add_task("episodes", total=total)
+    bar.start()
+    return bar, lambda n: bar.advance(task, n)
+
+
+def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str, Any] | None) -> Policy:
+    if policy.endswith(".zip"):
+        return _model_policy(Path(policy), algo, "learned")
+    kw: dict[str, Any] = {}
+    if policy == "fixed":
+        kw["best_t2i"] = best_single_expert(env_id, env_kwargs, n=30)
+    return make_baseline(policy, **kw)
+
+
+def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAIN_ENV_ID, algo: str = "maskable-ppo",
+                 seed: int = 0, out: str | Path = "runs/generate",
+                 env_kwargs: Mapping[str, Any] | None = None) -> list[Path]:
+    """Run a policy on one prompt; write ``final.png``, ``contact_sheet.png`` (every step with its expert and
+    feedback) and ``trace.json``. Returns the paths."""
+    from PIL import Image
+
+    from poser_env.rendering import contact_sheet
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = gym.make(env_id, **{**MAIN_ENV_KWARGS, **dict(env_kwargs or {})}) if env_id == MAIN_ENV_ID else \
+        gym.make(env_id, **dict(env_kwargs or {}))
+    pol = _resolve_policy(policy, env_id, algo, env_kwargs)
+    t0 = time.perf_counter()
+    obs, info = env.reset(seed=seed, options={"prompt": prompt})
+    pol.reset(env)
+    done = False
+    while not done:
+        obs, _, term, trunc, info = env.step(pol.act(env, obs))
+        done = term or trunc
+    u = env.unwrapped
+    trace = u.trace  # type: ignore[attr-defined]
+    paths = []
+    if u.canvas is not None:  # type: ignore[attr-defined]
+        Image.fromarray(u.canvas).save(out / "final.png")  # type: ignore[attr-defined]
+        paths.append(out / "final.png")
+    text = prompt.prompt if isinstance(prompt, Spec) else prompt
+    contact_sheet(trace, prompt=text).save(out / "contact_sheet.png")
+    paths.append(out / "contact_sheet.png")
+    light = [{k: v for k, v in r.items() if k != "image"} for r in trace]
+    (out / "trace.json").write_text(json.dumps(
+        {"prompt": text, "policy": policy, "seed": seed, "is_success": info.get("is_success"),
+         "judge": info.get("judge"), "feedback": info.get("feedback"), "wall_time": time.perf_counter() - t0,
+         "steps": light}, indent=1, default=str))
+    paths.append(out / "trace.json")
+    env.close()
+    return paths
+
+
+def report_from_dir(run_dir: str | Path) -> Path:
+    """Rewrite ``report.md`` from ``results.json`` and ``curves.json`` in a main-job folder."""
+    from agents.evaluate import MethodSummary
+    from agents.report import write_report
+
+    d = Path(run_dir)
+    if not (d / "results.json").is_file():
+        raise FileNotFoundError(f"run_dir={str(d)!r} has no results.json; run `poser main --out {d}` first.")
+    data = json.loads((d / "results.json").read_text())
+    results = [EpisodeResult(**{**r, "experts": tuple(r["experts"])}) for r in data["episodes"]]
+    summaries = {k: MethodSummary(**v) for k, v in data["summaries"].items()}
+    curves = json.loads((d / "curves.json").read_text()) if (d / "curves.json").is_file() else None
+    sheets = sorted(d.glob("examples/*/contact_sheet.png"))
+    return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets)
+
+
+def run_main(out: str | Path = "runs/main", *, steps: int = 40_000, seeds: int = 3, n_prompts: int = 120,
+             quick: bool = False) -> Path:
+    """Train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every baseline on the
+    test split, and write ``report.md``. Returns the report's path."""
+    from agents.report import write_report
+    from agents.train import train_runs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if quick:
+        steps, seeds, n_prompts = min(steps, 512), min(seeds, 2), min(n_prompts, 4)
+    t0 = time.perf_counter()
+    env_kwargs = dict(MAIN_ENV_KWARGS)
+    models = train_runs(env_id=MAIN_ENV_ID, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
+                        out=out / "maskable-ppo", env_kwargs=env_kwargs, progress=True)
+    t_train = time.perf_counter() - t0
+    curves = {}
+    for m in models:
+        cf = m.parent / "curve.json"
+        if cf.is_file():
+            curves[m.parent.name] = json.loads(cf.read_text())
+    (out / "curves.json").write_text(json.dumps(curves))
+    specs = load_prompts(MAIN_ENV_ID, split="test", n=n_prompts, family="mixed")
+    oracle_kwargs = {"depth": 2, "beam": 2} if quick else {"depth": 4, "beam": 3}
+    t1 = time.perf_counter()
+    results = evaluate_methods(["baselines", *[str(m) for m in models]], specs, env_id=MAIN_ENV_ID,
+                               env_kwargs=env_kwargs, runs=seeds, progress=True, oracle_kwargs=oracle_kwargs)
+    t_eval = time.perf_counter() - t1
+    summaries = summarize(results)
+    save_results(out / "results.json", results, summaries)
+    sheets = []
+    examples = [specs[0], specs[len(specs) // 2 + 1]] if len(specs) > 2 else list(specs)
+    for i, spec in enumerate(examples):
+        paths = generate_one(spec, policy=str(models[0]), seed=i, out=out / "examples" / f"example-{i}")
+        sheets += [p for p in paths if p.name == "contact_sheet.png"]
+    config = {"env_id": MAIN_ENV_ID, "env_kwargs": env_kwargs, "algo": "maskable-ppo", "steps_per_seed": steps,
+              "seeds": seeds, "test_prompts_per_family": n_prompts, "oracle": oracle_kwargs,
+              "train_seconds": round(t_train, 1), "eval_seconds": round(t_eval, 1)}
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    path = write_report(out, results, summaries, curves=curves, learned="learned", contact_sheets=sheets,
+                        config=config)
+    print(summary_table(summaries))
+    return path
+

@@ -1,0 +1,99 @@
+"""Training runs: one model per seed, with TensorBoard logs, checkpoints, a learning curve and resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["train_one", "train_runs"]
+
+
+def train_one(
+    *,
+    env_id: str,
+    algo: str,
+    steps: int,
+    seed: int,
+    out: str | Path,
+    n_envs: int = 4,
+    env_kwargs: Mapping[str, Any] | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    checkpoint_every: int = 10_000,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Train one model and save ``out/model.zip``, ``out/curve.json``, TensorBoard logs in ``out/tb`` and
+    checkpoints in ``out/checkpoints``. Returns the model's path.
+
+    Args:
+        env_id: A registered env id (``"poser_env/ImagePoser-v0"``, ``"poser_env/ImagePoserPaper-v0"`` for DQN...).
+        algo: ``"ppo"``, ``"maskable-ppo"`` or ``"dqn"``.
+        steps: Environment steps (>= 1) to train for (on top of the checkpoint's when resuming).
+        seed: Training seed (env seeds are ``seed * 1000 + i``; the model's RNG is seeded with ``seed``).
+        n_envs: Parallel envs (DummyVecEnv; SceneSim steps are about a millisecond).
+        resume: A checkpoint ``.zip`` to continue from (the timestep count continues too).
+        checkpoint_every: Save a checkpoint every this many environment steps (summed over envs).
+        model_kwargs: Overrides for the algorithm's constructor.
+    """
+    import torch
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    from agents.algos import load_model, make_model, make_vec_env
+    from agents.callbacks import PoserMetricsCallback
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be an int >= 1 environment steps.")
+    torch.set_num_threads(1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 1 if algo.lower().startswith("dqn") else n_envs
+    venv = make_vec_env(env_id, n_envs=n, seed=seed * 1000, env_kwargs=dict(env_kwargs or {}))
+    if resume is not None:
+        model = load_model(resume, algo, env=venv)
+        model.tensorboard_log = str(out / "tb")
+    else:
+        model = make_model(algo, venv, seed=seed, tensorboard_log=str(out / "tb"), **dict(model_kwargs or {}))
+    metrics = PoserMetricsCallback()
+    ckpt = CheckpointCallback(save_freq=max(1, checkpoint_every // n), save_path=str(out / "checkpoints"),
+                              name_prefix="model")
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=CallbackList([metrics, ckpt]), progress_bar=progress,
+                reset_num_timesteps=resume is None, tb_log_name=f"seed{seed}")
+    path = out / "model.zip"
+    model.save(path)
+    metrics.save_curve(out / "curve.json")
+    (out / "train.json").write_text(json.dumps({
+        "env_id": env_id, "algo": algo, "steps": steps, "seed": seed, "n_envs": n,
+        "env_kwargs": dict(env_kwargs or {}), "seconds": round(time.perf_counter() - t0, 2),
+        "num_timesteps": int(model.num_timesteps), "resumed_from": str(resume) if resume else None,
+    }, indent=1))
+    venv.close()
+    return path
+
+
+def train_runs(
+    *,
+    env_id: str,
+    algo: str,
+    steps: int,
+    seeds: Sequence[int],
+    out: str | Path,
+    n_envs: int = 4,
+    env_kwargs: Mapping[str, Any] | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Train one model per seed into ``out/seed<k>/``; returns the model paths (see :func:`train_one`)."""
+    if not seeds:
+        raise ValueError("seeds is empty; pass at least one training seed, e.g. [0, 1, 2].")
+    if resume is not None and len(seeds) != 1:
+        raise ValueError(f"resume={str(resume)!r} continues one run; pass exactly one seed, got {list(seeds)}.")
+    return [
+        train_one(env_id=env_id, algo=algo, steps=steps, seed=s, out=Path(out) / f"seed{s}", n_envs=n_envs,
+                  env_kwargs=env_kwargs, resume=resume, progress=progress, model_kwargs=model_kwargs)
+        for s in seeds
+    ]

@@ -1,0 +1,655 @@
+"""Diffusers experts: text-to-image, image-to-image, instruction editing and inpainting pipelines.
+
+One class, :class:`DiffusersExpert`, covers the four tasks of :data:`experts.diffusers.residency.TASKS`:
+
+============================ ================================================ ====================== ==========
+task                         pipeline (default)                                prompt                 kind
+============================ ================================================ ====================== ==========
+``"text-to-image"``          ``AutoPipelineForText2Image``                     the instruction        T2I
+``"image-to-image"``         ``AutoPipelineForImage2Image`` (``strength``)     the instruction        I2I
+``"instruct-pix2pix"``       ``StableDiffusionInstructPix2PixPipeline``        the instruction        I2I
+``"inpaint"``                ``AutoPipelineForInpainting`` + a mask from the   the instruction (for   I2I
+                             critic's detections of the command's target       ``remove``: see below)
+============================ ================================================ ====================== ==========
+
+The command ``"<op>: <instruction>"`` loses its op prefix: ``"recolor: make the second clock blue"`` ->
+prompt ``"make the second clock blue"`` (formatted through ``prompt_template``). Seeds go through one
+``torch.Generator`` per image, so a batch gives the images the same seeds give one by one.
+
+Construction is cheap (no torch import); weights load on first use through a
+:class:`~experts.diffusers.residency.ResidencyManager` shared by the experts of one
+:func:`load_diffusers_experts` call. Outputs are HxWx3 uint8 of the requested size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from experts.base import OPS, Expert, ExpertError, ExpertKind, ExpertOutput, check_image
+from experts.diffusers.cache import OutputCache, cache_key
+from experts.diffusers.residency import (
+    TASKS,
+    EvictTo,
+    MemoryReport,
+    PipelineSpec,
+    ResidencyManager,
+    check_device,
+    check_dtype,
+    is_oom,
+)
+from poser_env.commands import split_op
+from poser_env.registry import Registry, import_target
+from poser_env.text import plural, singular
+
+if TYPE_CHECKING:
+    from critic.feedback import Detection
+
+__all__ = [
+    "CALL_PARAMS",
+    "DEFAULT_OPS",
+    "DEFAULT_REGISTRY",
+    "DiffusersExpert",
+    "ExpertRequest",
+    "diffusers_registry",
+    "load_diffusers_experts",
+    "shared_manager",
+    "target_mask",
+]
+
+#: The registry file shipped with the package.
+DEFAULT_REGISTRY: Path = Path(__file__).with_name("registry.toml")
+#: Default operations per task (a registry entry may override them with ``ops = [...]``).
+DEFAULT_OPS: dict[str, frozenset[str]] = {
+    "text-to-image": frozenset({"generate"}),
+    "image-to-image": frozenset({"refine", "restyle", "background"}),
+    "instruct-pix2pix": frozenset({"recolor", "retexture", "restyle", "background", "add", "remove", "refine"}),
+    "inpaint": frozenset({"add", "remove", "recolor", "retexture", "resize"}),
+}
+#: Per-call parameters an expert accepts in ``**params``.
+CALL_PARAMS: frozenset[str] = frozenset({
+    "steps", "guidance_scale", "width", "height", "strength", "image_guidance_scale", "negative_prompt",
+    "prompt", "mask",
+})
+_ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "seventh": 6,
+             "eighth": 7, "ninth": 8, "tenth": 9, "last": -1}
+_MANAGERS: dict[str, ResidencyManager] = {}
+
+
+def shared_manager(device: str = "cpu") -> ResidencyManager:
+    """The process-wide default :class:`ResidencyManager` of ``device`` (no budget; created on first use)."""
+    device = check_device(device)
+    if device not in _MANAGERS:
+        _MANAGERS[device] = ResidencyManager(device)
+    return _MANAGERS[device]
+
+
+@dataclass(frozen=True)
+class ExpertRequest:
+    """One call of a batch: the arguments of ``expert(command, image, seed=..., detections=..., **params)``."""
+
+    command: str
+    image: np.ndarray | None = None
+    seed: int = 0
+    detections: Sequence[Detection] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def target_mask(
+    instruction: str,
+    detections: Sequence[Detection],
+    height: int,
+    width: int,
+    *,
+    default: Literal["full", "center"] = "full",
+    margin: int = 4,
+) -> tuple[np.ndarray, str]:
+    """Inpainting mask (HxW bool) of the command's target noun, and a note on where it came from.
+
+    The target is the detection label (or its plural) mentioned first in ``instruction``. An ordinal just
+    before it (``"the second clock"``) picks that detection in reading order (left to right, then top to
+    bottom; ``"last"`` picks the last); otherwise every detection of the label is masked. Boxes grow by
+    ``margin`` pixels on each side. When no detection label is mentioned the mask is ``default``: ``"full"``
+    (the whole image) or ``"center"`` (the central half in each direction).
+
+    Args:
+        instruction: Command text without its op prefix.
+        detections: The critic's detections on the image (boxes in pixels of that image).
+        height, width: Mask size in pixels (>= 1).
+        default: Mask when nothing matches.
+        margin: Pixels added around each box (>= 0).
+    """
+    if default not in ("full", "center"):
+        raise ValueError(f"default_mask={default!r} must be 'full' or 'center'.")
+    if not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"mask_margin={margin!r} must be an int >= 0 (pixels).")
+    text = instruction.lower()
+    best: tuple[int, str, int | None] | None = None  # (position, label, index)
+    for label in sorted({singular(d.label) for d in detections}):
+        for form in {label, plural(label)}:
+            m = re.search(rf"(?:\b(\w+)\s+)?\b{re.escape(form)}\b", text)
+            if m is None:
+                continue
+            pos = m.end(0) - len(form)
+            idx = _ORDINALS.get(m.group(1) or "")
+            if best is None or pos < best[0]:
+                best = (pos, label, idx)
+    mask = np.zeros((height, width), dtype=bool)
+    if best is None:
+        if default == "full":
+            mask[:] = True
+        else:
+            mask[height // 4: height - height // 4, width // 4: width - width // 4] = True
+        return mask, f"default:{default}"
+    _, label, idx = best
+    dets = sorted((d for d in detections if singular(d.label) == label), key=lambda d: (d.box[0], d.box[1]))
+    chosen = dets if idx is None or not -len(dets) <= idx < len(dets) else [dets[idx]]
+    for d in chosen:
+        x1, y1, x2, y2 = d.box
+        grown = replace(d, box=(x1 - margin, y1 - margin, x2 + margin, y2 + margin))
+        mask |= grown.mask(height, width)
+    which = "all" if len(chosen) == len(dets) else f"#{dets.index(chosen[0]) + 1}"
+    return mask, f"detections:{label}:{which}({len(chosen)})"
+
+
+@dataclass
+class _Prepared:
+    index: int
+    seed: int
+    prompt: str
+    negative: str | None
+    image: Any  # PIL.Image at generation size, or None
+    mask: Any  # PIL.Image (L) at generation size, or None
+    settings: tuple[Any, ...]
+    out_size: tuple[int, int]  # (width, height)
+    meta: dict[str, Any]
+    key: str | None = None
+
+
+class DiffusersExpert(Expert):
+    """A diffusers pipeline behind the shared :class:`~experts.base.Expert` contract.
+
+    Args:
+        model: Hub id (``"stabilityai/sd-turbo"``) or local folder of a saved pipeline.
+        task: ``"text-to-image"``, ``"image-to-image"``, ``"instruct-pix2pix"`` or ``"inpaint"``.
+        name: Registry name (set by :func:`load_diffusers_experts` to the entry name).
+        pipeline_class: diffusers class to load with instead of the task's default, e.g. ``"FluxPipeline"``.
+        device: Torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        dtype: ``"float32"`` (default; the only sensible choice on CPU), ``"float16"`` or ``"bfloat16"``.
+        variant, revision: Passed to ``from_pretrained``.
+        local_files_only: Never use the network (``HF_HUB_OFFLINE=1`` implies it).
+        cpu_offload: Run with ``enable_model_cpu_offload`` on CUDA (slower, needs far less VRAM).
+        steps: Denoising steps per call (>= 1).
+        guidance_scale: Classifier-free guidance (>= 0; <= 1 disables it, as for SD-Turbo/FLUX-schnell).
+        width, height: Default output size in pixels (8..4096) for text-to-image. Image-to-image tasks default
+            to the input image's size. The pipeline runs at the size rounded up to ``size_multiple``; the
+            output is resized to the exact size asked.
+        strength: How much of the input to re-noise for ``image-to-image``/``inpaint``, in (0, 1].
+        image_guidance_scale: InstructPix2Pix image guidance (>= 1 keeps closer to the input).
+        negative_prompt: Default negative prompt, or None.
+        prompt_template: ``str.format`` template with ``{instruction}`` and ``{op}``.
+        remove_prompt: Inpainting prompt for ``remove`` commands (the removed noun goes to the negative prompt).
+        default_mask: Inpainting mask when no detection matches the target: ``"full"`` or ``"center"``.
+        mask_margin: Pixels added around each detection box of the mask (>= 0).
+        ops: Operations served (default :data:`DEFAULT_OPS` of the task).
+        kind: Expert kind; default ``"text-to-image"`` for that task, else ``"image-to-image"``.
+        cost: Estimated GPU seconds of one call on an H100-class GPU (>= 0).
+        max_batch: Most images per pipeline call in :meth:`generate_many` (>= 1).
+        size_multiple: Generation sizes are rounded up to a multiple of this (8 for SD/SDXL, 16 for SD3/FLUX).
+        generator_device: Device of the per-image ``torch.Generator`` (default: ``device``; ``"cpu"`` makes the
+            initial noise identical on every machine).
+        blank_threshold: An output whose pixel standard deviation (0..255 units) is below this is rejected as
+            blank (>= 0; 0 disables the check).
+        call_kwargs: Extra keyword arguments for every pipeline call (e.g. ``max_sequence_length`` for FLUX);
+            arguments the pipeline does not take are dropped and listed in the output metadata.
+        load_kwargs: Extra ``from_pretrained`` keyword arguments.
+        cache: An :class:`~experts.diffusers.cache.OutputCache` or a folder for one; None disables caching.
+        manager: The residency manager (default: :func:`shared_manager` of ``device``).
+        card: Model-card facts (VRAM, license...) kept for humans, not used.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        task: str = "text-to-image",
+        *,
+        name: str | None = None,
+        pipeline_class: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        variant: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        cpu_offload: bool = False,
+        steps: int = 30,
+        guidance_scale: float = 7.5,
+        width: int = 512,
+        height: int = 512,
+        strength: float = 0.75,
+        image_guidance_scale: float = 1.5,
+        negative_prompt: str | None = None,
+        prompt_template: str = "{instruction}",
+        remove_prompt: str = "empty background, nothing there",
+        default_mask: Literal["full", "center"] = "full",
+        mask_margin: int = 4,
+        ops: Sequence[str] | None = None,
+        kind: ExpertKind | None = None,
+        cost: float = 1.0,
+        max_batch: int = 8,
+        size_multiple: int = 8,
+        generator_device: str | None = None,
+        blank_threshold: float = 1.0,
+        call_kwargs: Mapping[str, Any] | None = None,
+        load_kwargs: Mapping[str, Any] | None = None,
+        cache: OutputCache | str | os.PathLike[str] | None = None,
+        manager: ResidencyManager | None = None,
+        card: Mapping[str, Any] | None = None,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task={task!r} must be one of {sorted(TASKS)}.")
+        self.device = check_device(device)
+        self.dtype = check_dtype(dtype)
+        self.spec = PipelineSpec(
+            model=model, task=task, pipeline_class=pipeline_class, dtype=self.dtype, variant=variant,
+            revision=revision, local_files_only=bool(local_files_only), cpu_offload=bool(cpu_offload),
+            load_kwargs=tuple(sorted(dict(load_kwargs or {}).items())),
+        )
+        self.task = task
+        self.name = name or f"diffusers/{task}:{model}"
+        self.kind = kind or ("text-to-image" if task == "text-to-image" else "image-to-image")
+        if self.kind not in ("text-to-image", "image-to-image"):
+            raise ValueError(f"kind={kind!r} must be 'text-to-image' or 'image-to-image'.")
+        op_set = frozenset(ops) if ops is not None else DEFAULT_OPS[task]
+        bad = sorted(op_set - set(OPS))
+        if bad:
+            raise ValueError(f"ops={sorted(op_set)!r} has unknown ops {bad}; choose from {OPS}.")
+        self.ops = op_set
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
+            raise ValueError(f"cost={cost!r} must be a number >= 0 (estimated GPU seconds per call).")
+        self.cost = float(cost)
+        self.steps = _check_int("steps", steps, 1, 1000)
+        self.guidance_scale = _check_float("guidance_scale", guidance_scale, 0.0, 100.0)
+        self.width = _check_int("width", width, 8, 4096)
+        self.height = _check_int("height", height, 8, 4096)
+        self.strength = _check_float("strength", strength, 0.0, 1.0, low_open=True)
+        self.image_guidance_scale = _check_float("image_guidance_scale", image_guidance_scale, 0.0, 100.0)
+        self.negative_prompt = negative_prompt
+        if "{instruction}" not in prompt_template:
+            raise ValueError(f"prompt_template={prompt_template!r} must contain '{{instruction}}'.")
+        self.prompt_template = prompt_template
+        self.remove_prompt = remove_prompt
+        if default_mask not in ("full", "center"):
+            raise ValueError(f"default_mask={default_mask!r} must be 'full' or 'center'.")
+        self.default_mask: Literal["full", "center"] = default_mask
+        self.mask_margin = _check_int("mask_margin", mask_margin, 0, 4096)
+        self.max_batch = _check_int("max_batch", max_batch, 1, 4096)
+        self.size_multiple = _check_int("size_multiple", size_multiple, 1, 256)
+        self.generator_device = check_device(generator_device, "generator_device") if generator_device else None
+        self.blank_threshold = _check_float("blank_threshold", blank_threshold, 0.0, 255.0)
+        self.call_kwargs = dict(call_kwargs or {})
+        self.cache = OutputCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
+        if self.cache is not None and not isinstance(self.cache, OutputCache):
+            raise ValueError(f"cache={cache!r} must be an OutputCache, a folder path or None.")
+        if manager is not None and manager.device != self.device:
+            raise ValueError(f"manager runs on {manager.device!r} but device={self.device!r}; use one device.")
+        self._manager = manager
+        self.card = dict(card or {})
+        self.calls = 0  # pipeline calls made (a batch counts once)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def manager(self) -> ResidencyManager:
+        """The residency manager holding this expert's pipeline."""
+        if self._manager is None:
+            self._manager = shared_manager(self.device)
+        return self._manager
+
+    @property
+    def model(self) -> str:
+        """Hub id or folder of the model."""
+        return self.spec.model
+
+    def load(self) -> Any:
+        """Load (or bring back) the pipeline onto the device now and return it; ExpertError if it cannot."""
+        return self.manager.pipeline(self.spec)
+
+    def memory_report(self) -> MemoryReport:
+        """Memory in use by this expert's manager."""
+        return self.manager.memory_report()
+
+    def generate_many(
+        self, requests: Sequence[ExpertRequest], *, return_exceptions: bool = False
+    ) -> list[ExpertOutput | ExpertError]:
+        """Run several requests, batched into as few pipeline calls as possible.
+
+        Requests with the same settings (steps, guidance, size, strength...) share a pipeline call of up to
+        ``max_batch`` images; each image has its own generator, so the output is the one an unbatched call with
+        the same seed gives (up to float32 summation order inside batched matrix products: at most 1 level of
+        a few pixels). Cached results are not recomputed.
+
+        Args:
+            requests: The calls, in order.
+            return_exceptions: Put each request's :class:`ExpertError` in its slot instead of raising the first.
+
+        Raises:
+            ValueError: a bad argument in a request (always raised).
+            ExpertError: a request failed and ``return_exceptions`` is False.
+        """
+        prepared = [self._prepare(i, r) for i, r in enumerate(requests)]
+        results: list[ExpertOutput | ExpertError | None] = [None] * len(prepared)
+        todo: list[_Prepared] = []
+        for p in prepared:
+            if self.cache is not None:
+                t0 = time.perf_counter()
+                hit = self.cache.get(p.key or "")
+                if hit is not None:
+                    meta = {**p.meta, "cache": "hit", "cache_key": p.key}
+                    results[p.index] = ExpertOutput(hit.image, p.seed, time.perf_counter() - t0, meta)
+                    continue
+            todo.append(p)
+        groups: dict[tuple[Any, ...], list[_Prepared]] = {}
+        for p in todo:
+            groups.setdefault(p.settings, []).append(p)
+        for group in groups.values():
+            for start in range(0, len(group), self.max_batch):
+                chunk = group[start:start + self.max_batch]
+                for p, res in zip(chunk, self._run_chunk(chunk)):
+                    results[p.index] = res
+        out: list[ExpertOutput | ExpertError] = []
+        for r in results:
+            assert r is not None
+            if isinstance(r, ExpertError) and not return_exceptions:
+                raise r
+            out.append(r)
+        return out
+
+    def generate_batch(self, requests: Sequence[ExpertRequest]) -> list[ExpertOutput]:
+        """:meth:`generate_many` raising the first failure; returns one output per request, in order."""
+        return [r for r in self.generate_many(requests) if isinstance(r, ExpertOutput)]
+
+    def _generate(
+        self, command: str, image: np.ndarray | None, *, seed: int, state: Any,
+        detections: Sequence[Detection], **params: Any,
+    ) -> ExpertOutput:
+        return self.generate_batch([ExpertRequest(command, image, seed, tuple(detections), params)])[0]
+
+    # ------------------------------------------------------------------ preparing
+    def _prepare(self, index: int, req: ExpertRequest) -> _Prepared:
+        from PIL import Image
+
+        _validate_call(self, req.command, req.image, req.seed)
+        params = dict(req.params)
+        unknown = sorted(set(params) - CALL_PARAMS)
+        if unknown:
+            raise ValueError(f"params {unknown} are not accepted by {self.name!r}; accepted: {sorted(CALL_PARAMS)}.")
+        op, instruction = split_op(req.command)
+        steps = _check_int("steps", params.get("steps", self.steps), 1, 1000)
+        guidance = _check_float("guidance_scale", params.get("guidance_scale", self.guidance_scale), 0.0, 100.0)
+        strength = _check_float("strength", params.get("strength", self.strength), 0.0, 1.0, low_open=True)
+        igs = _check_float("image_guidance_scale", params.get("image_guidance_scale", self.image_guidance_scale),
+                           0.0, 100.0)
+        image = req.image
+        if self.task == "text-to-image" or image is None:
+            dw, dh = self.width, self.height
+        else:
+            dh, dw = image.shape[:2]
+        width = _check_int("width", params.get("width", dw), 8, 4096)
+        height = _check_int("height", params.get("height", dh), 8, 4096)
+        m = self.size_multiple
+        gw, gh = -(-width // m) * m, -(-height // m) * m
+        negative = params.get("negative_prompt", self.negative_prompt)
+        prompt = params.get("prompt") or self.prompt_template.format(instruction=instruction, op=op)
+        meta: dict[str, Any] = {
+            "expert": self.name, "model": self.model, "task": self.task, "op": op, "device": self.device,
+            "dtype": self.dtype, "steps": steps, "guidance_scale": guidance, "width": width, "height": height,
+        }
+        pil_image = pil_mask = None
+        mask_digest = None
+        if self.task != "text-to-image":
+            if image is None:
+                raise ValueError(f"expert {self.name!r} edits an image but image=None; run a text-to-image expert first.")
+            pil_image = Image.fromarray(image).convert("RGB")
+            if pil_image.size != (gw, gh):
+                pil_image = pil_image.resize((gw, gh), Image.Resampling.LANCZOS)
+            if self.task in ("image-to-image", "inpaint"):
+                meta["strength"] = strength
+            if self.task == "instruct-pix2pix":
+                meta["image_guidance_scale"] = igs
+        if self.task == "inpaint":
+            assert image is not None
+            if "mask" in params:
+                mask = np.asarray(params["mask"])
+                if mask.shape != image.shape[:2]:
+                    raise ValueError(f"mask has shape {mask.shape}; it must be HxW = {image.shape[:2]} like image.")
+                mask, source = mask.astype(bool), "params:mask"
+            else:
+                mask, source = target_mask(instruction, req.detections, image.shape[0], image.shape[1],
+                                           default=self.default_mask, margin=self.mask_margin)
+            if op == "remove":
+                noun = source.split(":")[1] if source.startswith("detections:") else instruction
+                prompt = params.get("prompt") or self.remove_prompt
+                negative = ", ".join(x for x in (negative, noun) if x)
+            pil_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+            if pil_mask.size != (gw, gh):
+                pil_mask = pil_mask.resize((gw, gh), Image.Resampling.NEAREST)
+            mask_digest = hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()
+            meta["mask_source"] = source
+            meta["mask_fraction"] = float(mask.mean())
+        meta["prompt"] = prompt
+        if negative:
+            meta["negative_prompt"] = negative
+        settings = (steps, guidance, strength, igs, gw, gh, negative is None)
+        key = None
+        if self.cache is not None:
+            key = cache_key(
+                f"{self.name}|{self.model}|{self.task}|{self.dtype}|{self.device.split(':')[0]}",
+                req.command, image, req.seed,
+                {"prompt": prompt, "negative": negative, "settings": settings, "out": (width, height),
+                 "mask": mask_digest, "call_kwargs": self.call_kwargs, "class": self.spec.pipeline_class},
+            )
+        return _Prepared(index, int(req.seed), prompt, negative, pil_image, pil_mask, settings, (width, height),
+                         meta, key)
+
+    # ------------------------------------------------------------------ running
+    def _call_kwargs(self, pipe: Any, chunk: list[_Prepared]) -> tuple[dict[str, Any], list[str]]:
+        import torch
+
+        steps, guidance, strength, igs, gw, gh, no_negative = chunk[0].settings
+        gen_device = self.generator_device or self.device
+        kwargs: dict[str, Any] = {
+            "prompt": [p.prompt for p in chunk],
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "generator": [torch.Generator(device=gen_device).manual_seed(p.seed) for p in chunk],
+            "output_type": "np",
+            **self.call_kwargs,
+        }
+        if not no_negative:
+            kwargs["negative_prompt"] = [p.negative or "" for p in chunk]
+        if self.task in ("text-to-image", "inpaint"):
+            kwargs["width"], kwargs["height"] = gw, gh
+        if self.task != "text-to-image":
+            kwargs["image"] = [p.image for p in chunk]
+        if self.task in ("image-to-image", "inpaint"):
+            kwargs["strength"] = strength
+        if self.task == "instruct-pix2pix":
+            kwargs["image_guidance_scale"] = igs
+        if self.task == "inpaint":
+            kwargs["mask_image"] = [p.mask for p in chunk]
+        accepted = set(inspect.signature(pipe.__call__).parameters)
+        dropped = sorted(k for k in kwargs if k not in accepted)
+        for k in dropped:
+            del kwargs[k]
+        return kwargs, dropped
+
+    def _run_chunk(self, chunk: list[_Prepared]) -> list[ExpertOutput | ExpertError]:
+        from PIL import Image
+
+        t0 = time.perf_counter()
+        result = None
+        dropped: list[str] = []
+        for attempt in (0, 1):
+            try:
+                with self.manager.use(self.spec) as pipe:
+                    kwargs, dropped = self._call_kwargs(pipe, chunk)  # fresh generators on a retry
+                    result = pipe(**kwargs)
+                break
+            except ExpertError as exc:
+                return [exc] * len(chunk)
+            except Exception as exc:
+                if is_oom(exc) and attempt == 0:
+                    self.manager.counters["oom_retries"] += 1
+                    self.manager.evict_all(keep=self.spec)
+                    continue
+                if is_oom(exc):
+                    err = ExpertError(
+                        f"expert {self.name!r} ran out of memory on {self.device} with a batch of {len(chunk)} at "
+                        f"{chunk[0].settings[4]}x{chunk[0].settings[5]} even after evicting every other pipeline "
+                        f"({exc.__class__.__name__}); lower the batch or size, use dtype='float16' or "
+                        "cpu_offload=True."
+                    )
+                else:
+                    err = ExpertError(f"expert {self.name!r} (model {self.model!r}) failed: "
+                                      f"{exc.__class__.__name__}: {exc}")
+                err.__cause__ = exc
+                return [err] * len(chunk)
+        assert result is not None  # the loop either broke out with a result or returned
+        self.calls += 1
+        elapsed = time.perf_counter() - t0
+        images = np.asarray(result.images if hasattr(result, "images") else result[0])
+        if images.ndim == 3:
+            images = images[None]
+        outs: list[ExpertOutput | ExpertError] = []
+        for p, img in zip(chunk, images):
+            if img.dtype != np.uint8 and not np.isfinite(img).all():
+                outs.append(ExpertError(
+                    f"expert {self.name!r} produced NaN/inf pixels for seed {p.seed} (dtype {self.dtype}); fp16 VAEs "
+                    "overflow: use dtype='bfloat16' or 'float32', or a fp16-fixed VAE."))
+                continue
+            arr = img if img.dtype == np.uint8 else (np.clip(img, 0.0, 1.0) * 255).round().astype(np.uint8)
+            if arr.shape[:2] != (p.out_size[1], p.out_size[0]):
+                arr = np.asarray(Image.fromarray(arr).resize(p.out_size, Image.Resampling.LANCZOS), dtype=np.uint8)
+            std = float(arr.std())
+            if self.blank_threshold > 0 and std < self.blank_threshold:
+                outs.append(ExpertError(
+                    f"expert {self.name!r} produced a blank image for seed {p.seed} (pixel std {std:.3f} < "
+                    f"blank_threshold={self.blank_threshold}); a safety checker or a broken VAE blanks images: "
+                    "check the prompt, use dtype='float32'/'bfloat16', or lower blank_threshold."))
+                continue
+            meta = {**p.meta, "batch_size": len(chunk), "batch_elapsed": elapsed, "cache": "miss" if self.cache
+                    else "off"}
+            if dropped:
+                meta["dropped_kwargs"] = dropped
+            if p.key is not None and self.cache is not None:
+                self.cache.put(p.key, arr, meta)
+                meta["cache_key"] = p.key
+            outs.append(ExpertOutput(np.ascontiguousarray(arr), p.seed, elapsed / len(chunk), meta))
+        return outs
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+        raise ValueError(f"{name}={value!r} must be an int in [{lo}, {hi}].")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float, *, low_open: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    v = float(value) if ok else float("nan")
+    if not ok or not (lo < v <= hi if low_open else lo <= v <= hi):
+        interval = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
+        raise ValueError(f"{name}={value!r} must be a number in {interval}.")
+    return v
+
+
+def _validate_call(expert: Expert, command: Any, image: Any, seed: Any) -> None:
+    """The checks of :meth:`experts.base.Expert.__call__`, for requests that bypass it (batches)."""
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError(f"command={command!r} must be a non-empty string such as 'generate: a red cup'.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed={seed!r} must be an int in [0, 2**63); draw one with np_random.integers(2**31).")
+    if image is not None:
+        check_image(image)
+    elif expert.kind == "image-to-image":
+        raise ValueError(f"expert {expert.name!r} edits an image but image=None; run a text-to-image expert first.")
+
+
+def diffusers_registry(path: str | os.PathLike[str] | None = None) -> Registry[DiffusersExpert]:
+    """A :class:`~poser_env.registry.Registry` of diffusers experts read from ``path`` (default: the packaged
+    ``registry.toml``)."""
+    reg: Registry[DiffusersExpert] = Registry("diffusers expert", entry_point_group="image_poser.diffusers_experts")
+    reg.load_toml(DEFAULT_REGISTRY if path is None else Path(path))
+    return reg
+
+
+def load_diffusers_experts(
+    registry_path: str | os.PathLike[str] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    local_files_only: bool = False,
+    memory_budget_bytes: int | None = None,
+    evict_to: EvictTo = "cpu",
+    cpu_offload: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    manager: ResidencyManager | None = None,
+    **overrides: Any,
+) -> list[DiffusersExpert]:
+    """Build diffusers experts from a registry file; nothing loads until the first call.
+
+    Args:
+        registry_path: Registry TOML (default: the packaged ``experts/diffusers/registry.toml``).
+        names: Entry names to build, in order (default: all). An unknown name raises
+            :class:`~poser_env.registry.RegistryError` with "did you mean".
+        device: Torch device for all of them.
+        dtype: dtype for all of them; None uses each entry's recommended dtype on accelerators and
+            ``"float32"`` on CPU.
+        local_files_only: Never touch the network (``HF_HUB_OFFLINE=1`` has the same effect).
+        memory_budget_bytes: Budget of the shared :class:`ResidencyManager` (bytes of weights on ``device``);
+            None = unlimited. Ignored when ``manager`` is given.
+        evict_to: ``"cpu"`` or ``"release"`` (see :class:`ResidencyManager`). Ignored when ``manager`` is given.
+        cpu_offload: Force ``enable_model_cpu_offload`` on (True) or off (False) for all; None keeps each entry's.
+        cache_dir: Folder of an :class:`OutputCache` shared by all of them; None disables caching.
+        manager: An existing manager to share (its device must be ``device``).
+        **overrides: Keyword arguments passed to every expert (e.g. ``steps=2``).
+
+    Returns:
+        The experts, sharing one residency manager (pipelines of one model share weights).
+    """
+    device = check_device(device)
+    reg = diffusers_registry(registry_path)
+    chosen = list(names) if names is not None else reg.names()
+    if manager is None:
+        manager = ResidencyManager(device, budget_bytes=memory_budget_bytes, evict_to=evict_to)
+    cache = OutputCache(cache_dir) if cache_dir is not None else None
+    experts: list[DiffusersExpert] = []
+    for name in chosen:
+        entry = reg.entry(name)
+        kw: dict[str, Any] = dict(entry.kwargs)
+        kw.update(name=name, device=device, manager=manager, local_files_only=local_files_only or
+                  bool(kw.get("local_files_only", False)), card=dict(entry.card))
+        if dtype is not None:
+            kw["dtype"] = check_dtype(dtype)
+        elif device == "cpu":
+            kw["dtype"] = "float32"
+        if cpu_offload is not None:
+            kw["cpu_offload"] = cpu_offload
+        if cache is not None:
+            kw["cache"] = cache
+        kw.update(overrides)
+        expert = import_target(entry.target)(**kw)  # not reg.build: its own `name` argument would clash
+        if not isinstance(expert, DiffusersExpert):
+            raise ValueError(f"registry entry {name!r} built {type(expert).__name__}, not a DiffusersExpert.")
+        experts.append(expert)
+    return experts

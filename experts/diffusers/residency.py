@@ -1,0 +1,540 @@
+"""Keep diffusers pipelines resident on an accelerator under a memory budget.
+
+A :class:`ResidencyManager` owns every pipeline of a set of experts. Pipelines are grouped by *base*
+(model id or folder, dtype, variant, revision): the first task asked of a base loads it from disk with the
+task's pipeline class; every other task of the same base is derived with ``from_pipe``, so the weights
+exist once (e.g. SD 1.5 text-to-image and image-to-image share one UNet, VAE and text encoder).
+
+The unit of residency is the base. Before a base moves onto the device, least-recently-used bases are
+evicted until the bytes on the device plus the newcomer fit ``budget_bytes``: evicted bases move to
+``offload_device`` (``evict_to="cpu"``, fast to bring back) or are dropped and reloaded from disk later
+(``evict_to="release"``). A base in use (inside :meth:`ResidencyManager.use`) is never evicted. With
+``cpu_offload=True`` on CUDA, a base runs through ``enable_model_cpu_offload`` (one component on the GPU
+at a time) and counts its largest component against the budget.
+
+Memory is counted from parameter and buffer bytes of the pipeline's ``torch.nn.Module`` components
+(shared modules counted once); on CUDA the report adds ``torch.cuda`` allocator statistics.
+
+Everything torch/diffusers is imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from experts.base import ExpertError
+
+__all__ = [
+    "DTYPES",
+    "TASKS",
+    "BaseInfo",
+    "MemoryReport",
+    "PipelineSpec",
+    "ResidencyManager",
+    "check_device",
+    "check_dtype",
+    "is_oom",
+    "missing_model_message",
+    "module_bytes",
+    "torch_dtype",
+]
+
+#: Tasks a diffusers expert can run, and the diffusers class that loads each by default.
+TASKS: dict[str, str] = {
+    "text-to-image": "AutoPipelineForText2Image",
+    "image-to-image": "AutoPipelineForImage2Image",
+    "instruct-pix2pix": "StableDiffusionInstructPix2PixPipeline",
+    "inpaint": "AutoPipelineForInpainting",
+}
+#: Accepted dtype names -> canonical name.
+DTYPES: dict[str, str] = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+}
+_DEVICE_RE = re.compile(r"^(cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
+EvictTo = Literal["cpu", "release"]
+
+
+def check_dtype(dtype: str, arg: str = "dtype") -> str:
+    """Canonical dtype name (``"float32"``, ``"float16"``, ``"bfloat16"``); ValueError naming ``arg`` otherwise."""
+    if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
+        raise ValueError(f"{arg}={dtype!r} must be one of 'float32', 'float16', 'bfloat16' (float32 on CPU).")
+    return DTYPES[dtype.lower()]
+
+
+def check_device(device: str, arg: str = "device") -> str:
+    """Validate a torch device string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` (no torch import)."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device.strip().lower()):
+        raise ValueError(f"{arg}={device!r} must be a torch device string such as 'cpu', 'cuda' or 'cuda:0'.")
+    return device.strip().lower()
+
+
+def torch_dtype(name: str) -> Any:
+    """The ``torch.dtype`` of a dtype name."""
+    import torch
+
+    return getattr(torch, check_dtype(name))
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator out-of-memory error (``torch.OutOfMemoryError`` or its message)."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency of this backend
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def missing_model_message(model: str, exc: BaseException | None = None, *, local_files_only: bool = False) -> str:
+    """Message for a model that could not be found: names the id and how to fetch it."""
+    why = f" ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})" if exc is not None and str(exc) else ""
+    if _looks_like_path(model):
+        return (f"model folder {model!r} does not exist or is not a diffusers pipeline folder (no model_index.json)"
+                f"{why}. Point model= at a folder written by pipeline.save_pretrained(...) or by "
+                f"`hf download <hub-id> --local-dir {model}`.")
+    offline = " (offline: local_files_only=True or HF_HUB_OFFLINE=1)" if local_files_only else ""
+    return (f"model {model!r} is not available{offline}{why}. Fetch it on a machine with network access with "
+            f"`hf download {model}` (or `huggingface-cli download {model}`), then run again, or point model= at a "
+            "local folder.")
+
+
+def _looks_like_path(model: str) -> bool:
+    """A local folder rather than a hub id (``"org/name"``): absolute/relative/home paths, or existing paths."""
+    return (model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
+            or Path(model).expanduser().exists())
+
+
+def offline_mode() -> bool:
+    """Whether the Hugging Face hub is in offline mode (``HF_HUB_OFFLINE`` set to a true value)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What to load: a model (hub id or local folder) for one task, with dtype and loading options.
+
+    Attributes:
+        model: Hub id (``"stabilityai/sd-turbo"``) or local folder of a saved diffusers pipeline.
+        task: One of :data:`TASKS`.
+        pipeline_class: Name of a diffusers class to load with instead of the task's default (e.g.
+            ``"StableDiffusionXLImg2ImgPipeline"``); None for the default of :data:`TASKS`.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        variant: Weights variant (``"fp16"``) or None.
+        revision: Hub revision or None.
+        local_files_only: Never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
+        cpu_offload: Use ``enable_model_cpu_offload`` (CUDA only; ignored on CPU).
+        load_kwargs: Extra ``from_pretrained`` keyword arguments, as sorted ``(key, value)`` pairs.
+    """
+
+    model: str
+    task: str = "text-to-image"
+    pipeline_class: str | None = None
+    dtype: str = "float32"
+    variant: str | None = None
+    revision: str | None = None
+    local_files_only: bool = False
+    cpu_offload: bool = False
+    load_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model={self.model!r} must be a hub id such as 'stabilityai/sd-turbo' or a folder path.")
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} must be one of {sorted(TASKS)}.")
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+
+    @property
+    def base_key(self) -> tuple[str, str, str | None, str | None]:
+        """Pipelines with the same base key share weights: (model, dtype, variant, revision)."""
+        return (self.model, self.dtype, self.variant, self.revision)
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """Residency facts of one base (a model loaded once, shared by its tasks).
+
+    Attributes:
+        model: Model id or folder.
+        dtype: Dtype name.
+        tasks: Tasks derived from it so far.
+        bytes: Parameter + buffer bytes of its modules (shared modules counted once).
+        location: ``"device"``, ``"offloaded"`` (on ``offload_device``) or ``"cpu-offload"`` (accelerate hooks).
+        last_used: ``time.monotonic()`` of the last use, seconds.
+        in_use: How many callers hold it right now.
+    """
+
+    model: str
+    dtype: str
+    tasks: tuple[str, ...]
+    bytes: int
+    location: str
+    last_used: float
+    in_use: int
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory in use, from :meth:`ResidencyManager.memory_report`.
+
+    Attributes:
+        device: The manager's device.
+        budget_bytes: Budget for bases on the device (None: unlimited).
+        device_bytes: Bytes of bases on the device (counted from parameters; for ``cpu-offload`` bases, their
+            largest component).
+        offloaded_bytes: Bytes of bases parked on ``offload_device``.
+        bases: One :class:`BaseInfo` per known base, least recently used first.
+        cuda: ``torch.cuda`` allocator statistics in bytes when the device is CUDA (``allocated``,
+            ``reserved``, ``max_allocated``, ``free``, ``total``), else None.
+        counters: ``loads`` (from disk), ``derived`` (``from_pipe``), ``evictions``, ``releases``,
+            ``oom_retries``.
+    """
+
+    device: str
+    budget_bytes: int | None
+    device_bytes: int
+    offloaded_bytes: int
+    bases: tuple[BaseInfo, ...]
+    cuda: dict[str, int] | None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def per_pipeline(self) -> dict[str, int]:
+        """``"model [task, ...]" -> bytes`` for every base."""
+        return {f"{b.model} [{', '.join(b.tasks)}]": b.bytes for b in self.bases}
+
+
+def module_bytes(*pipelines: Any) -> tuple[int, int]:
+    """(total, largest component) parameter + buffer bytes of the ``nn.Module`` components of ``pipelines``.
+
+    A tensor reachable from several pipelines (shared through ``from_pipe``) is counted once.
+    """
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    largest = 0
+    for pipe in pipelines:
+        for comp in getattr(pipe, "components", {}).values():
+            if not isinstance(comp, torch.nn.Module):
+                continue
+            n = 0
+            for t in list(comp.parameters()) + list(comp.buffers()):
+                if id(t) in seen:
+                    continue
+                seen.add(id(t))
+                n += t.numel() * t.element_size()
+            total += n
+            largest = max(largest, n)
+    return total, largest
+
+
+@dataclass
+class _Base:
+    spec: PipelineSpec
+    pipes: dict[str, Any]
+    bytes: int = 0
+    largest: int = 0
+    location: str = "offloaded"
+    last_used: float = 0.0
+    in_use: int = 0
+
+    @property
+    def footprint(self) -> int:
+        return self.largest if self.location == "cpu-offload" else self.bytes
+
+
+def _default_loader(spec: PipelineSpec, device: str) -> Any:
+    """Load ``spec`` from its hub id or folder with the task's pipeline class (onto the CPU)."""
+    import diffusers
+
+    cls_name = spec.pipeline_class or TASKS[spec.task]
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise ExpertError(f"pipeline_class={cls_name!r} is not a diffusers class (diffusers {diffusers.__version__}).")
+    local_only = spec.local_files_only or offline_mode()
+    model = spec.model
+    if _looks_like_path(model):
+        folder = Path(model).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise ExpertError(missing_model_message(model, local_files_only=local_only))
+        model = str(folder)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "local_files_only": local_only, **dict(spec.load_kwargs)}
+    if spec.variant is not None:
+        kwargs["variant"] = spec.variant
+    if spec.revision is not None:
+        kwargs["revision"] = spec.revision
+    try:
+        pipe = cls.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:  # hub/cache misses are OSError subclasses; bad folders ValueError
+        raise ExpertError(missing_model_message(spec.model, exc, local_files_only=local_only)) from exc
+    return pipe
+
+
+class ResidencyManager:
+    """LRU residency of diffusers pipelines on one device, under a byte budget.
+
+    Args:
+        device: Torch device the pipelines run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        budget_bytes: Most bytes of pipeline weights on ``device`` at once (>= 1), or None for no limit.
+            A sensible value on an 80 GB GPU is ~60e9, leaving room for activations.
+        evict_to: ``"cpu"`` moves evicted pipelines to ``offload_device`` (fast to bring back, uses host RAM);
+            ``"release"`` drops them (reloaded from disk on next use).
+        offload_device: Where evicted pipelines go when ``evict_to="cpu"``.
+        loader: ``loader(spec, device) -> pipeline`` loading a base from disk (default: ``from_pretrained`` of
+            the task's class); tests inject fakes here.
+
+    Thread-safe: one lock guards the bookkeeping; pipelines run outside it (see :meth:`use`).
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        budget_bytes: int | None = None,
+        evict_to: EvictTo = "cpu",
+        offload_device: str = "cpu",
+        loader: Callable[[PipelineSpec, str], Any] | None = None,
+    ) -> None:
+        self.device = check_device(device)
+        if budget_bytes is not None and (isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int)
+                                         or budget_bytes < 1):
+            raise ValueError(f"budget_bytes={budget_bytes!r} must be a positive int (bytes) or None for no limit.")
+        if evict_to not in ("cpu", "release"):
+            raise ValueError(f"evict_to={evict_to!r} must be 'cpu' (park on offload_device) or 'release' (drop).")
+        self.budget_bytes = budget_bytes
+        self.evict_to: EvictTo = evict_to
+        self.offload_device = check_device(offload_device, "offload_device")
+        self._loader = loader or _default_loader
+        self._bases: OrderedDict[tuple[Any, ...], _Base] = OrderedDict()  # LRU first
+        self._lock = threading.RLock()
+        self.counters: dict[str, int] = {"loads": 0, "derived": 0, "evictions": 0, "releases": 0, "oom_retries": 0}
+
+    # ------------------------------------------------------------------ public
+    def pipeline(self, spec: PipelineSpec) -> Any:
+        """The pipeline of ``spec`` on the device (loaded, derived or brought back as needed); marks it used."""
+        with self._lock:
+            base = self._ensure(spec)
+            return base.pipes[spec.task]
+
+    @contextlib.contextmanager
+    def use(self, spec: PipelineSpec) -> Iterator[Any]:
+        """Context manager yielding the pipeline of ``spec``; its base cannot be evicted while inside."""
+        with self._lock:
+            base = self._ensure(spec)
+            base.in_use += 1
+            pipe = base.pipes[spec.task]
+        try:
+            yield pipe
+        finally:
+            with self._lock:
+                base.in_use -= 1
+                base.last_used = time.monotonic()
+
+    def evict(self, spec_or_key: PipelineSpec | tuple[Any, ...], *, release: bool | None = None) -> bool:
+        """Move a base off the device (or drop it when ``release`` or ``evict_to="release"``); True if done."""
+        key = spec_or_key.base_key if isinstance(spec_or_key, PipelineSpec) else spec_or_key
+        with self._lock:
+            base = self._bases.get(key)
+            if base is None or base.in_use:
+                return False
+            self._evict(key, base, release=self.evict_to == "release" if release is None else release)
+            return True
+
+    def evict_all(self, *, keep: PipelineSpec | None = None, release: bool | None = None) -> int:
+        """Evict every base not in use except ``keep``'s; returns how many were evicted."""
+        keep_key = keep.base_key if keep is not None else None
+        n = 0
+        with self._lock:
+            drop = self.evict_to == "release" if release is None else release
+            for key, base in list(self._bases.items()):
+                if key == keep_key or base.in_use or (base.location == "offloaded" and not drop):
+                    continue
+                self._evict(key, base, release=drop)
+                n += 1
+        self._empty_cache()
+        return n
+
+    def on_device(self, spec: PipelineSpec) -> bool:
+        """Whether ``spec``'s base is on the device (or under CPU offload hooks)."""
+        with self._lock:
+            b = self._bases.get(spec.base_key)
+            return b is not None and b.location != "offloaded"
+
+    def memory_report(self) -> MemoryReport:
+        """Bytes in use per base, totals, counters and (on CUDA) allocator statistics."""
+        with self._lock:
+            bases = tuple(
+                BaseInfo(b.spec.model, b.spec.dtype, tuple(b.pipes), b.bytes, b.location, b.last_used, b.in_use)
+                for b in self._bases.values()
+            )
+            dev = sum(b.footprint for b in self._bases.values() if b.location != "offloaded")
+            off = sum(b.bytes for b in self._bases.values() if b.location == "offloaded")
+            counters = dict(self.counters)
+        return MemoryReport(self.device, self.budget_bytes, dev, off, bases, self._cuda_stats(), counters)
+
+    # ------------------------------------------------------------------ internals
+    def _ensure(self, spec: PipelineSpec) -> _Base:
+        key = spec.base_key
+        base = self._bases.get(key)
+        derived = False
+        if base is None:
+            pipe = self._load(spec)
+            base = _Base(spec=spec, pipes={spec.task: pipe})
+            base.bytes, base.largest = module_bytes(pipe)
+            self._bases[key] = base
+        elif spec.task not in base.pipes:
+            base.pipes[spec.task] = self._derive(base, spec)
+            base.bytes, base.largest = module_bytes(*base.pipes.values())
+            derived = True
+        if base.location == "offloaded":
+            self._bring_on(key, base, spec)
+        elif derived:
+            self._place(base, spec)  # the derived pipeline shares modules already there; place any new ones
+        self._bases.move_to_end(key)
+        base.last_used = time.monotonic()
+        return base
+
+    def _load(self, spec: PipelineSpec) -> Any:
+        self._check_device_available()
+        pipe = self._loader(spec, self.device)
+        self.counters["loads"] += 1
+        with contextlib.suppress(Exception):
+            pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _derive(self, base: _Base, spec: PipelineSpec) -> Any:
+        import diffusers
+
+        cls_name = spec.pipeline_class or TASKS[spec.task]
+        cls = getattr(diffusers, cls_name, None)
+        if cls is None:
+            raise ExpertError(f"pipeline_class={cls_name!r} is not a diffusers class.")
+        src = next(iter(base.pipes.values()))
+        try:
+            pipe = cls.from_pipe(src, dtype=torch_dtype(spec.dtype))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ExpertError(
+                f"cannot derive a {spec.task!r} pipeline from {type(src).__name__} of model {spec.model!r} "
+                f"with {cls_name}.from_pipe ({exc}); give this entry its own model or pipeline_class."
+            ) from exc
+        self.counters["derived"] += 1
+        with contextlib.suppress(Exception):
+            pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _bring_on(self, key: tuple[Any, ...], base: _Base, spec: PipelineSpec) -> None:
+        use_offload = spec.cpu_offload and self.device != "cpu"
+        need = base.largest if use_offload else base.bytes
+        if self.budget_bytes is not None:
+            if need > self.budget_bytes:
+                raise ExpertError(
+                    f"model {spec.model!r} needs {need / 1e9:.3f} GB ({need} bytes) on {self.device}, more than "
+                    f"budget_bytes={self.budget_bytes}; raise the budget, use dtype='float16', or set cpu_offload=True."
+                )
+            for other_key, other in list(self._bases.items()):
+                if self._device_bytes() + need <= self.budget_bytes:
+                    break
+                if other_key != key and other.location != "offloaded" and not other.in_use:
+                    self._evict(other_key, other, release=self.evict_to == "release")
+            if self._device_bytes() + need > self.budget_bytes:
+                raise ExpertError(
+                    f"cannot fit model {spec.model!r} ({need} bytes) in budget_bytes={self.budget_bytes}: "
+                    f"{self._device_bytes()} bytes are held by pipelines in use; wait or raise the budget."
+                )
+        self._check_device_available()
+        try:
+            self._place(base, spec)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            self.counters["oom_retries"] += 1
+            self.evict_all(keep=spec)
+            try:
+                self._place(base, spec)
+            except Exception as exc2:
+                if is_oom(exc2):
+                    raise ExpertError(
+                        f"out of memory moving model {spec.model!r} ({base.bytes} bytes) to {self.device} even after "
+                        "evicting every other pipeline; use dtype='float16', cpu_offload=True or a smaller model."
+                    ) from exc2
+                raise
+
+    def _place(self, base: _Base, spec: PipelineSpec) -> None:
+        if spec.cpu_offload and self.device != "cpu":
+            for pipe in base.pipes.values():
+                if not getattr(pipe, "_poser_offload", False):
+                    pipe.enable_model_cpu_offload(device=self.device)
+                    pipe._poser_offload = True
+            base.location = "cpu-offload"
+        else:
+            for pipe in base.pipes.values():
+                pipe.to(self.device)
+            base.location = "device"
+
+    def _evict(self, key: tuple[Any, ...], base: _Base, *, release: bool) -> None:
+        if release:
+            del self._bases[key]
+            base.pipes.clear()
+            self.counters["releases"] += 1
+            gc.collect()
+        else:
+            if base.location == "device":
+                for pipe in base.pipes.values():
+                    pipe.to(self.offload_device)
+            base.location = "offloaded"
+            self.counters["evictions"] += 1
+        self._empty_cache()
+
+    def _device_bytes(self) -> int:
+        return sum(b.footprint for b in self._bases.values() if b.location != "offloaded")
+
+    def _check_device_available(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ExpertError(
+                    f"device={self.device!r} but torch.cuda.is_available() is False (torch {torch.__version__}); "
+                    "pass device='cpu' or install a CUDA build of torch."
+                )
+
+    def _empty_cache(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _cuda_stats(self) -> dict[str, int] | None:
+        if not self.device.startswith("cuda"):
+            return None
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        dev = torch.device(self.device)
+        free, total = torch.cuda.mem_get_info(dev)
+        return {
+            "allocated": int(torch.cuda.memory_allocated(dev)),
+            "reserved": int(torch.cuda.memory_reserved(dev)),
+            "max_allocated": int(torch.cuda.max_memory_allocated(dev)),
+            "free": int(free),
+            "total": int(total),
+        }
+
+    def __repr__(self) -> str:
+        return (f"ResidencyManager(device={self.device!r}, budget_bytes={self.budget_bytes}, "
+                f"evict_to={self.evict_to!r}, bases={len(self._bases)})")

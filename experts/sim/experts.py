@@ -1,0 +1,730 @@
+"""SceneSim's simulated experts: text-to-image generators and editors with model-carded failure modes.
+
+Every expert reads its command **text** through :func:`poser_env.commands.parse_command`, takes the previous
+scene graph from ``state=`` (editors), applies the limitations of its card with ``np.random.default_rng(seed)``
+only, and returns ``ExpertOutput(image=render(scene), state=scene, seed, elapsed, metadata)``. The same
+command, state and seed give the same scene and byte-identical pixels in every process.
+
+The behaviour numbers live in the shipped registry file ``experts/sim/cards.toml`` (see
+:mod:`experts.registry`); they are *analogues* of real model families, not claims about them.
+
+Card parameters (probabilities in [0, 1] unless noted):
+
+=======================  ==========================================================================
+``cost``                 cost of one call (arbitrary units, >= 0; the cheapest T2I is 1)
+``ops``                  operations supported (subset of :data:`experts.base.OPS`)
+``max_entities``         groups drawn at most (later groups of a prompt are left out), >= 1
+``entity_drop``          chance each drawn group is left out anyway
+``count_limit``          counts up to this are drawn right with ``count_accuracy``, >= 1
+``count_accuracy``       ... chance the count of a group is right (else off by one or two)
+``count_accuracy_beyond`` chance the count is right above ``count_limit``
+``color_binding``        chance a group gets its requested colour
+``attribute_leakage``    T2I: share of binding failures that take another group's colour (else random);
+                         editors: chance a recolor/retexture also hits the nearest other object
+``attribute_accuracy``   chance a requested pattern / size is drawn
+``relation_accuracy``    chance the layout honours a relation (else objects land anywhere)
+``scene_accuracy``       chance a requested background / style is drawn (else another one)
+``edit_accuracy``        editors: chance each targeted object is changed as asked
+``artifacts``            mean number of blemishes a call leaves (Poisson), >= 0
+``artifact_strength``    mean strength of a blemish
+``artifact_removal``     refine: chance each blemish is removed
+``drift``                refine / restyle: chance one object's detail drifts (colour or pattern)
+``fidelity``             rendering quality the expert reaches (scene.quality), T2I sets it, editors
+                         cap it (refine raises it)
+``glyph_noise``          how far silhouettes depart from the canonical glyph (confuses detectors)
+``default_style``        style drawn when the prompt names none
+=======================  ==========================================================================
+
+Ordinals of edits ("the second clock") count the objects of that noun **left to right** by box centre
+(ties top to bottom).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from critic.rules import relation_mask
+from experts.base import OPS, Expert, ExpertKind, ExpertOutput
+from experts.sim.scene import SIZE_FRACTION, Artifact, Scene, SceneObject
+from poser_env.commands import CommandError, ParsedCommand, parse_command
+from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
+from poser_env.text import stable_hash
+
+__all__ = ["GAP", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
+
+#: Minimum gap in pixels between the boxes of two objects.
+GAP: float = 2.0
+_N_CANDIDATES = 48
+#: Colours an object drifts to (refine/restyle drift, leaky recolours of similar hues).
+_SIMILAR: dict[str, tuple[str, ...]] = {
+    "red": ("orange", "pink"), "orange": ("red", "yellow", "brown"), "yellow": ("orange", "green"),
+    "green": ("yellow", "blue"), "blue": ("purple", "green"), "purple": ("blue", "pink"),
+    "pink": ("red", "purple"), "brown": ("orange", "black"), "black": ("gray", "brown"),
+    "white": ("gray", "yellow"), "gray": ("white", "black"),
+}
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    """The behaviour numbers of one simulated expert (see the module docstring for each field)."""
+
+    cost: float = 1.0
+    ops: tuple[str, ...] = ("generate",)
+    max_entities: int = 10
+    entity_drop: float = 0.0
+    count_limit: int = 10
+    count_accuracy: float = 1.0
+    count_accuracy_beyond: float = 1.0
+    color_binding: float = 1.0
+    attribute_leakage: float = 0.0
+    attribute_accuracy: float = 1.0
+    relation_accuracy: float = 1.0
+    scene_accuracy: float = 1.0
+    edit_accuracy: float = 1.0
+    artifacts: float = 0.0
+    artifact_strength: float = 0.5
+    artifact_removal: float = 0.0
+    drift: float = 0.0
+    fidelity: float = 0.9
+    glyph_noise: float = 0.0
+    default_style: str = "photo"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple(self.ops))
+        for op in self.ops:
+            if op not in OPS:
+                raise ValueError(f"ops entry {op!r} is not one of {OPS}; fix the expert's card.")
+        if not self.ops:
+            raise ValueError("ops=() is empty; an expert must support at least one of " + repr(OPS))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("ops", "default_style"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"{f.name}={v!r} must be a finite number.")
+            if f.name in ("max_entities", "count_limit"):
+                if not isinstance(v, int) or v < 1:
+                    raise ValueError(f"{f.name}={v!r} must be an int >= 1.")
+            elif f.name in ("cost", "artifacts"):
+                if v < 0:
+                    raise ValueError(f"{f.name}={v!r} must be >= 0.")
+            elif not 0.0 <= v <= 1.0:
+                raise ValueError(f"{f.name}={v!r} must be a probability in [0, 1].")
+        if self.default_style not in STYLES:
+            raise ValueError(f"default_style={self.default_style!r} must be one of {STYLES}.")
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> ParsedCommand:
+    return parse_command(text)
+
+
+def _render(scene: Scene) -> np.ndarray:
+    from experts.sim.render import render
+
+    return render(scene)
+
+
+def layout_box(size: str, canvas: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Width and height in pixels of an object of ``size`` on a canvas whose shorter side is ``canvas``.
+
+    Each side is ``SIZE_FRACTION[size] * canvas`` times a factor drawn uniformly from [0.9, 1.1].
+    """
+    base = SIZE_FRACTION[size] * canvas
+    w, h = base * rng.uniform(0.9, 1.1, size=2)
+    return float(w), float(h)
+
+
+def _free_mask(cands: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+    """True for candidate boxes (n, 4) at least GAP pixels away from every occupied box (m, 4)."""
+    if occupied.size == 0:
+        return np.ones(len(cands), dtype=bool)
+    c = cands[:, None, :]
+    o = occupied[None, :, :]
+    apart = (
+        (c[..., 2] + GAP <= o[..., 0]) | (o[..., 2] + GAP <= c[..., 0])
+        | (c[..., 3] + GAP <= o[..., 1]) | (o[..., 3] + GAP <= c[..., 1])
+    )
+    return np.asarray(apart.all(axis=1))
+
+
+@dataclass(frozen=True)
+class _Constraint:
+    relation: str
+    other: np.ndarray  # (4,)
+    subject: bool  # True: the new box is the relation's subject
+
+
+#: Where a group that is the *reference* of a relation is drawn (fractions of the canvas x0, x1, y0, y1),
+#: so that its subjects find room on the right side of it.
+_ZONES: dict[str, tuple[float, float, float, float]] = {
+    "left of": (0.45, 1.0, 0.0, 1.0), "right of": (0.0, 0.55, 0.0, 1.0),
+    "above": (0.0, 1.0, 0.45, 1.0), "below": (0.0, 1.0, 0.0, 0.55),
+    "on top of": (0.0, 1.0, 0.4, 1.0), "under": (0.0, 1.0, 0.0, 0.6), "next to": (0.0, 1.0, 0.0, 1.0),
+}
+_FULL = (0.0, 1.0, 0.0, 1.0)
+
+
+def _zone(relations: Sequence[str]) -> tuple[float, float, float, float]:
+    """Intersection of the zones of a reference group's relations (the whole canvas if they conflict)."""
+    x0, x1, y0, y1 = _FULL
+    for r in relations:
+        a, b, c, d = _ZONES[r]
+        x0, x1, y0, y1 = max(x0, a), min(x1, b), max(y0, c), min(y1, d)
+    return (x0, x1, y0, y1) if x1 > x0 and y1 > y0 else _FULL
+
+
+def _candidates(
+    rng: np.random.Generator, w: float, h: float, width: int, height: int, constraints: Sequence[_Constraint],
+    zone: tuple[float, float, float, float] = _FULL,
+) -> np.ndarray:
+    """Candidate boxes (n, 4): half uniform over the zone, half built around a constraint's reference."""
+    n = _N_CANDIDATES
+    lo_x, hi_x = w / 2 + 1, width - w / 2 - 1
+    lo_y, hi_y = h / 2 + 1, height - h / 2 - 1
+    zx0, zx1 = max(lo_x, zone[0] * width), min(hi_x, zone[1] * width)
+    zy0, zy1 = max(lo_y, zone[2] * height), min(hi_y, zone[3] * height)
+    if zx1 <= zx0:
+        zx0, zx1 = lo_x, hi_x
+    if zy1 <= zy0:
+        zy0, zy1 = lo_y, hi_y
+    cx = rng.uniform(zx0, zx1, size=n)
+    cy = rng.uniform(zy0, zy1, size=n)
+    subj = [c for c in constraints if c.subject]
+    if subj:
+        k = n // 2
+        c = subj[int(rng.integers(len(subj)))]
+        rx1, ry1, rx2, ry2 = c.other
+        rcx, rcy, rw, rh = (rx1 + rx2) / 2, (ry1 + ry2) / 2, rx2 - rx1, ry2 - ry1
+        gap = rng.uniform(GAP + 0.5, GAP + 6, size=k)
+        jx = rng.uniform(-0.3, 0.3, size=k)
+        jy = rng.uniform(-0.3, 0.3, size=k)
+        if c.relation == "on top of":
+            cx[:k], cy[:k] = rcx + jx * rw, ry1 - gap - h / 2
+        elif c.relation == "under":
+            cx[:k], cy[:k] = rcx + jx * rw, ry2 + gap + h / 2
+        elif c.relation == "next to":
+            side = np.where(rng.random(k) < 0.5, -1.0, 1.0)
+            cx[:k] = np.where(side < 0, rx1 - gap - w / 2, rx2 + gap + w / 2)
+            cy[:k] = rcy + jy * rh
+        elif c.relation == "left of":
+            cx[:k], cy[:k] = rng.uniform(lo_x, max(lo_x, rx1 - w / 2), size=k), rcy + jy * rh * 2
+        elif c.relation == "right of":
+            cx[:k], cy[:k] = rng.uniform(min(hi_x, rx2 + w / 2), hi_x, size=k), rcy + jy * rh * 2
+        elif c.relation == "above":
+            cx[:k], cy[:k] = rcx + jx * rw * 2, rng.uniform(lo_y, max(lo_y, ry1 - h / 2), size=k)
+        elif c.relation == "below":
+            cx[:k], cy[:k] = rcx + jx * rw * 2, rng.uniform(min(hi_y, ry2 + h / 2), hi_y, size=k)
+    cx = np.clip(cx, lo_x, hi_x)
+    cy = np.clip(cy, lo_y, hi_y)
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _place(
+    rng: np.random.Generator,
+    w: float,
+    h: float,
+    width: int,
+    height: int,
+    occupied: list[Box],
+    constraints: Sequence[_Constraint] = (),
+    zone: tuple[float, float, float, float] = _FULL,
+) -> tuple[Box | None, bool]:
+    """A free box of size w x h honouring ``constraints`` if possible: (box or None, constraints met)."""
+    occ = np.asarray(occupied, dtype=np.float64).reshape(-1, 4)
+    for attempt in range(3):
+        cands = _candidates(rng, w, h, width, height, constraints, zone if attempt < 2 else _FULL)
+        free = _free_mask(cands, occ)
+        ok = free.copy()
+        for c in constraints:
+            if c.subject:
+                ok &= relation_mask(cands, c.other[None], c.relation)
+            else:
+                ok &= relation_mask(c.other[None], cands, c.relation)
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            return tuple(float(v) for v in cands[idx[0]]), True  # type: ignore[return-value]
+        if not constraints:
+            idx = np.flatnonzero(free)
+            if idx.size:
+                return tuple(float(v) for v in cands[idx[0]]), True  # type: ignore[return-value]
+    if constraints:
+        box, _ = _place(rng, w, h, width, height, occupied, ())
+        return box, False
+    return None, False
+
+
+def _with_attr(o: SceneObject, attr: str, value: str) -> SceneObject:
+    return replace(o, color=value) if attr == "color" else replace(o, pattern=value)
+
+
+def _ordered(scene: Scene, noun: str) -> list[int]:
+    """Indices of the objects of ``noun`` in ``scene``, left to right by centre (ties top to bottom)."""
+    idx = [i for i, o in enumerate(scene.objects) if o.noun == noun]
+    return sorted(idx, key=lambda i: (scene.objects[i].center[0], scene.objects[i].center[1], i))
+
+
+class SimExpert(Expert):
+    """Base of SceneSim's experts: holds the card profile and the canvas size.
+
+    Args:
+        name: Registry name (e.g. ``"sim/layout"``).
+        kind: ``"text-to-image"`` or ``"image-to-image"``.
+        canvas_size: Side of the square canvas of generated scenes, 64 to 512 pixels (editors keep the size
+            of the scene they edit).
+        card: Descriptive model-card facts (analogue, summary, ...), kept for tables; no effect on behaviour.
+        **profile: The :class:`SimProfile` numbers.
+
+    Raises:
+        ValueError: a bad ``canvas_size``, ``kind`` or profile number (named in the message).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: ExpertKind = "text-to-image",
+        canvas_size: int = 128,
+        card: dict[str, Any] | None = None,
+        **profile: Any,
+    ) -> None:
+        if isinstance(canvas_size, bool) or not isinstance(canvas_size, int) or not 64 <= canvas_size <= 512:
+            raise ValueError(f"canvas_size={canvas_size!r} must be an int from 64 to 512 pixels.")
+        if kind not in ("text-to-image", "image-to-image"):
+            raise ValueError(f"kind={kind!r} must be 'text-to-image' or 'image-to-image'.")
+        unknown = sorted(set(profile) - {f.name for f in fields(SimProfile)})
+        if unknown:
+            raise ValueError(
+                f"unknown card parameter(s) {unknown} for expert {name!r}; known: {[f.name for f in fields(SimProfile)]}."
+            )
+        self.name = name
+        self.kind = kind
+        self.canvas_size = canvas_size
+        self.profile = SimProfile(**profile)
+        self.ops = frozenset(self.profile.ops)
+        self.cost = float(self.profile.cost)
+        self.card = dict(card or {})
+
+    # ------------------------------------------------------------------ shared helpers
+    def _rng(self, seed: int, command: str) -> np.random.Generator:
+        """All randomness of a call: seeded by ``seed``, the expert's name and the command text (as a real
+        model's output depends on prompt and seed; two experts given the same seed make different mistakes)."""
+        return np.random.default_rng([int(seed), stable_hash("sim-expert", self.name, command.strip(), bits=64)])
+
+    def _parse(self, command: str) -> ParsedCommand:
+        try:
+            parsed = _parse(command.strip())
+        except CommandError as exc:
+            raise ValueError(f"command={command!r} cannot be parsed: {exc}") from exc
+        if parsed.op not in self.ops:
+            raise ValueError(
+                f"expert {self.name!r} cannot run command={command!r} (op {parsed.op!r}); it supports "
+                f"{sorted(self.ops)}. Pick an expert whose ops include {parsed.op!r}."
+            )
+        return parsed
+
+    def _artifacts(self, rng: np.random.Generator, scene: Scene, near: Sequence[Box] = ()) -> tuple[Artifact, ...]:
+        p = self.profile
+        n = int(rng.poisson(p.artifacts)) if p.artifacts > 0 else 0
+        out = []
+        for _ in range(n):
+            if near:
+                b = near[int(rng.integers(len(near)))]
+                x, y = rng.uniform(b[0], b[2]), rng.uniform(b[1], b[3])
+            else:
+                x, y = rng.uniform(0, scene.width), rng.uniform(0, scene.height)
+            radius = float(rng.uniform(0.02, 0.05) * min(scene.width, scene.height))
+            strength = float(np.clip(rng.normal(p.artifact_strength, 0.15), 0.05, 1.0))
+            out.append(Artifact(float(x), float(y), radius, strength, int(rng.integers(2**31))))
+        return tuple(out)
+
+    def _glyph_noise(self, rng: np.random.Generator) -> float:
+        return float(np.clip(rng.uniform(0.0, 2.0 * self.profile.glyph_noise), 0.0, 1.0))
+
+    def _draw_count(self, rng: np.random.Generator, count: int) -> int:
+        p = self.profile
+        acc = p.count_accuracy if count <= p.count_limit else p.count_accuracy_beyond
+        if rng.random() < acc:
+            return count
+        if count == 1:
+            return 2
+        off = int(rng.choice([-2, -1, 1, 2], p=[0.15, 0.35, 0.35, 0.15]))
+        return int(max(1, count + off))
+
+    def _choose(self, rng: np.random.Generator, wanted: str | None, choices: Sequence[str], accuracy: float,
+                default: str | None) -> str:
+        """``wanted`` with probability ``accuracy`` else another choice; ``default`` (or random) when unasked."""
+        if wanted is None:
+            return default if default is not None else choices[int(rng.integers(len(choices)))]
+        if rng.random() < accuracy:
+            return wanted
+        others = [c for c in choices if c != wanted]
+        return others[int(rng.integers(len(others)))]
+
+    def _unasked_size(self, rng: np.random.Generator) -> str:
+        return str(rng.choice(SIZES, p=[0.25, 0.55, 0.2]))
+
+    def _unasked_pattern(self, rng: np.random.Generator) -> str:
+        return "plain" if rng.random() < 0.8 else PATTERNS[int(rng.integers(1, len(PATTERNS)))]
+
+    def _output(self, scene: Scene, seed: int, t0: float, op: str, notes: list[str]) -> ExpertOutput:
+        image = _render(scene)
+        return ExpertOutput(
+            image=image, seed=seed, elapsed=time.perf_counter() - t0, state=scene,
+            metadata={"expert": self.name, "op": op, "cost": self.cost, "notes": tuple(notes)},
+        )
+
+    def _draw_groups(
+        self,
+        rng: np.random.Generator,
+        entities: Sequence[Entity],
+        relations: Sequence[Relation],
+        scene: Scene,
+        occupied: list[Box],
+        notes: list[str],
+        extra_refs: Sequence[tuple[int, str, list[Box]]] = (),
+    ) -> list[SceneObject]:
+        """Draw groups with this card's limitations and lay them out among ``occupied`` boxes.
+
+        ``extra_refs`` are (group index, relation, reference boxes already on the canvas) constraints.
+        """
+        p = self.profile
+        keep = [i for i in range(min(len(entities), p.max_entities)) if not rng.random() < p.entity_drop]
+        if len(entities) > p.max_entities:
+            notes.append(f"left out {len(entities) - p.max_entities} group(s) beyond max_entities")
+        requested = [e.color for e in entities if e.color is not None]
+        honoured = [rng.random() < p.relation_accuracy for _ in relations]
+        # order: references before their subjects (honoured relations only), else mention order
+        placed_groups: list[int] = []
+        pending = list(keep)
+        while pending:
+            ready = [g for g in pending
+                     if all(r.reference not in pending or r.reference == g
+                            for r, h in zip(relations, honoured) if h and r.subject == g)]
+            g = ready[0] if ready else pending[0]
+            pending.remove(g)
+            placed_groups.append(g)
+        boxes_of: dict[int, list[Box]] = {}
+        objects: list[SceneObject] = []
+        canvas = min(scene.width, scene.height)
+        for g in placed_groups:
+            e = entities[g]
+            n = self._draw_count(rng, e.count)
+            if n != e.count:
+                notes.append(f"drew {n} {e.noun} instead of {e.count}")
+            if e.color is not None and rng.random() >= p.color_binding:
+                others = [c for c in requested if c != e.color]
+                if others and rng.random() < p.attribute_leakage:
+                    color = others[int(rng.integers(len(others)))]
+                else:
+                    color = self._choose(rng, e.color, COLORS, 0.0, None)
+                notes.append(f"bound {color} to the {e.noun} instead of {e.color}")
+            else:
+                color = e.color if e.color is not None else COLORS[int(rng.integers(len(COLORS)))]
+            pattern = self._choose(rng, e.pattern, PATTERNS, p.attribute_accuracy, None) \
+                if e.pattern is not None else self._unasked_pattern(rng)
+            size = self._choose(rng, e.size, SIZES, p.attribute_accuracy, None) \
+                if e.size is not None else self._unasked_size(rng)
+            cons: list[_Constraint] = []
+            for r, hon in zip(relations, honoured):
+                if not hon:
+                    continue
+                if r.subject == g and r.reference in boxes_of:
+                    cons += [_Constraint(r.relation, np.asarray(b), True) for b in boxes_of[r.reference]]
+                elif r.reference == g and r.subject in boxes_of:
+                    cons += [_Constraint(r.relation, np.asarray(b), False) for b in boxes_of[r.subject]]
+            for gi, rel, refs in extra_refs:
+                if gi == g:
+                    cons += [_Constraint(rel, np.asarray(b), True) for b in refs]
+            zone = _zone([r.relation for r, hon in zip(relations, honoured)
+                          if hon and r.reference == g and r.subject not in boxes_of])
+            boxes_of[g] = []
+            for _ in range(n):
+                w, h = layout_box(size, canvas, rng)
+                box, met = _place(rng, w, h, scene.width, scene.height, occupied, cons, zone)
+                if box is None:
+                    notes.append(f"no room for a {e.noun}")
+                    continue
+                if not met:
+                    notes.append(f"could not honour a relation of the {e.noun}")
+                occupied.append(box)
+                boxes_of[g].append(box)
+                objects.append(SceneObject(e.noun, color, pattern, size, box, self._glyph_noise(rng)))
+        return objects
+
+
+class SimTextToImage(SimExpert):
+    """A simulated text-to-image expert (op ``generate``): draws a new scene from the command's spec.
+
+    Example::
+
+        expert = make_expert("sim/layout")
+        out = expert("generate: two red clocks left of a blue dog", seed=0)
+        out.image.shape  # (128, 128, 3)
+    """
+
+    def __init__(self, name: str = "sim/t2i", **kwargs: Any) -> None:
+        kwargs.setdefault("ops", ("generate",))
+        super().__init__(name, kind="text-to-image", **kwargs)
+
+    def _generate(self, command: str, image: np.ndarray | None, *, seed: int, state: Any,
+                  detections: Sequence[Any], **params: Any) -> ExpertOutput:
+        t0 = time.perf_counter()
+        parsed = self._parse(command)
+        return self.execute(parsed, seed=seed, command=command, t0=t0)
+
+    def execute(self, parsed: ParsedCommand, *, seed: int, command: str = "", t0: float | None = None) -> ExpertOutput:
+        """Run an already parsed ``generate`` command; ``command`` is its text (it seeds the randomness, so
+        pass the text to get the same result as calling the expert with it)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        rng = self._rng(seed, command)
+        p = self.profile
+        spec = parsed.spec
+        notes: list[str] = []
+        base = Scene(width=self.canvas_size, height=self.canvas_size, seed=seed)
+        objects = self._draw_groups(rng, spec.entities, spec.relations, base, [], notes)
+        background = self._choose(rng, spec.background, BACKGROUNDS, p.scene_accuracy, "plain")
+        style = self._choose(rng, spec.style, STYLES, p.scene_accuracy, p.default_style)
+        quality = float(np.clip(rng.normal(p.fidelity, 0.03), 0.0, 1.0))
+        scene = replace(base, objects=tuple(objects), background=background, style=style, quality=quality,
+                        history=(f"{self.name}: generate",))
+        scene = replace(scene, artifacts=self._artifacts(rng, scene))
+        return self._output(scene, seed, t0, "generate", notes)
+
+
+class SimEditor(SimExpert):
+    """A simulated editing expert (image-to-image): changes the scene graph it gets as ``state``.
+
+    Supported ops come from its card: ``add``, ``remove``, ``recolor``, ``retexture``, ``resize``, ``move``,
+    ``background``, ``restyle``, ``refine``. Every edit may leave blemishes near what it changed and caps the
+    scene's quality at the card's ``fidelity``; ``refine`` raises quality and removes blemishes.
+
+    Raises (on call):
+        ValueError: ``state`` is not a SceneSim scene, or the command's target/value is unusable.
+    """
+
+    def __init__(self, name: str = "sim/editor", **kwargs: Any) -> None:
+        super().__init__(name, kind="image-to-image", **kwargs)
+
+    def _generate(self, command: str, image: np.ndarray | None, *, seed: int, state: Any,
+                  detections: Sequence[Any], **params: Any) -> ExpertOutput:
+        t0 = time.perf_counter()
+        parsed = self._parse(command)
+        return self.execute(parsed, state, seed=seed, command=command, t0=t0)
+
+    def execute(self, parsed: ParsedCommand, state: Any, *, seed: int, command: str = "",
+                t0: float | None = None) -> ExpertOutput:
+        """Run an already parsed edit on ``state``; ``command`` is its text (it seeds the randomness)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        if not isinstance(state, Scene):
+            raise ValueError(
+                f"state={type(state).__name__ if state is not None else None} is not a SceneSim Scene; expert "
+                f"{self.name!r} edits the scene graph of a previous SceneSim output (pass state=output.state)."
+            )
+        if parsed.op not in self.ops:
+            raise ValueError(f"expert {self.name!r} cannot run op {parsed.op!r}; it supports {sorted(self.ops)}.")
+        rng = self._rng(seed, command)
+        notes: list[str] = []
+        handler: Callable[[ParsedCommand, Scene, np.random.Generator, list[str]], tuple[Scene, list[Box]]]
+        handler = getattr(self, f"_op_{parsed.op}")
+        scene, touched = handler(parsed, state, rng, notes)
+        p = self.profile
+        if parsed.op == "refine":
+            quality = float(np.clip(max(scene.quality, rng.normal(p.fidelity, 0.02)), 0.0, 1.0))
+            arts = scene.artifacts
+        else:
+            quality = float(min(scene.quality, np.clip(rng.normal(p.fidelity, 0.02), 0.0, 1.0)))
+            arts = scene.artifacts + self._artifacts(rng, scene, touched)
+        scene = replace(scene, quality=quality, artifacts=arts, seed=seed,
+                        history=(*state.history, f"{self.name}: {parsed.op}"))
+        return self._output(scene, seed, t0, parsed.op, notes)
+
+    # ------------------------------------------------------------------ targets
+    def _targets(self, parsed: ParsedCommand, scene: Scene) -> list[int]:
+        noun = parsed.noun
+        if noun is None:
+            if parsed.spec.entities:
+                noun = parsed.spec.entities[0].noun
+            else:
+                raise ValueError(f"the {parsed.op} command names no object; say which, e.g. '{parsed.op}: the cup'.")
+        idx = _ordered(scene, noun)
+        if parsed.index is not None:  # 0-based, negative counts from the right ("the last clock" -> -1)
+            return [idx[parsed.index]] if -len(idx) <= parsed.index < len(idx) else []
+        return idx
+
+    def _value(self, parsed: ParsedCommand, choices: Sequence[str], what: str) -> str:
+        v = parsed.value
+        if v is None:
+            for e in parsed.spec.entities:
+                v = getattr(e, what, None) or v
+        if v not in choices:
+            raise ValueError(
+                f"the {parsed.op} command asks for {what}={v!r}; name one of {list(choices)}."
+            )
+        return str(v)
+
+    def _near(self, scene: Scene, i: int) -> int | None:
+        if len(scene.objects) < 2:
+            return None
+        c = np.array(scene.objects[i].center)
+        d = [np.hypot(*(np.array(o.center) - c)) if j != i else np.inf for j, o in enumerate(scene.objects)]
+        return int(np.argmin(d))
+
+    # ------------------------------------------------------------------ ops
+    def _op_add(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                notes: list[str]) -> tuple[Scene, list[Box]]:
+        ents = parsed.spec.entities
+        if not ents:
+            raise ValueError("the add command names nothing to add; e.g. 'add: a blue dog right of the clock'.")
+        extra: list[tuple[int, str, list[Box]]] = []
+        if parsed.relation is not None and parsed.reference is not None and parsed.relation in RELATIONS:
+            refs = [scene.objects[i].box for i in _ordered(scene, parsed.reference)]
+            if refs and rng.random() < self.profile.relation_accuracy:
+                extra.append((0, parsed.relation, refs))
+        occupied = [o.box for o in scene.objects]
+        new = self._draw_groups(rng, ents, parsed.spec.relations, scene, occupied, notes, extra)
+        return scene.with_objects(scene.objects + tuple(new)), [o.box for o in new]
+
+    def _op_remove(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                   notes: list[str]) -> tuple[Scene, list[Box]]:
+        targets = self._targets(parsed, scene)
+        if parsed.count is not None and parsed.index is None:
+            targets = targets[::-1][: parsed.count]  # the right-most ones
+        gone = {i for i in targets if rng.random() < self.profile.edit_accuracy}
+        if len(gone) < len(targets):
+            notes.append(f"left {len(targets) - len(gone)} object(s) in place")
+        touched = [scene.objects[i].box for i in sorted(gone)]
+        return scene.with_objects(tuple(o for i, o in enumerate(scene.objects) if i not in gone)), touched
+
+    def _change(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator, notes: list[str],
+                attr: str, value: str) -> tuple[Scene, list[Box]]:
+        objs = list(scene.objects)
+        touched: list[Box] = []
+        for i in self._targets(parsed, scene):
+            if rng.random() < self.profile.edit_accuracy:
+                objs[i] = _with_attr(objs[i], attr, value)
+                touched.append(objs[i].box)
+            else:
+                notes.append(f"the {objs[i].noun} kept its {attr}")
+            if rng.random() < self.profile.attribute_leakage:
+                j = self._near(scene, i)
+                if j is not None:
+                    objs[j] = _with_attr(objs[j], attr, value)
+                    notes.append(f"the {attr} leaked to the {objs[j].noun}")
+                    touched.append(objs[j].box)
+        return scene.with_objects(tuple(objs)), touched
+
+    def _op_recolor(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                    notes: list[str]) -> tuple[Scene, list[Box]]:
+        return self._change(parsed, scene, rng, notes, "color", self._value(parsed, COLORS, "color"))
+
+    def _op_retexture(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                      notes: list[str]) -> tuple[Scene, list[Box]]:
+        return self._change(parsed, scene, rng, notes, "pattern", self._value(parsed, PATTERNS, "pattern"))
+
+    def _relayout(self, scene: Scene, rng: np.random.Generator, notes: list[str], targets: list[int],
+                  sizes: dict[int, str], cons_for: Callable[[list[Box]], list[_Constraint]]) -> tuple[Scene, list[Box]]:
+        objs = list(scene.objects)
+        keep = [o.box for i, o in enumerate(objs) if i not in targets]
+        touched: list[Box] = []
+        canvas = min(scene.width, scene.height)
+        for i in targets:
+            o = objs[i]
+            size = sizes.get(i, o.size)
+            if size == o.size:
+                w, h = o.box[2] - o.box[0], o.box[3] - o.box[1]
+            else:
+                w, h = layout_box(size, canvas, rng)
+            cons = cons_for(keep)
+            if not cons and size != o.size:  # resize in place when there is room
+                cx, cy = o.center
+                box0 = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+                inside = box0[0, 0] >= 0 and box0[0, 1] >= 0 and box0[0, 2] <= scene.width and box0[0, 3] <= scene.height
+                if inside and _free_mask(box0, np.asarray(keep).reshape(-1, 4))[0]:
+                    box: Box | None = tuple(float(v) for v in box0[0])  # type: ignore[assignment]
+                    met = True
+                else:
+                    box, met = _place(rng, w, h, scene.width, scene.height, keep, cons)
+            else:
+                box, met = _place(rng, w, h, scene.width, scene.height, keep, cons)
+            if box is None:
+                notes.append(f"no room to change the {o.noun}")
+                keep.append(o.box)
+                continue
+            if not met:
+                notes.append(f"could not honour the relation of the {o.noun}")
+            touched += [o.box, box]
+            objs[i] = replace(o, box=box, size=size)
+            keep.append(box)
+        return scene.with_objects(tuple(objs)), touched
+
+    def _op_resize(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                   notes: list[str]) -> tuple[Scene, list[Box]]:
+        value = self._value(parsed, SIZES, "size")
+        targets = [i for i in self._targets(parsed, scene) if rng.random() < self.profile.edit_accuracy]
+        return self._relayout(scene, rng, notes, targets, dict.fromkeys(targets, value), lambda keep: [])
+
+    def _op_move(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                 notes: list[str]) -> tuple[Scene, list[Box]]:
+        targets = self._targets(parsed, scene)
+        rel, ref = parsed.relation, parsed.reference
+        if rel is None or rel not in RELATIONS or ref is None:
+            raise ValueError(
+                f"the move command needs a relation and a reference (got relation={rel!r}, reference={ref!r}); "
+                "e.g. 'move: put the dog right of the clock'."
+            )
+        refs = [scene.objects[i].box for i in _ordered(scene, ref) if i not in targets]
+        honour = rng.random() < self.profile.relation_accuracy
+        if not honour:
+            notes.append("ignored the relation")
+
+        def cons_for(keep: list[Box]) -> list[_Constraint]:
+            return [_Constraint(rel, np.asarray(b), True) for b in refs] if honour else []
+
+        return self._relayout(scene, rng, notes, targets, {}, cons_for)
+
+    def _op_background(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                       notes: list[str]) -> tuple[Scene, list[Box]]:
+        value = parsed.value if parsed.value is not None else parsed.spec.background
+        if value not in BACKGROUNDS:
+            raise ValueError(f"the background command asks for background={value!r}; name one of {list(BACKGROUNDS)}.")
+        bg = self._choose(rng, value, BACKGROUNDS, self.profile.edit_accuracy, None)
+        return self._drift(replace(scene, background=bg), rng, notes), []
+
+    def _op_restyle(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                    notes: list[str]) -> tuple[Scene, list[Box]]:
+        value = parsed.value if parsed.value is not None else parsed.spec.style
+        if value not in STYLES:
+            raise ValueError(f"the restyle command asks for style={value!r}; name one of {list(STYLES)}.")
+        st = self._choose(rng, value, STYLES, self.profile.edit_accuracy, None)
+        return self._drift(replace(scene, style=st), rng, notes), []
+
+    def _op_refine(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                   notes: list[str]) -> tuple[Scene, list[Box]]:
+        keep = tuple(a for a in scene.artifacts if not rng.random() < self.profile.artifact_removal)
+        if len(keep) < len(scene.artifacts):
+            notes.append(f"removed {len(scene.artifacts) - len(keep)} blemish(es)")
+        return self._drift(replace(scene, artifacts=keep), rng, notes), []
+
+    def _drift(self, scene: Scene, rng: np.random.Generator, notes: list[str]) -> Scene:
+        if not scene.objects or not rng.random() < self.profile.drift:
+            return scene
+        i = int(rng.integers(len(scene.objects)))
+        o = scene.objects[i]
+        if rng.random() < 0.7:
+            near = _SIMILAR[o.color]
+            o2 = replace(o, color=near[int(rng.integers(len(near)))])
+        else:
+            o2 = replace(o, pattern="plain" if o.pattern != "plain" else PATTERNS[int(rng.integers(1, len(PATTERNS)))])
+        notes.append(f"the {o.noun} drifted")
+        objs = list(scene.objects)
+        objs[i] = o2
+        return scene.with_objects(tuple(objs))

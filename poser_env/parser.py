@@ -1,0 +1,1002 @@
+"""Rule-based prompt parser: English prompt -> :class:`poser_env.spec.Spec`, command text -> ParsedCommand.
+
+Dependency-free and deterministic. It reads:
+
+* **quantities**: ``a``/``an``/``one``..``ten``, digits, ``a pair of``/``a couple of`` (2), ``some``,
+  ``several``, ``many``, ``a group of`` ... (a plural noun without a number counts 2). Counts above ten
+  are clamped to 10 (the spec's maximum). An *explicit cardinal* (``two``..``ten`` or a digit >= 2)
+  means exactly N, as in GenEval's counting task: the spec also gets ``Exclusion(noun, N + 1)``.
+* **nouns**: any noun, multi-word nouns ("teddy bear", "fire hydrant", "hair drier"), regular and
+  irregular plurals (the spec holds the singular). A colour word that ends a noun phrase is the noun
+  ("an orange", "a yellow orange").
+* **attributes**: colours (:data:`poser_env.spec.COLORS`; "grey" -> gray, "light blue" -> blue),
+  patterns (striped/stripes, dotted/polka-dot/spotted, checkered/plaid/tartan ...; "with stripes"),
+  sizes (small/tiny/little, medium, large/big/huge); before the noun or as a predicate
+  ("the cups are blue and striped").
+* **relations** and their variants, mapped to :data:`poser_env.spec.RELATIONS`: "to the left of",
+  "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below" ->
+  ``below``; "under"/"beneath"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
+  "next to"/"beside"/"near"/"alongside" -> ``next to``. Relations the spec cannot hold ("in front of",
+  "behind", "in", "inside", "between") are read and ignored. Chains ("a cup left of a dog left of a cat")
+  give one relation per link.
+* **conjunctions, several sentences and simple coreference**: "it" (nearest single group), "they"/"them"
+  (nearest plural group), "the cups" (nearest group with that noun, else a new group).
+* **background** (:data:`poser_env.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
+  "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
+  **style** (:data:`poser_env.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
+  "photorealistic"/"a photograph of"). GenEval's framing "a photo of" is neutral: it sets no style.
+* **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat".
+
+GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks) get GenEval's tag;
+other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
+
+Command texts (see :mod:`poser_env.commands`) are read by :func:`parse_command_text`. Ordinals ("the
+second clock") count objects of that noun **from left to right** (by box centre x), 0-based in
+:attr:`poser_env.commands.ParsedCommand.index`; "the last clock" gives index -1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from poser_env.commands import CommandError, ParsedCommand, split_op
+from poser_env.spec import (
+    BACKGROUNDS,
+    COLORS,
+    PATTERNS,
+    RELATIONS,
+    SIZES,
+    STYLES,
+    Entity,
+    Exclusion,
+    Relation,
+    Spec,
+    SpecError,
+)
+from poser_env.text import singular
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "ORDINALS",
+    "ParseError",
+    "parse",
+    "parse_command_text",
+]
+
+#: Longest prompt :func:`parse` accepts, in characters.
+MAX_PROMPT_CHARS = 100_000
+
+
+class ParseError(SpecError):
+    """A prompt the parser cannot use (not a string, empty, too long, or nothing drawable)."""
+
+
+# ---------------------------------------------------------------------------------------------- vocab
+_NUMBERS: dict[str, int] = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "twenty": 20,
+}
+#: Ordinal words -> 0-based index (``"last"`` is -1).
+ORDINALS: dict[str, int] = {
+    "first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "seventh": 6,
+    "eighth": 7, "ninth": 8, "tenth": 9, "1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4, "6th": 5,
+    "7th": 6, "8th": 7, "9th": 8, "10th": 9, "last": -1,
+}
+_COLOR_WORDS: dict[str, str] = {c: c for c in COLORS}
+_COLOR_WORDS.update({"grey": "gray", "violet": "purple", "golden": "yellow", "gold": "yellow"})
+_COLOR_MODS = {"dark", "light", "bright", "pale", "deep", "pastel", "vivid", "navy", "sky", "hot"}
+_PATTERN_WORDS: dict[str, str] = {
+    "striped": "striped", "stripy": "striped", "stripey": "striped", "pinstriped": "striped",
+    "dotted": "dotted", "polka-dot": "dotted", "polka-dotted": "dotted", "spotted": "dotted",
+    "spotty": "dotted", "dotty": "dotted", "polkadot": "dotted",
+    "checkered": "checkered", "chequered": "checkered", "checked": "checkered", "plaid": "checkered",
+    "tartan": "checkered", "gingham": "checkered", "checkerboard": "checkered",
+    "plain": "plain", "solid": "plain", "patternless": "plain",
+}
+_PATTERN_NOUNS: dict[str, str] = {
+    "stripes": "striped", "stripe": "striped", "dots": "dotted", "spots": "dotted",
+    "polka-dots": "dotted", "checks": "checkered", "checkers": "checkered", "plaid": "checkered",
+}
+_SIZE_WORDS: dict[str, str] = {
+    "small": "small", "tiny": "small", "little": "small", "mini": "small", "miniature": "small",
+    "smaller": "small", "medium": "medium", "medium-sized": "medium", "mid-sized": "medium",
+    "midsize": "medium", "large": "large", "big": "large", "huge": "large", "giant": "large",
+    "enormous": "large", "massive": "large", "larger": "large", "bigger": "large",
+    "small-sized": "small", "large-sized": "large",
+}
+_ATTR_WORDS = set(_COLOR_WORDS) | set(_PATTERN_WORDS) | set(_SIZE_WORDS)
+
+# relation phrases (token sequences), longest first; None = a relation the spec cannot hold
+_REL_PHRASES: list[tuple[tuple[str, ...], str | None]] = []
+
+
+def _add_rel(rel: str | None, *phrases: str) -> None:
+    for p in phrases:
+        _REL_PHRASES.append((tuple(p.split()), rel))
+
+
+for _side in ("left", "right"):
+    _add_rel(
+        f"{_side} of",
+        f"to the {_side} of", f"on the {_side} of", f"at the {_side} of", f"to the {_side} side of",
+        f"on the {_side} side of", f"on the {_side} hand side of", f"to the {_side} hand side of",
+        f"on the {_side}-hand side of", f"to the {_side}-hand side of", f"at the {_side} side of",
+        f"{_side} of", f"{_side} side of", f"{_side}ward of",
+    )
+_add_rel("on top of", "on the top of", "on top of", "at the top of", "atop", "on", "upon", "onto")
+_add_rel("above", "above", "over", "higher than")
+_add_rel("below", "below", "beneath", "lower than")
+_add_rel("under", "underneath", "under")
+_add_rel(
+    "next to", "next to", "beside", "besides", "alongside", "near", "close to", "adjacent to",
+    "by the side of", "on the side of", "on side of", "at the side of", "nearby",
+)
+_add_rel(None, "in front of", "behind", "in back of", "at the back of", "inside of", "inside", "in", "into",
+         "within", "between", "among", "amongst", "around", "across from", "opposite", "facing", "against")
+_REL_PHRASES.sort(key=lambda pr: -len(pr[0]))
+assert all(r is None or r in RELATIONS for _, r in _REL_PHRASES)
+_REL_FIRST = {p[0] for p, _ in _REL_PHRASES}
+_REL_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str | None]]] = {}
+for _rseq, _rel in _REL_PHRASES:
+    _REL_BY_FIRST.setdefault(_rseq[0], []).append((_rseq, _rel))
+
+_QUANT_PHRASES: list[tuple[tuple[str, ...], int | None]] = [
+    (("a", "pair", "of"), 2), (("a", "couple", "of"), 2), (("pair", "of"), 2), (("couple", "of"), 2),
+    (("a", "group", "of"), None), (("a", "bunch", "of"), None), (("a", "set", "of"), None),
+    (("a", "row", "of"), None), (("a", "few"), None), (("a", "lot", "of"), None), (("lots", "of"), None),
+    (("a", "number", "of"), None), (("a", "handful", "of"), None), (("a", "stack", "of"), None),
+    (("a", "pile", "of"), None), (("a", "flock", "of"), None), (("a", "herd", "of"), None),
+    (("a", "collection", "of"), None), (("a", "cluster", "of"), None), (("a", "line", "of"), None),
+    (("a", "dozen"), 10), (("a", "piece", "of"), None), (("a", "slice", "of"), None),
+    (("group", "of"), None), (("groups", "of"), None), (("a", "variety", "of"), None),
+]
+_QUANT_PHRASES.sort(key=lambda pr: -len(pr[0]))
+_QUANT_BY_FIRST: dict[str, list[tuple[tuple[str, ...], int | None]]] = {}
+for _seq, _n in _QUANT_PHRASES:
+    _QUANT_BY_FIRST.setdefault(_seq[0], []).append((_seq, _n))
+_VAGUE_QUANT = {"some", "several", "many", "multiple", "various", "numerous", "few", "both"}
+_DEFINITE = {"the", "this", "that", "these", "those", "all", "each", "every", "both"}
+_POSSESSIVE = {"its", "their", "his", "her", "my", "your", "our"}
+_PRONOUN_SING = {"it"}
+_PRONOUN_PLUR = {"they", "them"}
+_EXCL_WORDS = {"no", "without", "zero", "nor"}
+
+_STOP = {
+    # prepositions / particles
+    "of", "in", "on", "at", "by", "with", "for", "from", "to", "into", "onto", "near", "beside", "behind",
+    "under", "over", "above", "below", "beneath", "underneath", "between", "among", "across", "through",
+    "around", "against", "along", "atop", "inside", "outside", "upon", "within", "toward", "towards",
+    "next", "about", "off", "up", "down", "out", "like", "as", "via", "per", "amid", "amidst", "beyond",
+    "past", "throughout", "during", "before", "after", "while", "alongside", "besides", "nearby",
+    "without", "except", "than", "opposite", "facing",
+    # conjunctions, relatives
+    "and", "or", "but", "nor", "so", "yet", "that", "which", "who", "whom", "whose", "where", "when",
+    "because", "if", "although", "though", "whereas", "then", "plus", "either", "neither",
+    # auxiliaries and common verbs
+    "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did",
+    "can", "could", "will", "would", "should", "may", "might", "must", "shall", "sits", "sit", "sat",
+    "stands", "stand", "stood", "lies", "lie", "lay", "rests", "rest", "hangs", "hang", "hung",
+    "appears", "appear", "looks", "look", "seems", "seem", "placed", "positioned", "located", "set",
+    "put", "make", "makes", "made", "show", "shows", "shown", "showing", "depict", "depicts", "depicting",
+    "draw", "drawn", "imagine", "create", "generate", "render", "feature", "features", "featuring",
+    "contains", "contain", "containing", "holds", "hold", "holding", "wears", "wear", "wearing",
+    "get", "gets", "give", "gives", "add", "remove", "move", "change", "turn", "paint", "painted",
+    "colored", "coloured", "let", "keep", "see", "seen", "there", "here",
+    # pronouns and determiners
+    "it", "they", "them", "its", "their", "his", "her", "he", "she", "him", "we", "us", "you", "i", "me",
+    "my", "your", "our", "this", "these", "those", "the", "a", "an", "some", "any", "all", "each",
+    "every", "both", "another", "other", "such", "no", "not", "none", "own", "one's", "itself",
+    "themselves", "what", "whatever",
+    # adverbs
+    "very", "also", "just", "only", "too", "quite", "rather", "really", "slightly", "directly",
+    "together", "again", "still", "even", "well", "almost", "nearly", "exactly", "instead",
+    "perhaps", "maybe", "now", "always", "never", "often", "partly", "mostly", "fully", "entirely",
+    "everything", "something", "nothing", "anything", "everyone", "someone", "anyone", "everybody",
+    "somebody", "nobody", "overall", "including", "includes", "include", "included", "use", "uses",
+}
+_LY_NOUNS = {"fly", "butterfly", "dragonfly", "firefly", "housefly", "lily", "jelly", "belly", "family",
+             "holly", "bully", "ally", "rally", "gully", "dolly", "trolly", "tally", "folly", "filly",
+             "grizzly", "italy", "assembly", "supply", "reply", "anomaly", "monopoly", "doily", "ugly"}
+
+
+_LY_ADJ = {"elderly", "friendly", "lovely", "lonely", "curly", "woolly", "wooly", "silly", "holy", "chilly",
+           "early", "daily", "lively", "costly", "deadly", "hilly", "oily", "wrinkly", "sparkly", "bubbly",
+           "prickly", "jolly", "burly", "surly", "stately", "comely", "ghostly", "portly", "homely", "scaly",
+           "smelly", "frilly", "wiggly", "squiggly", "knobbly", "gnarly", "womanly", "manly", "saintly"}
+
+
+def _is_adverb(w: str) -> bool:
+    return w.endswith("ly") and w not in _LY_NOUNS and w not in _LY_ADJ and not w.endswith("fly")
+_FRAMING_NOUNS = {"photo", "image", "picture", "photograph", "shot", "rendering", "render", "scene",
+                  "view", "painting", "illustration", "drawing", "depiction", "snapshot", "portrait",
+                  "close-up", "closeup", "sketch", "watercolor", "watercolour"}
+_NON_OBJECTS = {
+    "left", "right", "top", "bottom", "middle", "center", "centre", "foreground", "background", "side",
+    "front", "back", "corner", "edge", "distance", "image", "picture", "photo", "scene", "frame",
+    "composition", "view", "air", "way", "time", "moment", "style", "color", "colour", "shape",
+    "texture", "pattern", "size", "rest", "other", "others", "one", "ones", "lot", "kind", "sort",
+    "type", "part", "piece", "number", "place", "spot", "area", "space", "setting", "atmosphere",
+    "mood", "light", "lighting", "shadow", "shadows", "sky", "grass", "night", "sand", "beach",
+}
+_ING_NOUNS = {"building", "painting", "ring", "king", "ceiling", "string", "wing", "swing", "spring",
+              "thing", "sling", "wedding", "clothing", "stuffing", "icing", "frosting", "railing",
+              "parking", "dining", "sibling", "duckling", "pudding", "dumpling", "earring", "drawing",
+              "sing", "bing", "ping", "evening", "morning", "sapling", "ling", "bedding", "awning",
+              "lightning", "stocking", "topping", "filling", "dressing", "seedling", "wring"}
+_ED_NOUNS = {"bed", "shed", "sled", "seed", "weed", "reed", "steed", "sofabed", "flowerbed", "seabed",
+             "hundred", "red", "bread", "thread", "head", "bled", "fled", "speed", "feed",
+             "need", "creed", "deed", "breed", "tweed", "greed"}
+_COMMON_ADJ = {
+    "beautiful", "pretty", "cute", "old", "young", "new", "tall", "short", "long", "wide", "narrow",
+    "fluffy", "shiny", "bright", "dark", "majestic", "elegant", "cozy", "vintage", "modern", "ancient",
+    "antique", "rustic", "colorful", "colourful", "vibrant", "lush", "serene", "tranquil", "quaint",
+    "ornate", "sleek", "smooth", "rough", "soft", "hard", "fresh", "ripe", "happy", "sad", "angry",
+    "friendly", "playful", "curious", "lone", "single", "lovely", "gorgeous", "charming", "adorable",
+    "stunning", "picturesque", "weathered", "worn", "rusty", "rusted", "glossy", "fuzzy", "furry",
+    "delicate", "sturdy", "heavy", "light", "thin", "thick", "fat", "slender", "realistic", "detailed",
+    "silly", "elderly", "lonely", "curly", "jolly", "sparkly", "floofy",
+    "wuzzy", "shallow", "square-shaped", "round", "square", "triangular", "circular", "oval", "wet", "dry",
+}
+_END_WORDS = {",", "|", ":"}
+_COPULA = {"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears", "appear",
+           "seems", "seem", "colored", "coloured", "painted", "dyed", "becomes", "become", "turns", "turn"}
+
+
+# ------------------------------------------------------------------------------- scene phrases (regex)
+def _rx(*parts: str) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(parts) + r")\b")
+
+
+_ART = r"(?:a |an |the )?"
+_BG_RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("night", _rx(r"at night(?:time)?", r"in the night", r"under (?:a |the )?(?:starry |dark )?night sky",
+                  r"at nighttime", r"during the night", r"night(?:time)? (?:background|setting|scene)",
+                  r"the background is " + _ART + r"night(?:time)?(?: sky)?")),
+    ("sky", _rx(r"(?:in|across|against|through|into|up in) the (?:blue |clear |open |cloudy )?sky",
+                r"(?:under|beneath|below) " + _ART + r"(?:blue |clear |open |cloudy )?sky",
+                r"(?:with |against |on |in front of )?" + _ART + r"(?:blue )?sky background",
+                r"the background is " + _ART + r"(?:blue )?sky")),
+    ("grass", _rx(r"(?:on|in|across|over|atop|upon) " + _ART + r"(?:green |grassy |lush )?(?:grass|lawn|meadow|grassy field|field of grass)",
+                  r"(?:with |against |on |in front of )?" + _ART + r"(?:grass|grassy|lawn) background",
+                  r"the background is " + _ART + r"(?:grass|lawn|meadow)")),
+    ("sand", _rx(r"(?:on|at|across|in|over|upon) " + _ART + r"(?:sandy )?(?:beach|sand|desert|dunes?)",
+                 r"(?:with |against |on |in front of )?" + _ART + r"(?:sand|sandy|beach|desert) background",
+                 r"the background is " + _ART + r"(?:sand|beach|desert)")),
+    ("wooden table", _rx(r"(?:on|atop|upon|across|over) " + _ART + r"(?:wooden|wood) table(?:top)?",
+                         r"(?:with |against |on |in front of )?" + _ART + r"(?:wooden|wood)(?: table)? background",
+                         r"the background is " + _ART + r"(?:wooden|wood) table")),
+    ("plain", _rx(r"(?:on|against|with|in front of|over) " + _ART + r"(?:plain|blank|simple|empty|neutral|solid|white|uniform) background",
+                  r"plain background", r"the background is (?:plain|blank|empty)")),
+]
+_STYLE_RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("watercolor", _rx(r"in (?:a |the )?watercolou?r(?: painting)? style", r"in watercolou?rs?",
+                       r"(?:a |an )?watercolou?r (?:painting |illustration |drawing )?of",
+                       r"as (?:a )?watercolou?r(?: painting)?", r"watercolou?r(?: painting| style|-style)?")),
+    ("sketch", _rx(r"in (?:a |the )?(?:pencil |charcoal )?sketch(?:ed|y)? style", r"in pencil",
+                   r"(?:a |an )?(?:rough |quick |pencil |charcoal )?sketch of", r"as (?:a )?(?:pencil )?sketch",
+                   r"(?:pencil |charcoal )?sketch(?:ed|y)?(?: style|-style)?", r"(?:a )?line drawing(?: of)?")),
+    ("pixel art", _rx(r"in (?:a |the )?(?:8-bit |16-bit )?pixel[- ]art(?: style)?", r"(?:a |an )?(?:8-bit )?pixel[- ]art(?: image| style| rendering)?(?: of)?",
+                      r"as (?:a )?pixel[- ]art", r"pixelated(?: style)?", r"in (?:a |the )?8-bit style")),
+    ("photo", _rx(r"photo[- ]?realistic(?:ally)?(?: style)?", r"in (?:a |the )?photo(?:graphic)?(?:-realistic)? style",
+                  r"as (?:a )?(?:realistic )?photo(?:graph)?", r"(?:a |an )?(?:realistic |real )?photograph(?: of)?",
+                  r"(?:a |an )?realistic photo(?: of)?", r"photographic(?: style)?", r"in (?:a )?photo style",
+                  r"(?:the )?style is (?:a |an )?(?:photo(?:graph)?|photographic|realistic|photorealistic)",
+                  r"(?:in|as) (?:a )?photo(?:graph)?")),
+]
+_FRAMING = re.compile(r"^\s*(?:a|an|the)\s+(?:photo|image|picture|snapshot|shot|rendering|render|scene|view|"
+                      r"close-?up|illustration|painting|drawing|depiction)\s+(?:of|showing|with|featuring)\s+")
+_LEAD_THERE = re.compile(r"^\s*(?:there\s+(?:is|are|was|were)|here\s+(?:is|are))\s+")
+
+
+# ------------------------------------------------------------------------------------ internal state
+@dataclass
+class _Group:
+    noun: str
+    count: int
+    color: str | None = None
+    pattern: str | None = None
+    size: str | None = None
+    definite: bool = False
+    explicit: bool = False  # count came from an explicit cardinal (two..ten, digits)
+    plural: bool = False
+
+
+@dataclass
+class _NP:
+    """A noun phrase found in the token stream."""
+
+    start: int
+    end: int  # exclusive
+    noun: str
+    count: int | None  # None: from the noun's number
+    explicit: bool
+    definite: bool
+    plural: bool
+    color: str | None = None
+    pattern: str | None = None
+    size: str | None = None
+    ordinal: int | None = None
+    pronoun: bool = False
+    exclusion: bool = False
+    possessive: bool = False
+
+
+@dataclass
+class _Result:
+    groups: list[_Group] = field(default_factory=list)
+    relations: list[tuple[int, str, int]] = field(default_factory=list)
+    exclusions: list[tuple[str, int]] = field(default_factory=list)
+    background: str | None = None
+    style: str | None = None
+    framed: bool = False  # started with GenEval's "a photo of"
+    nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
+
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*|[,:|]")
+_SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
+
+
+def _normalise(text: str) -> str:
+    t = text.lower().replace("’", "'")
+    t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
+    t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
+               r"\1", t)
+    t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r\b",
+               r"\1", t)
+    return t
+
+
+def _match_seq(tokens: Sequence[str], i: int, seq: Sequence[str]) -> bool:
+    return tuple(tokens[i:i + len(seq)]) == tuple(seq)
+
+
+def _relation_at(tokens: Sequence[str], i: int) -> tuple[int, str | None] | None:
+    """(length, relation) of a relation phrase starting at token ``i``, or None."""
+    if i >= len(tokens) or tokens[i] not in _REL_FIRST:
+        return None
+    for seq, rel in _REL_BY_FIRST[tokens[i]]:
+        if _match_seq(tokens, i, seq):
+            return len(seq), rel
+    return None
+
+
+def _quant_at(tokens: Sequence[str], i: int) -> tuple[int, int | None, bool, bool] | None:
+    """(length, count or None, explicit cardinal?, definite?) of a quantifier at token ``i``."""
+    t = tokens[i]
+    for seq, n in _QUANT_BY_FIRST.get(t, ()):
+        if _match_seq(tokens, i, seq):
+            return len(seq), n, False, False
+    if t in ("a", "an", "another"):
+        return 1, 1, False, False
+    if t == "one":
+        return 1, 1, False, False
+    if t in _NUMBERS:
+        return 1, _NUMBERS[t], True, False
+    if t.isdigit():
+        n = int(t)
+        if 1 <= n <= 1000:
+            return 1, n, n >= 2, False
+        return None
+    if t in _VAGUE_QUANT:
+        return 1, None, False, t == "both"
+    if t in _DEFINITE:
+        ln = 1
+        if t in ("all", "both", "each") and i + 1 < len(tokens) and tokens[i + 1] in ("the", "of"):
+            ln = 2 if tokens[i + 1] == "the" else (3 if i + 2 < len(tokens) and tokens[i + 2] == "the" else 2)
+        return ln, None, False, True
+    return None
+
+
+def _is_participle(w: str) -> bool:
+    if w.endswith("ing") and len(w) > 4 and w not in _ING_NOUNS:
+        return True
+    return w.endswith("ed") and len(w) > 4 and w not in _ED_NOUNS and w not in _PATTERN_WORDS
+
+
+def _not_a_noun(w: str) -> bool:
+    """A lone word that cannot be the noun of a phrase (an adjective or participle)."""
+    if w in _ATTR_WORDS:
+        return w != "orange"
+    return _is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
+
+
+def _is_content(tokens: Sequence[str], i: int) -> bool:
+    """Whether token ``i`` can continue a noun phrase (an attribute or a noun word)."""
+    if i >= len(tokens):
+        return False
+    t = tokens[i]
+    if t in _END_WORDS or t in _STOP or t in _NUMBERS or t in ORDINALS or _is_adverb(t):
+        return t in _ATTR_WORDS  # "light" etc. are in neither; attribute words are never stop words
+    if _relation_at(tokens, i) is not None:
+        return False
+    return not t.isdigit()
+
+
+class _Scanner:
+    """Turns the token list of one sentence into noun phrases and links."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.t = tokens
+
+    def np_at(self, i: int, *, require_det: bool, allow_bare: bool) -> _NP | None:
+        """Read a noun phrase starting at token ``i`` (None when there is none)."""
+        t = self.t
+        n = len(t)
+        start = i
+        count: int | None = None
+        explicit = definite = False
+        if i >= n:
+            return None
+        q = _quant_at(t, i)
+        if q is not None:
+            ln, count, explicit, definite = q
+            i += ln
+            # "the two cups", "all three dogs"
+            if i < n:
+                q2 = _quant_at(t, i)
+                if q2 is not None and q2[1] is not None and not q2[3] and t[i] not in ("a", "an"):
+                    i += q2[0]
+                    count, explicit = q2[1], q2[2] or explicit
+        elif require_det or not allow_bare or (t[i] not in _ATTR_WORDS and _is_participle(t[i])):
+            return None
+        while i < n and t[i] in ("more", "additional", "extra", "other", "new", "single", "lone", "solitary") and (
+                _is_content(t, i + 1) or (i + 2 < n and t[i + 1] == "," and _is_content(t, i + 2))):
+            i += 2 if t[i + 1] == "," else 1
+        ordinal = None
+        if i < n and t[i] in ORDINALS and i + 1 < n and _is_content(t, i + 1):
+            ordinal = ORDINALS[t[i]]
+            i += 1
+        color = pattern = size = None
+        words: list[str] = []
+        while i < n:
+            w = t[i]
+            if w in _COLOR_MODS and not words and i + 1 < n and t[i + 1] in _COLOR_WORDS:
+                i += 1
+                continue
+            if w in _ATTR_WORDS and i + 2 < n and t[i + 1] == "," and _is_content(t, i + 2) and not words:
+                # "a purple, triangle-shaped cactus"
+                color = color or _COLOR_WORDS.get(w)
+                pattern = pattern or _PATTERN_WORDS.get(w)
+                size = size or _SIZE_WORDS.get(w)
+                i += 2
+                continue
+            if w in _ATTR_WORDS and _is_content(t, i + 1) and not (words and words[-1].endswith("'s")):
+                words.clear()  # "a sleek black pencil": words before an attribute were adjectives
+                if w in _COLOR_WORDS:
+                    color = color or _COLOR_WORDS[w]
+                elif w in _PATTERN_WORDS:
+                    pattern = pattern or _PATTERN_WORDS[w]
+                else:
+                    size = size or _SIZE_WORDS[w]
+                i += 1
+                if i < n and t[i] in ("and", ",") and i + 1 < n and t[i + 1] in _ATTR_WORDS and _is_content(t, i + 2):
+                    i += 1  # "a red and white cup": keep the first colour
+                continue
+            if not _is_content(t, i):
+                break
+            if words and (_is_participle(w) or w in _ATTR_WORDS or w in _PATTERN_NOUNS):
+                break
+            words.append(w)
+            i += 1
+        # drop leading common adjectives while a noun remains
+        while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0])):
+            words.pop(0)
+        if not words:
+            return None
+        if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
+            # "the truck's glossy paint": a part of something, not a new group
+            return _NP(start, i, "", None, False, True, False, possessive=True)
+        if len(words) == 1 and _not_a_noun(words[0]):
+            if color == "orange" and words[0] in _ATTR_WORDS and t[i - 2] == "orange":
+                # "the last orange blue": the orange is the noun, the trailing colour is not part of it
+                return _NP(start, i - 1, "orange", count or 1, explicit, definite, False, None, pattern, size, ordinal)
+            return None
+        words = words[-3:]
+        noun = singular(" ".join(words))
+        plural = noun != " ".join(words)
+        if count is None and not definite:
+            count = 2 if plural else 1
+        return _NP(start, i, noun, count, explicit, definite, plural, color, pattern, size, ordinal)
+
+
+def _scene_phrases(sentence: str, res: _Result) -> str:
+    """Strip background and style phrases from a sentence, recording them in ``res``."""
+    for name, rx in _BG_RULES:
+        if rx.search(sentence):
+            res.background = res.background or name
+            sentence = rx.sub(" | ", sentence)
+    for name, rx in _STYLE_RULES:
+        if rx.search(sentence):
+            res.style = res.style or name
+            sentence = rx.sub(" | ", sentence)
+    return sentence
+
+
+def _resolve(res: _Result, np: _NP) -> int | None:
+    """Group index a definite noun phrase or pronoun refers to (nearest match), or None."""
+    groups = res.groups
+    if np.pronoun:
+        if not groups:
+            return None
+        want_plural = np.plural
+        for gi in range(len(groups) - 1, -1, -1):
+            if (groups[gi].count > 1) == want_plural:
+                return gi
+        return len(groups) - 1
+    for exact in (True, False):
+        for gi in range(len(groups) - 1, -1, -1):
+            g = groups[gi]
+            same = g.noun == np.noun if exact else (
+                g.noun.split()[-1] == np.noun.split()[-1] or np.noun.split()[-1] == g.noun)
+            if not same:
+                continue
+            if np.color and g.color and np.color != g.color:
+                continue
+            return gi
+    return None
+
+
+def _attach(g: _Group, color: str | None, pattern: str | None, size: str | None) -> None:
+    g.color = g.color or color
+    g.pattern = g.pattern or pattern
+    g.size = g.size or size
+
+
+def _run(text: str, *, allow_framing: bool = True) -> _Result:
+    """Parse ``text`` into the internal result (no validation of drawability)."""
+    res = _Result()
+    body = _normalise(text)
+    if allow_framing and _FRAMING.match(body):
+        res.framed = bool(re.match(r"^\s*a photo of ", body))
+        body = _FRAMING.sub(" | ", body, count=1)
+    for raw in _SENT_SPLIT.split(body):
+        sentence = _LEAD_THERE.sub(" ", raw)
+        sentence = _scene_phrases(sentence, res)
+        tokens = _TOKEN_RE.findall(sentence)
+        if tokens:
+            _sentence(tokens, res)
+    return res
+
+
+def _new_group(res: _Result, np: _NP) -> int:
+    count = np.count if np.count is not None else (2 if np.plural else 1)
+    count = max(1, min(10, count))
+    res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural))
+    gi = len(res.groups) - 1
+    if np.explicit and np.count is not None and 2 <= np.count <= 10:
+        res.exclusions.append((np.noun, np.count + 1))
+    return gi
+
+
+def _sentence(t: list[str], res: _Result) -> None:
+    sc = _Scanner(t)
+    n = len(t)
+    i = 0
+    last: int | None = None  # group of the most recent noun phrase in this clause
+    pending_rel: str | None = None
+    rel_subject: int | None = None
+    slot = True  # a bare noun phrase may start here
+    excl_mode = False
+    while i < n:
+        w = t[i]
+        # -------- exclusions: "no cats", "without any dogs", "with no dog or cat"
+        if w in _EXCL_WORDS or (w == "not" and i + 1 < n and t[i + 1] in ("a", "any")):
+            j = i + 1
+            while j < n and t[j] in ("any", "a", "an", "single", "other"):
+                j += 1
+            np = sc.np_at(j, require_det=False, allow_bare=True)
+            if np is not None and np.noun and np.noun not in _NON_OBJECTS:
+                res.exclusions.append((np.noun, 1))
+                res.nps.append((np, None))
+                excl_mode = True
+                i = np.end
+                continue
+            i += 1
+            continue
+        if excl_mode and w in ("or", "and", "nor", ","):
+            np = sc.np_at(i + 1, require_det=False, allow_bare=True)
+            if np is not None and np.noun and not (i + 1 < n and _quant_at(t, i + 1)) and np.noun not in _NON_OBJECTS:
+                res.exclusions.append((np.noun, 1))
+                i = np.end
+                continue
+        excl_mode = False
+        # -------- pattern given as "with stripes", "with polka dots", "with a checkered pattern"
+        if w == "with" and last is not None and i + 1 < n:
+            j = i + 1
+            while j < n and t[j] in ("a", "an", "some", "small", "large", "big", "little", "tiny", "thin", "bold"):
+                j += 1
+            pat = None
+            if j < n and t[j] in _PATTERN_NOUNS:
+                pat, ln = _PATTERN_NOUNS[t[j]], 1
+            elif j + 1 < n and t[j] in _PATTERN_WORDS and t[j + 1] in ("pattern", "print", "design", "texture"):
+                pat, ln = _PATTERN_WORDS[t[j]], 2
+            if pat is not None:
+                _attach(res.groups[last], None, pat, None)
+                i = j + ln
+                continue
+        # -------- relations
+        rel = _relation_at(t, i)
+        if rel is not None:
+            ln, name = rel
+            j = i + ln
+            nxt = sc.np_at(j, require_det=False, allow_bare=True) if j < n else None
+            pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
+            if nxt is not None or pron:
+                pending_rel, rel_subject = name, last
+            i = j
+            slot = True
+            continue
+        # -------- pronouns
+        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
+            np = _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
+            gi = _resolve(res, np)
+            if gi is not None:
+                _link(res, gi, pending_rel, rel_subject)
+                pending_rel = None
+                last = gi
+            i += 1
+            slot = False
+            continue
+        # -------- predicates: "the cups are blue and striped", "it is large"
+        if w in _COPULA and last is not None:
+            j = i + 1
+            got = False
+            color = pattern = size = None
+            while j < n:
+                x = t[j]
+                if x in ("very", "all", "both", "and", ",", "entirely", "completely", "bright", "dark",
+                         "light", "pale", "deep", "mostly", "in"):
+                    j += 1
+                    continue
+                if (x in _ATTR_WORDS and not _is_content(t, j + 1)) or (
+                        x in _ATTR_WORDS and j + 1 < n and t[j + 1] in ("and", ",")):
+                    if x in _COLOR_WORDS:
+                        color = color or _COLOR_WORDS[x]
+                    elif x in _PATTERN_WORDS:
+                        pattern = pattern or _PATTERN_WORDS[x]
+                    else:
+                        size = size or _SIZE_WORDS[x]
+                    got = True
+                    j += 1
+                    continue
+                if x in ("in", "with") and j + 1 < n and t[j + 1] in _PATTERN_NOUNS:
+                    pattern = pattern or _PATTERN_NOUNS[t[j + 1]]
+                    got = True
+                    j += 2
+                    continue
+                break
+            if got:
+                # back off trailing connectives so "and a dog" is read again
+                while j > i + 1 and t[j - 1] in ("and", ",", "in", "very", "all", "both"):
+                    j -= 1
+                _attach(res.groups[last], color, pattern, size)
+                i = j
+                continue
+            i += 1
+            continue
+        # -------- noun phrases
+        q = _quant_at(t, i)
+        np = sc.np_at(i, require_det=False, allow_bare=slot or q is not None or w in _ATTR_WORDS)
+        if np is not None and np.possessive:
+            i = np.end
+            slot = False
+            continue
+        if np is not None:
+            if np.noun in _NON_OBJECTS or (np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
+                i = np.end
+                slot = True
+                if np.noun in _FRAMING_NOUNS:
+                    i += 1
+                continue
+            if np.definite:
+                gi = _resolve(res, np)
+                if gi is None:
+                    gi = _new_group(res, np)
+                else:
+                    _attach(res.groups[gi], np.color, np.pattern, np.size)
+            else:
+                gi = _new_group(res, np)
+            res.nps.append((np, gi))
+            _link(res, gi, pending_rel, rel_subject)
+            pending_rel = None
+            last = gi
+            i = np.end
+            slot = False
+            continue
+        if w in ("and", ",", "with", "of", "|", ":", "or", "plus"):
+            slot = w in ("and", "with", "|", ":", "or", "plus")
+            if w in ("|",):
+                pending_rel = None
+        elif w in _POSSESSIVE:
+            # skip "its glossy coat": parts of things already there are not new groups
+            j = i + 1
+            while j < n and _is_content(t, j):
+                j += 1
+            i = j
+            slot = False
+            continue
+        else:
+            slot = False
+        i += 1
+
+
+def _link(res: _Result, gi: int, pending: str | None, subject: int | None) -> None:
+    if pending is None or subject is None or subject == gi:
+        return
+    r = (subject, pending, gi)
+    if r not in res.relations:
+        res.relations.append(r)
+
+
+def _geneval_tag(res: _Result, spec: Spec) -> str | None:
+    ents = spec.entities
+    if not res.framed or spec.background or spec.style:
+        return None
+    n_excl = len(spec.exclusions)
+    counted = [e for e in ents if e.count > 1]
+    if any(e.pattern or e.size for e in ents):
+        return None
+    if len(ents) == 1 and not spec.relations:
+        e = ents[0]
+        if e.count == 1 and n_excl == 0:
+            return "colors" if e.color else "single_object"
+        if e.count > 1 and not e.color and spec.exclusions == (Exclusion(e.noun, e.count + 1),):
+            return "counting"
+        return None
+    if len(ents) == 2 and not counted and n_excl == 0:
+        if len(spec.relations) == 1 and not any(e.color for e in ents):
+            return "position"
+        if not spec.relations:
+            if all(e.color for e in ents):
+                return "color_attr"
+            if not any(e.color for e in ents):
+                return "two_object"
+    return None
+
+
+def _to_spec(res: _Result, prompt: str) -> Spec:
+    entities = tuple(Entity(g.noun, g.count, g.color, g.pattern, g.size) for g in res.groups)
+    relations = tuple(Relation(s, r, o) for s, r, o in res.relations if r is not None)
+    seen: dict[tuple[str, int], None] = {}
+    for noun, c in res.exclusions:
+        seen.setdefault((noun, min(c, 11)), None)
+    exclusions = tuple(Exclusion(noun, c) for noun, c in seen)
+    spec = Spec(entities, relations, exclusions, res.background, res.style, prompt, None)
+    tag = _geneval_tag(res, spec)
+    if tag is None and (
+        len(entities) > 2 or len(relations) > 1 or spec.background or spec.style
+        or any(e.pattern or e.size for e in entities)
+        or (len(entities) == 2 and any(e.count > 1 for e in entities))
+    ):
+        tag = "long"
+    return Spec(entities, relations, exclusions, res.background, res.style, prompt, tag)
+
+
+def _check_text(arg: str, text: object, example: str) -> str:
+    if not isinstance(text, str):
+        raise ParseError(
+            f"{arg}={text!r} is a {type(text).__name__}, not a string; pass the prompt text, e.g. {example!r}."
+        )
+    if not text.strip():
+        raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ParseError(
+            f"{arg} has {len(text)} characters, more than MAX_PROMPT_CHARS={MAX_PROMPT_CHARS}; shorten it."
+        )
+    return text
+
+
+def parse(prompt: str) -> Spec:
+    """Parse an English prompt into a :class:`~poser_env.spec.Spec` (see the module docstring).
+
+    Args:
+        prompt: The prompt, 1 to :data:`MAX_PROMPT_CHARS` characters, naming at least one object or a
+            background.
+
+    Returns:
+        The spec; ``spec.prompt`` is ``prompt`` unchanged, ``spec.tag`` a GenEval tag, ``"long"`` or None.
+
+    Raises:
+        ParseError: ``prompt`` is not a string, is empty or too long, or names nothing drawable.
+    """
+    text = _check_text("prompt", prompt, "two red clocks left of a blue dog")
+    res = _run(text)
+    if not res.groups and res.background is None:
+        raise ParseError(
+            f"prompt={_short(text)!r} names nothing drawable (no object and no background); "
+            "name at least one object, e.g. 'a red clock', or a background such as 'on grass'."
+        )
+    return _to_spec(res, text)
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ commands
+_BG_WORDS: list[tuple[str, re.Pattern[str]]] = [
+    ("wooden table", _rx(r"wooden table", r"wood table", r"wooden", r"table(?:top)?", r"wood")),
+    ("night", _rx(r"night(?:time)?", r"starry sky", r"dark")),
+    ("sky", _rx(r"sky", r"clouds?", r"air")),
+    ("grass", _rx(r"grass", r"grassy", r"lawn", r"meadow", r"field")),
+    ("sand", _rx(r"sand", r"sandy", r"beach", r"desert", r"dunes?")),
+    ("plain", _rx(r"plain", r"blank", r"empty", r"simple", r"neutral", r"white")),
+]
+_STYLE_WORDS: list[tuple[str, re.Pattern[str]]] = [
+    ("watercolor", _rx(r"watercolou?rs?")),
+    ("pixel art", _rx(r"pixel[- ]?art", r"pixelated", r"pixels?", r"8-bit")),
+    ("sketch", _rx(r"sketch(?:ed|y|es)?", r"pencil", r"charcoal", r"line drawing", r"drawing")),
+    ("photo", _rx(r"photo(?:graph)?s?", r"photo[- ]?realistic", r"photographic", r"realistic", r"real")),
+]
+_COMMAND_EXAMPLES: dict[str, str] = {
+    "generate": "generate: two red clocks left of a blue dog",
+    "add": "add: a blue dog right of the clock",
+    "remove": "remove: one clock",
+    "recolor": "recolor: make the second clock blue",
+    "retexture": "retexture: make the clocks striped",
+    "resize": "resize: make the dog large",
+    "move": "move: put the dog right of the clock",
+    "background": "background: change the background to a wooden table",
+    "restyle": "restyle: make it a watercolor",
+    "refine": "refine: improve the details",
+}
+
+
+def _cmd_error(text: str, what: str, op: str) -> CommandError:
+    return CommandError(f"command {_short(text)!r} {what}; write e.g. {_COMMAND_EXAMPLES[op]!r}.")
+
+
+def _first_target(tokens: list[str]) -> _NP | None:
+    """The first noun phrase of an edit instruction ("the second clock", "it", "them", "all cats")."""
+    sc = _Scanner(tokens)
+    i = 0
+    while i < len(tokens):
+        w = tokens[i]
+        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
+            return _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
+        np = sc.np_at(i, require_det=False, allow_bare=w not in _STOP)
+        if np is not None and np.noun and np.noun not in _NON_OBJECTS and np.noun not in _FRAMING_NOUNS:
+            return np
+        i += 1
+    return None
+
+
+def _value_after(tokens: list[str], target: _NP | None, table: dict[str, str]) -> str | None:
+    """The last attribute word of ``table`` outside the target noun phrase (the new value)."""
+    found = None
+    for k, w in enumerate(tokens):
+        if target is not None and target.start <= k < target.end:
+            continue
+        if w in table:
+            found = table[w]
+    return found
+
+
+def _edit_spec(noun: str | None, count: int | None, **attrs: str | None) -> Spec:
+    if noun is None:
+        return Spec(entities=())
+    return Spec(entities=(Entity(noun, max(1, min(10, count or 1)), **attrs),))
+
+
+def parse_command_text(text: str) -> ParsedCommand:
+    """Parse a command text ``"<op>: <instruction>"`` (grammar in :mod:`poser_env.commands`).
+
+    Ordinals count objects of the noun from left to right, 0-based ("the second clock" -> index 1,
+    "the last clock" -> -1). A text without a known op prefix is a ``generate``.
+
+    Raises:
+        CommandError: not a string, empty, or the instruction lacks what its op needs (a target noun, a
+            colour, a pattern, a size, a relation, a background or a style); the message shows an example.
+    """
+    if not isinstance(text, str):
+        raise CommandError(f"command text={text!r} must be a string such as {_COMMAND_EXAMPLES['add']!r}.")
+    op, rest = split_op(text)
+    if op != "refine" and not rest.strip():
+        raise _cmd_error(text, f"has an empty instruction after {op!r}", op)
+    if len(rest) > MAX_PROMPT_CHARS:
+        raise _cmd_error(text, f"is longer than {MAX_PROMPT_CHARS} characters", op)
+    if op == "generate":
+        try:
+            return ParsedCommand(op, parse(rest))
+        except ParseError as exc:
+            raise _cmd_error(text, f"describes nothing to draw ({exc})", op) from exc
+    if op == "refine":
+        return ParsedCommand(op, Spec(entities=(), prompt=rest))
+    low = _normalise(rest)
+    if op in ("background", "restyle"):
+        table = _BG_WORDS if op == "background" else _STYLE_WORDS
+        for name, rx in table:
+            if rx.search(low):
+                spec = Spec(entities=(), background=name if op == "background" else None,
+                            style=name if op == "restyle" else None, prompt=rest)
+                return ParsedCommand(op, spec, value=name)
+        choices = BACKGROUNDS if op == "background" else STYLES
+        kind = "background" if op == "background" else "style"
+        raise _cmd_error(text, f"names no {kind} (one of {list(choices)})", op)
+    if op == "add":
+        return _parse_add(text, rest)
+    if op == "move":
+        return _parse_move(text, low)
+    tokens = _TOKEN_RE.findall(low)
+    target = _first_target(tokens)
+    if target is None:
+        raise _cmd_error(text, "names no object to edit", op)
+    noun = target.noun or None
+    index = target.ordinal
+    if op == "remove":
+        count: int | None = None
+        if index is not None:
+            count = 1
+        elif not target.definite and not target.pronoun:
+            count = target.count
+        return ParsedCommand(op, _edit_spec(noun, count), noun=noun, index=index, count=count)
+    values: dict[str, str] = {"recolor": _COLOR_WORDS, "retexture": {**_PATTERN_WORDS, **_PATTERN_NOUNS},
+                              "resize": _SIZE_WORDS}[op]
+    if not target.pronoun and target.end - target.start >= 2 and tokens[target.end - 1] in values:
+        # "make the orange blue": the trailing attribute is the new value, not the noun
+        shorter = _first_target(tokens[: target.end - 1])
+        if shorter is not None and shorter.start == target.start:
+            target = shorter
+            noun = target.noun or None
+            index = target.ordinal
+    value = _value_after(tokens, target, values)
+    if value is None:
+        value = {"recolor": target.color, "retexture": target.pattern, "resize": target.size}[op]
+    if value is None:
+        kinds = {"recolor": ("colour", COLORS), "retexture": ("pattern", PATTERNS), "resize": ("size", SIZES)}[op]
+        raise _cmd_error(text, f"names no new {kinds[0]} (one of {list(kinds[1])})", op)
+    key = {"recolor": "color", "retexture": "pattern", "resize": "size"}[op]
+    return ParsedCommand(op, _edit_spec(noun, None, **{key: value}), noun=noun, index=index, value=value)
+
+
+_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
+            "on top of": "under", "under": "on top of", "next to": "next to"}
+
+
+def _parse_add(text: str, rest: str) -> ParsedCommand:
+    res = _run(rest, allow_framing=False)
+    if not res.groups:
+        raise _cmd_error(text, "names no object to add", "add")
+    new = [gi for gi, g in enumerate(res.groups) if not g.definite] or [0]
+    relation = reference = None
+    for s, r, o in res.relations:
+        if r is None:
+            continue
+        if s in new and o not in new:
+            relation, reference = r, res.groups[o].noun
+            break
+        if o in new and s not in new:
+            relation, reference = _INVERSE[r], res.groups[s].noun
+            break
+    keep = {gi: k for k, gi in enumerate(new)}
+    ents = tuple(Entity(res.groups[gi].noun, res.groups[gi].count, res.groups[gi].color,
+                        res.groups[gi].pattern, res.groups[gi].size) for gi in new)
+    rels = tuple(Relation(keep[s], r, keep[o]) for s, r, o in res.relations if r and s in keep and o in keep)
+    spec = Spec(ents, rels, (), res.background, res.style, rest)
+    return ParsedCommand("add", spec, noun=ents[0].noun, relation=relation, reference=reference)
+
+
+def _parse_move(text: str, low: str) -> ParsedCommand:
+    tokens = _TOKEN_RE.findall(low)
+    target = _first_target(tokens)
+    if target is None:
+        raise _cmd_error(text, "names no object to move", "move")
+    i = target.end
+    relation = None
+    while i < len(tokens):
+        rel = _relation_at(tokens, i)
+        if rel is not None and rel[1] is not None:
+            relation = rel[1]
+            i += rel[0]
+            break
+        i += 1
+    if relation is None:
+        raise _cmd_error(text, f"names no relation (one of {list(RELATIONS)})", "move")
+    ref = _first_target(tokens[i:])
+    if ref is None or ref.pronoun:
+        raise _cmd_error(text, f"names no reference object after {relation!r}", "move")
+    noun = target.noun or None
+    return ParsedCommand("move", _edit_spec(noun, None), noun=noun, index=target.ordinal,
+                         relation=relation, reference=ref.noun)
