@@ -6,9 +6,13 @@ SB3's logger, which writes them wherever the model logs (stdout, CSV, TensorBoar
 at its next dump. Keys (all in [0, 1] unless noted):
 
 - ``poser/success``: ``info["is_success"]`` (judge pass when the env has a judge, else the critic's).
-- ``poser/judge_pass``, ``poser/judge_alignment``: ground truth (``info["judge"]``), when present.
+- ``poser/judge_pass``, ``poser/judge_alignment``: ground truth (``info["judge"]``), averaged over the episodes whose
+  final info has it (an episode stopped before any image was made has none, so ``judge_pass`` can exceed
+  ``success``, which counts such episodes as failures).
 - ``poser/alignment``: the critic's alignment of the final image (0 when no image was made).
-- ``poser/cost`` (cost units, >= 0), ``poser/calls`` (expert calls, >= 0), ``poser/ep_return``, ``poser/ep_length``.
+- ``poser/cost`` (the experts' cost units, >= 0), ``poser/calls`` (expert calls, >= 0), ``poser/ep_return`` (reward
+  units; Monitor's return when the env is Monitor-wrapped), ``poser/ep_length`` (steps), ``poser/episodes`` (count
+  of episodes finished since the callback was created).
 - ``poser/invalid_rate``, ``poser/error_rate``, ``poser/critic_error_rate``: fraction of steps.
 - ``poser/expert/<name>``: fraction of steps that ran ``<name>`` validly (``STOP`` included); together with
   ``poser/invalid_rate`` they sum to 1.

@@ -6,12 +6,15 @@
    of every (background, style) pair (a trimmed mean absolute difference; objects are outliers), and
    estimates the pixel noise from the residual;
 2. separates objects from the background: pixels that differ from the recognised clean background by more
-   than a noise-adapted threshold, grouped with ``scipy.ndimage.label``; each blob's holes are filled
-   (objects carry an outline);
-3. names each blob's colour and pattern from its interior pixels: every pixel is classified (through a
-   32-level RGB lookup table built in CIELAB) as the fill or accent tone of one of the 11 colours as the
-   recognised style paints them; the colour is the majority, the pattern comes from how the accent pixels
-   are arranged (none: plain; rows: striped; half the pixels: checkered; sparse: dotted);
+   than a noise-adapted threshold, holes filled (objects carry a closed outline), grouped with
+   ``scipy.ndimage.label`` (8-connected); inside each group, the pixels of the known outline colour give
+   the object boxes, so noise discs (artifacts) that stick out of an object do not grow its box and objects
+   an artifact bridged are split again (experts keep objects at least 2 pixels apart);
+3. names each blob's colour and pattern from its interior pixels (the outline eroded away): every pixel is
+   classified (through a 32-level RGB lookup table built in CIELAB) as the fill or accent tone of one of the
+   11 colours as the recognised style paints them; the colour is the majority vote, the pattern is the
+   canvas-aligned pattern (:func:`experts.sim.render.pattern_mask`) whose accent cells best agree with the
+   pixels nearer the colour's accent than its fill (plain wins ties);
 4. matches each blob against the glyph templates of the spec's nouns only (an open-vocabulary detector
    queried with the prompt's nouns): the label is the best intersection over union, the score rises with
    that IoU, its margin over the runner-up noun and the blob's colour purity (noise blobs and nouns the
@@ -26,6 +29,7 @@ detection dropouts and verdict flips (reproducible for the same image, spec and 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from critic.feedback import Critic, Detection, Feedback, Verdict
+from critic.feedback import Critic, Detection, Feedback, Holds, Verdict
 from critic.rules import COUNTING_THRESHOLD, SCORE_THRESHOLD, evaluate, size_of_box
 from experts.sim.glyphs import descriptor, match_scores, template
 from experts.sim.render import (
@@ -361,6 +365,16 @@ class SceneCritic(Critic):
         nb[1:, :-1] |= o[:-1, 1:]
         nb[:-1, 1:] |= o[1:, :-1]
         o &= nb
+        rows = np.flatnonzero(o.any(axis=1))
+        cols = np.flatnonzero(o.any(axis=0))
+        if rows.size == 0:
+            return []
+        if rows[-1] - rows[0] + 1 == rows.size and cols[-1] - cols[0] + 1 == cols.size:
+            # no empty row or column inside: one ring (objects are >= 2 px apart in x or in y)
+            box1 = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+            if max(box1[2] - box1[0], box1[3] - box1[1]) < min_side:
+                return []
+            return [box1]
         lab, n = ndimage.label(o, structure=_EIGHT)
         if n == 0:
             return []
@@ -473,7 +487,7 @@ class SceneCritic(Critic):
             flipped = []
             for v in verdicts:
                 if v.holds != "unknown" and rng.random() < 0.25 * self.noise:
-                    holds = "no" if v.ok else "yes"
+                    holds: Holds = "no" if v.ok else "yes"
                     v = Verdict(v.assertion_id, holds, 1.0 - v.confidence, v.reason + " (noisy critic)", v.kind)
                 flipped.append(v)
             verdicts = tuple(flipped)
@@ -511,6 +525,7 @@ class SceneCritic(Critic):
     ) -> tuple[Verdict, ...]:
         """Replace the rules' confidences by P(holds) from measured margins (see the module doc)."""
         thr = COUNTING_THRESHOLD if spec.tag == "counting" else SCORE_THRESHOLD
+        groups = self._groups(spec, dets, W, H)
         by_label: dict[str, list[int]] = {}
         for i, d in enumerate(dets):
             by_label.setdefault(d.label, []).append(i)
@@ -538,7 +553,7 @@ class SceneCritic(Critic):
                     x1, y1, x2, y2 = b.box
                     side = ((x2 - x1) + (y2 - y1)) / 2.0
                     fr = sorted(SIZE_FRACTION.values())
-                    cuts = [(a + c) / 2.0 * min(W, H) for a, c in zip(fr, fr[1:])]
+                    cuts = [(a + c) / 2.0 * min(W, H) for a, c in itertools.pairwise(fr)]
                     ms.append(min(abs(side - c) for c in cuts) / 1.5)
             return float(min(ms)) if ms else 0.0
 
@@ -557,7 +572,7 @@ class SceneCritic(Critic):
             elif a.kind in ("color", "pattern", "size"):
                 assert a.entity is not None
                 e = spec.entities[a.entity]
-                idx = self._group_indices(spec, a.entity, dets, W, H)
+                idx = groups[a.entity]
                 if len(idx) < e.count:
                     cert = _certainty(det_margin(e.noun, e.count), 0.15)
                 else:
@@ -567,8 +582,8 @@ class SceneCritic(Critic):
                     )
             elif a.kind == "relation":
                 assert a.entity is not None and a.reference is not None
-                s_idx = self._group_indices(spec, a.entity, dets, W, H)
-                r_idx = self._group_indices(spec, a.reference, dets, W, H)
+                s_idx = groups[a.entity]
+                r_idx = groups[a.reference]
                 m = 1.0
                 for i in s_idx:
                     for j in r_idx:
@@ -589,13 +604,14 @@ class SceneCritic(Critic):
         return tuple(out)
 
     @staticmethod
-    def _group_indices(spec: Spec, entity: int, dets: Sequence[Detection], W: int, H: int) -> list[int]:
+    def _groups(spec: Spec, dets: Sequence[Detection], W: int, H: int) -> list[list[int]]:
+        """Indices into ``dets`` of the detections the rules count for each entity group."""
         from critic.rules import assign_groups
 
         thr = COUNTING_THRESHOLD if spec.tag == "counting" else SCORE_THRESHOLD
         groups = assign_groups(spec, dets, threshold=thr, width=W, height=H)
         ids = {id(d): i for i, d in enumerate(dets)}
-        return [ids[id(d)] for d in groups[entity]]
+        return [[ids[id(d)] for d in g] for g in groups]
 
     @staticmethod
     def _relation_margin(box_a: Sequence[float], box_b: Sequence[float]) -> float:
@@ -662,7 +678,7 @@ class SceneCritic(Critic):
                 n = kept.get(e.noun, 0)
                 word = e.noun if e.count == 1 else plural(e.noun)
                 if not v.ok:
-                    parts.append(f"found {min(n, e.count) if n < e.count else n} of {e.count} {word}")
+                    parts.append(f"found {n} of {e.count} {word}")
             elif not v.ok and v.holds == "no":
                 parts.append(v.reason)
             elif v.holds == "unknown":

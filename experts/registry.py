@@ -91,7 +91,7 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
     cols = [
         ("expert", None), ("analogue", "card.analogue"), ("ops", "ops"), ("cost", "cost"),
         ("max entities", "max_entities"), ("count acc. (<= limit / beyond)", "count"),
-        ("colour binding", "color_binding"), ("relation acc.", "relation_accuracy"),
+        ("colour binding (decay)", "binding"), ("relation acc.", "relation_accuracy"),
         ("attr. leakage", "attribute_leakage"), ("edit acc.", "edit_accuracy"), ("artifacts", "artifacts"),
         ("fidelity", "fidelity"), ("aesthetic", "card.aesthetic"), ("summary", "card.summary"),
     ]
@@ -107,6 +107,8 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
                 cells.append(f"`{n}`")
             elif key.startswith("card."):
                 cells.append(_fmt(e.card.get(key[5:], "")))
+            elif key == "binding":
+                cells.append(f"{prof.color_binding:g} ({prof.binding_decay:g})")
             elif key == "count":
                 cells.append(f"{prof.count_accuracy:g} (<= {prof.count_limit}) / {prof.count_accuracy_beyond:g}")
             else:

@@ -60,6 +60,17 @@ def _blank_feedback(spec: Spec, reason: str) -> Feedback:
     return Feedback(verdicts=verdicts, alignment=0.0, fidelity=0.0, aesthetics=0.0, text=reason)
 
 
+class _SharedList(list):  # type: ignore[type-arg]
+    """An immutable-by-convention list shared (not copied) by env copies: prompt pools are read-only."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedList:
+        return self
+
+
+#: Generated prompt pools per (source, split, n): generating thousands of long prompts takes seconds.
+_POOLS: dict[tuple[Any, ...], _SharedList] = {}
+
+
 class _SceneStateJudge:
     """The SceneSim judge applied to an expert output's ground-truth scene (picklable)."""
 
@@ -104,7 +115,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     - ``"prompt"``: ``Box(-1, 1, (D,))`` embedding of the whole prompt (D = text encoder size, 384).
     - ``"command"``: ``Box(-1, 1, (D,))`` embedding of the current command ("done" when none is left).
-    - ``"feedback"`` (unless ``feedback_in_obs=False``): ``Box(0, 1, (24 + 10,))``: alignment, fidelity,
+    - ``"feedback"`` (unless ``feedback_in_obs=False``): ``Box(0, 1, (35,))``: alignment, fidelity,
       aesthetics; the satisfied fraction for each of the 9 assertion kinds and a 9-entry mask of which kinds the
       spec has; current-command status (a command is pending, fraction of its assertions that hold, attempts /
       max_attempts); one-hot of the command's op (10 ops); canvas empty.
@@ -356,6 +367,10 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def _prompt_pool(self) -> list[Spec | str]:
         if self._prompts is not None:
             return self._prompts
+        key = (self.prompt_source, self.split, self.n_prompts) if isinstance(self.prompt_source, str) else None
+        if key is not None and key in _POOLS:
+            self._prompts = _POOLS[key]
+            return self._prompts
         src = self.prompt_source
         pool: list[Spec | str]
         if isinstance(src, str) and src in ("geneval", "long", "mixed"):
@@ -391,8 +406,10 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             )
         if not pool:
             raise EnvConfigError(f"prompt_source={src!r} yielded no prompts.")
-        self._prompts = pool
-        return pool
+        self._prompts = _SharedList(pool)
+        if key is not None:
+            _POOLS[key] = self._prompts
+        return self._prompts
 
     def _spec_for(self, prompt: str | Spec) -> tuple[Spec, Spec]:
         """(spec the agent works from, ground-truth spec for the judge)."""
@@ -744,7 +761,10 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
     - ``registry``: path of a diffusers expert registry TOML (default: the shipped one).
     - ``experts``: names in that registry (default: every entry).
     - ``critic``: ``"clip:<path-or-id>"`` or ``"vlm:<path-or-id>"`` (required).
-    - ``device`` / ``dtype`` / ``local_files_only``: passed to the experts and the critic.
+    - ``device`` / ``dtype`` / ``local_files_only``: passed to the experts and the critic (dtype None: each
+      entry's recommended dtype on accelerators, float32 on CPU).
+    - ``expert_kwargs`` / ``critic_kwargs``: extra arguments for ``load_diffusers_experts`` and the critic
+      (e.g. ``{"memory_budget_bytes": 40 * 2**30, "cache_dir": "runs/cache", "steps": 4}``).
     """
 
     def __init__(
@@ -754,7 +774,7 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         experts: Sequence[str] | None = None,
         critic: str | Critic = "clip:openai/clip-vit-base-patch32",
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
         local_files_only: bool = False,
         expert_kwargs: Mapping[str, Any] | None = None,
         critic_kwargs: Mapping[str, Any] | None = None,
@@ -771,9 +791,9 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         super().__init__(experts=experts, critic=critic, **kwargs)
 
     def _resolve_expert_names(self, experts: Sequence[str | Expert] | None) -> list[str]:
-        from experts.diffusers import registry_names
+        from experts.diffusers import diffusers_registry
 
-        known = registry_names(self.registry_path)
+        known = diffusers_registry(self.registry_path).names()
         if experts is None:
             return known
         names = super()._resolve_expert_names(experts)
@@ -803,6 +823,6 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
             return self._critic_arg
         from critic.factory import make_critic
 
-        kw = {"device": self.device, "dtype": self.dtype, "local_files_only": self.local_files_only,
+        kw = {"device": self.device, "dtype": self.dtype or "float32", "local_files_only": self.local_files_only,
               **self.critic_kwargs}
         return make_critic(self._critic_arg, **kw)

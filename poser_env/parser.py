@@ -14,8 +14,8 @@ Dependency-free and deterministic. It reads:
   sizes (small/tiny/little, medium, large/big/huge); before the noun or as a predicate
   ("the cups are blue and striped").
 * **relations** and their variants, mapped to :data:`poser_env.spec.RELATIONS`: "to the left of",
-  "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below" ->
-  ``below``; "under"/"beneath"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
+  "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below"/"beneath"
+  -> ``below``; "under"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
   "next to"/"beside"/"near"/"alongside" -> ``next to``. Relations the spec cannot hold ("in front of",
   "behind", "in", "inside", "between") are read and ignored. Chains ("a cup left of a dog left of a cat")
   give one relation per link.
@@ -238,6 +238,8 @@ _COMMON_ADJ = {
     "delicate", "sturdy", "heavy", "light", "thin", "thick", "fat", "slender", "realistic", "detailed",
     "silly", "elderly", "lonely", "curly", "jolly", "sparkly", "floofy",
     "wuzzy", "shallow", "square-shaped", "round", "square", "triangular", "circular", "oval", "wet", "dry",
+    "plump", "stout", "warm", "cold", "cool", "rich", "quiet", "calm", "busy", "empty", "full", "stark",
+    "immaculate", "vivid", "gentle", "golden", "silver", "wooden", "metallic", "plastic",
 }
 _END_WORDS = {",", "|", ":"}
 _COPULA = {"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears", "appear",
@@ -264,7 +266,7 @@ _BG_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("sand", _rx(r"(?:on|at|across|in|over|upon) " + _ART + r"(?:sandy )?(?:beach|sand|desert|dunes?)",
                  r"(?:with |against |on |in front of )?" + _ART + r"(?:sand|sandy|beach|desert) background",
                  r"the background is " + _ART + r"(?:sand|beach|desert)")),
-    ("wooden table", _rx(r"(?:on|atop|upon|across|over) " + _ART + r"(?:wooden|wood) table(?:top)?",
+    ("wooden table", _rx(r"(?:on|atop|upon|across|over) " + _ART + r"(?:[a-z]+,? ){0,2}?(?:wooden|wood) table(?:top)?",
                          r"(?:with |against |on |in front of )?" + _ART + r"(?:wooden|wood)(?: table)? background",
                          r"the background is " + _ART + r"(?:wooden|wood) table")),
     ("plain", _rx(r"(?:on|against|with|in front of|over) " + _ART + r"(?:plain|blank|simple|empty|neutral|solid|white|uniform) background",
@@ -455,7 +457,8 @@ class _Scanner:
             if w in _COLOR_MODS and not words and i + 1 < n and t[i + 1] in _COLOR_WORDS:
                 i += 1
                 continue
-            if w in _ATTR_WORDS and i + 2 < n and t[i + 1] == "," and _is_content(t, i + 2) and not words:
+            if (w in _ATTR_WORDS or w in _COMMON_ADJ) and i + 2 < n and t[i + 1] == "," and _is_content(t, i + 2) and (
+                    not words):
                 # "a purple, triangle-shaped cactus"
                 color = color or _COLOR_WORDS.get(w)
                 pattern = pattern or _PATTERN_WORDS.get(w)
@@ -493,6 +496,10 @@ class _Scanner:
                 # "the last orange blue": the orange is the noun, the trailing colour is not part of it
                 return _NP(start, i - 1, "orange", count or 1, explicit, definite, False, None, pattern, size, ordinal)
             return None
+        if count == 1 and not explicit and not definite and len(words) >= 2 and singular(words[-1]) != words[-1]:
+            # "a napkin peeks out": a plural last word after "a" is a verb, not part of the noun
+            words.pop()
+            i -= 1
         words = words[-3:]
         noun = singular(" ".join(words))
         plural = noun != " ".join(words)

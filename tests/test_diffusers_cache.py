@@ -171,3 +171,16 @@ def test_batches_only_compute_misses(tiny_expert: Any) -> None:
     assert ex.calls == calls + 1
     assert [o.metadata["cache"] for o in outs] == ["hit", "miss"]
     assert "batch_size" not in outs[0].metadata and outs[1].metadata["batch_size"] == 1
+
+
+def test_cache_and_expert_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    cache = OutputCache(tmp_path)
+    key = cache_key("e", "c", None, 0)
+    cache.put(key, IMG)
+    copy = pickle.loads(pickle.dumps(cache))
+    hit = copy.get(key)
+    assert hit is not None and hit.image.tobytes() == IMG.tobytes()
+    wrapped = pickle.loads(pickle.dumps(CachedExpert(Seeded(), cache)))
+    assert wrapped("generate: x", seed=1).image.shape == (8, 8, 3)

@@ -307,3 +307,48 @@ def test_oom_twice_raises_expert_error() -> None:
     with pytest.raises(ExpertError, match="out of memory") as err:
         ex("generate: a cup", seed=0)
     assert pipes["c/model"].calls == 2 and "cpu_offload=True" in str(err.value)
+
+
+# ---------------------------------------------------------------------- examples stay in sync
+def _load_example(path: Path) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_example_documents_every_registry_entry() -> None:
+    doc = _load_example(ROOT / "examples" / "gpu_episode.py").__doc__
+    rows = {line.split()[0]: line.split() for line in doc.splitlines() if line and not line.startswith(("=", " "))}
+    reg = diffusers_registry()
+    for name in reg.names():
+        assert name in rows, f"examples/gpu_episode.py does not document registry entry {name!r}"
+        entry = reg.entry(name)
+        assert entry.kwargs["dtype"] in rows[name]
+        if entry.card.get("weights_gb", 1) > 0:  # shared-weight entries say "+0"
+            assert float(rows[name][-2]) == pytest.approx(entry.card["vram_gb"])
+        assert float(rows[name][-1]) == pytest.approx(entry.card["gpu_seconds"])
+
+
+def test_gpu_example_direct_mode_runs_on_cpu(tiny: dict[str, Any], tmp_path: Path) -> None:
+    mod = _load_example(ROOT / "examples" / "gpu_episode.py")
+    args = mod.parse_args([
+        "--mode", "direct", "--registry", str(tiny["registry"]), "--experts", "tiny-t2i", "tiny-ip2p",
+        "--commands", "recolor: make the clock green", "move: put the dog left", "--device", "cpu",
+        "--out-dir", str(tmp_path), "--local-files-only",
+    ])
+    with torch_threads(1):
+        mod.run_direct(args)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["step00_tiny-t2i.png", "step01_tiny-ip2p.png"]
+
+
+def test_benchmark_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = _load_example(ROOT / "examples" / "benchmarks" / "diffusers_perf.py")
+    with torch_threads(1):  # main() sets the thread count; restore it afterwards
+        res = mod.main(mod.Args(size=32, steps=1, batch=2, repeats=1))
+    assert res["cache_hit_s"] > 0 and res["batched_s"] > 0
+    assert "cache hit" in capsys.readouterr().out

@@ -165,3 +165,14 @@ def test_spec_and_helpers_validate() -> None:
 
     assert is_oom(torch.OutOfMemoryError("x")) and is_oom(RuntimeError("CUDA out of memory."))
     assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def test_pickled_manager_keeps_config_and_reloads(specs: dict[str, PipelineSpec]) -> None:
+    import pickle
+
+    mgr = ResidencyManager("cpu", budget_bytes=10**9, evict_to="release")
+    mgr.pipeline(specs["t2i"])
+    copy = pickle.loads(pickle.dumps(mgr))
+    assert (copy.device, copy.budget_bytes, copy.evict_to) == ("cpu", 10**9, "release")
+    assert copy.memory_report().bases == () and len(mgr.memory_report().bases) == 1
+    assert copy.pipeline(specs["t2i"]) is not mgr.pipeline(specs["t2i"])

@@ -177,3 +177,13 @@ def test_render_bad_args() -> None:
         background_image("moon", "photo")
     with pytest.raises(ValueError, match="width="):
         background_image("plain", "photo", 32, 32)
+
+
+def test_objects_partly_or_fully_off_canvas_are_clipped() -> None:
+    objs = (SceneObject("dog", "red", box=(-10.0, -5.0, 20.0, 25.0)),
+            SceneObject("cat", "blue", box=(120.0, 110.0, 150.0, 140.0)),
+            SceneObject("cup", "green", box=(300.0, 300.0, 320.0, 320.0)))
+    img = render(Scene(128, 128, "plain", "photo", objs))
+    bg = background_image("plain", "photo")
+    assert not np.array_equal(img[:20, :20], bg[:20, :20])
+    assert not np.array_equal(img[110:, 120:], bg[110:, 120:])

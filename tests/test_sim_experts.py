@@ -81,7 +81,7 @@ def test_cards_have_every_field() -> None:
         assert {"analogue", "summary", "aesthetic"} <= set(entry.card)
         assert {"cost", "ops", "artifacts", "fidelity"} <= set(entry.kwargs)
     table = model_card_table()
-    assert all(f"`{n}`" in table for n in SIM_EXPERT_NAMES) and "colour binding" in table
+    assert all(f"`{n}`" in table for n in SIM_EXPERT_NAMES) and "colour binding (decay)" in table
 
 
 def test_make_expert_overrides_and_errors() -> None:
@@ -137,10 +137,13 @@ def test_cards_shape_behaviour() -> None:
     assert count["sim/photoreal"] < 0.5
     pos = {n: _pass_rate(n, "a photo of a dog right of a teddy bear") for n in T2I}
     assert pos["sim/layout"] > 0.8 and pos["sim/layout"] > pos["sim/photoreal"] + 0.2
-    col = {n: _pass_rate(n, "a photo of a purple wine glass and a black apple") for n in T2I}
-    assert col["sim/photoreal"] > 0.5 > col["sim/layout"]
+    col = {n: _pass_rate(n, "a photo of a purple wine glass") for n in T2I}
+    assert col["sim/photoreal"] > 0.7 > 0.5 > col["sim/layout"]
+    col2 = _pass_rate("sim/photoreal", "a photo of a purple wine glass and a black apple")
+    assert col["sim/photoreal"] - 0.2 > col2 > _pass_rate("sim/layout", "a photo of a purple wine glass and a black apple")
     # a perfect card passes everything; no expert is best at everything
-    assert _pass_rate("sim/layout", "a photo of a purple wine glass and a black apple", 10, color_binding=1.0) == 1.0
+    assert _pass_rate("sim/layout", "a photo of a purple wine glass and a black apple", 10, color_binding=1.0,
+                      binding_decay=0.0, entity_drop=0.0) == 1.0
     best = {t: max(T2I, key=d.__getitem__) for t, d in (("count", count), ("pos", pos), ("col", col))}
     assert len(set(best.values())) > 1
 

@@ -195,6 +195,15 @@ class OutputCache:
         image = np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
         return CacheEntry(image, header.get("metadata", {}))
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"OutputCache(root={str(self.root)!r}, hits={self.hits}, misses={self.misses}, corrupt={self.corrupt})"
 

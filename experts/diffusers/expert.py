@@ -545,8 +545,8 @@ class DiffusersExpert(Expert):
                     f"blank_threshold={self.blank_threshold}); a safety checker or a broken VAE blanks images: "
                     "check the prompt, use dtype='float32'/'bfloat16', or lower blank_threshold."))
                 continue
-            meta = {**p.meta, "batch_size": len(chunk), "batch_elapsed": elapsed, "cache": "miss" if self.cache
-                    else "off"}
+            meta = {**p.meta, "batch_size": len(chunk), "batch_elapsed": elapsed, "cache": "off" if self.cache is None
+                    else "miss"}
             if dropped:
                 meta["dropped_kwargs"] = dropped
             if p.key is not None and self.cache is not None:

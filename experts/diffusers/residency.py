@@ -296,7 +296,8 @@ class ResidencyManager:
         loader: ``loader(spec, device) -> pipeline`` loading a base from disk (default: ``from_pretrained`` of
             the task's class); tests inject fakes here.
 
-    Thread-safe: one lock guards the bookkeeping; pipelines run outside it (see :meth:`use`).
+    Thread-safe: one lock guards the bookkeeping; pipelines run outside it (see :meth:`use`). A pickled copy
+    (``copy.deepcopy``, env pickling) keeps the configuration and drops the loaded pipelines.
     """
 
     def __init__(
@@ -534,6 +535,17 @@ class ResidencyManager:
             "free": int(free),
             "total": int(total),
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the configuration only: loaded pipelines are dropped and load again on first use."""
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        state["_bases"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return (f"ResidencyManager(device={self.device!r}, budget_bytes={self.budget_bytes}, "

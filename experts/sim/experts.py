@@ -18,7 +18,10 @@ Card parameters (probabilities in [0, 1] unless noted):
 ``count_limit``          counts up to this are drawn right with ``count_accuracy``, >= 1
 ``count_accuracy``       ... chance the count of a group is right (else off by one or two)
 ``count_accuracy_beyond`` chance the count is right above ``count_limit``
-``color_binding``        chance a group gets its requested colour
+``color_binding``        chance a group gets its requested colour (in a prompt with one coloured group)
+``binding_decay``        binding gets worse with more coloured groups: the chance is
+                         ``color_binding * max(0.5, 1 - binding_decay * (k - 1))`` for ``k`` coloured groups
+                         (attribute binding degrades with more objects, as in T2I-CompBench)
 ``attribute_leakage``    T2I: share of binding failures that take another group's colour (else random);
                          editors: chance a recolor/retexture also hits the nearest other object
 ``attribute_accuracy``   chance a requested pattern / size is drawn
@@ -84,6 +87,7 @@ class SimProfile:
     count_accuracy: float = 1.0
     count_accuracy_beyond: float = 1.0
     color_binding: float = 1.0
+    binding_decay: float = 0.0
     attribute_leakage: float = 0.0
     attribute_accuracy: float = 1.0
     relation_accuracy: float = 1.0
@@ -401,6 +405,7 @@ class SimExpert(Expert):
         if len(entities) > p.max_entities:
             notes.append(f"left out {len(entities) - p.max_entities} group(s) beyond max_entities")
         requested = [e.color for e in entities if e.color is not None]
+        binding = p.color_binding * max(0.5, 1.0 - p.binding_decay * max(0, len(requested) - 1))
         honoured = [rng.random() < p.relation_accuracy for _ in relations]
         # order: references before their subjects (honoured relations only), else mention order
         placed_groups: list[int] = []
@@ -420,7 +425,7 @@ class SimExpert(Expert):
             n = self._draw_count(rng, e.count)
             if n != e.count:
                 notes.append(f"drew {n} {e.noun} instead of {e.count}")
-            if e.color is not None and rng.random() >= p.color_binding:
+            if e.color is not None and rng.random() >= binding:
                 others = [c for c in requested if c != e.color]
                 if others and rng.random() < p.attribute_leakage:
                     color = others[int(rng.integers(len(others)))]

@@ -252,6 +252,8 @@ def descriptor(mask: np.ndarray) -> np.ndarray:
         ri = ((np.arange(TEMPLATE_SIZE) + 0.5) * h / TEMPLATE_SIZE).astype(np.intp)
         ci = ((np.arange(TEMPLATE_SIZE) + 0.5) * w / TEMPLATE_SIZE).astype(np.intp)
         idx = (ri[:, None], ci[None, :])
+        if len(_IDX_CACHE) > 4096:
+            _IDX_CACHE.clear()
         _IDX_CACHE[(h, w)] = idx
     return mask[idx].astype(np.float32).ravel()
 

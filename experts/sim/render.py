@@ -7,17 +7,18 @@ What is drawn, in order:
    ``night`` (dark blue gradient with stars), ``sand`` (rippled beige). Its textures are fixed per
    canvas size, never random per image.
 2. Objects, back to front: the noun's glyph (:func:`experts.sim.glyphs.glyph`) stretched to the object's
-   pixel box, filled with its colour from :data:`PALETTE` and its pattern (``striped``: horizontal bands,
-   ``dotted``: a grid of square dots, ``checkered``: squares; the second tone is :data:`ACCENT` of the
-   colour; pattern cells are aligned to the canvas), with an outline (dark, light on a night
-   background; as thick as a pixel-art block in ``pixel art``, :func:`pattern_scale` otherwise). ``photo`` shades objects (lit from the top left), ``sketch`` hatches them.
-3. Artifacts: discs of random colour noise blended in with their ``strength``.
-4. The style: ``watercolor`` washes colours toward paper and adds a blotchy paper texture, ``sketch`` draws
-   on paper with faint colours and pencil hatching, ``pixel art`` snaps the image to blocks of
-   ``2 * max(1, round(min(W, H) / 128))`` pixels and posterizes colours to multiples of 32 (backgrounds
-   with ordered dithering).
-4. Degradation when ``scene.quality < 1``: blur and Gaussian noise proportional to ``1 - quality``
-   (before the pixel-art snapping).
+   pixel box (its float box rounded), filled with its colour from :data:`PALETTE` and its pattern
+   (``striped``: horizontal bands, ``dotted``: a grid of square dots, ``checkered``: squares; the second
+   tone is :data:`ACCENT` of the colour; pattern cells are aligned to the canvas), with an outline (dark;
+   light on a night background; :func:`pattern_scale` pixels thick, a pixel-art block thick in
+   ``pixel art``). ``photo`` shades objects (lit from the top left), ``sketch`` hatches them,
+   ``watercolor`` and ``sketch`` wash their colours toward paper.
+3. Artifacts: discs of uniform random colour blended in with their ``strength``.
+4. ``watercolor``: a blotchy paper texture multiplies everything.
+5. Degradation when ``scene.quality < 1``: a [1, 2, 1] blur mixed in at ``0.6 * (1 - quality)`` and
+   Gaussian noise of sigma ``24 * (1 - quality)`` (0..255 scale).
+6. ``pixel art``: the image snaps to blocks of :func:`block_size` pixels and colours to multiples of 32
+   (backgrounds are drawn with ordered dithering).
 
 Every random draw comes from ``np.random.default_rng`` seeded by ``scene.seed`` (noise, artifacts) or by
 ``stable_hash`` of fixed keys (textures, glyph perturbations: an object's shape depends on its noun, noise
@@ -156,7 +157,10 @@ def tone_table(style: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         is_accent (N,) bool). Shading/texture variants are included as separate tones.
     """
     _check_name("style", style, STYLES)
-    tones, idx, acc = [], [], []
+    tones: list[np.ndarray] = []
+    idx: list[int] = []
+    acc: list[bool] = []
+    factors: tuple[float, ...]
     if style == "photo":
         factors = (0.86, 0.93, 1.0, 1.06, 1.12)
     elif style == "sketch":
@@ -176,8 +180,8 @@ def tone_table(style: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 idx.append(ci)
                 acc.append(a)
     out = (np.asarray(tones, dtype=np.float32), np.asarray(idx, dtype=np.intp), np.asarray(acc, dtype=bool))
-    for a in out:
-        a.setflags(write=False)
+    for arr in out:
+        arr.setflags(write=False)
     return out
 
 
@@ -209,7 +213,7 @@ def _raw_background(name: str, width: int, height: int) -> np.ndarray:
     elif name == "grass":
         base = np.array((64, 138, 48), np.float32)
         cols = rng.normal(0, 1, size=width).astype(np.float32)
-        cols = np.convolve(cols, np.ones(3, np.float32) / 3, mode="same")
+        cols = np.convolve(cols, np.ones(3, np.float32) / 3, mode="same").astype(np.float32)
         fine = rng.normal(0, 1, size=(height, width)).astype(np.float32)
         shade = (8 * cols[None, :] + 6 * fine - 18 * (1 - ty))[..., None]
         img[:] = base + shade * np.array((0.6, 1.0, 0.5), np.float32)
@@ -255,7 +259,7 @@ def _hatch(width: int, height: int) -> np.ndarray:
     s = pattern_scale(width, height)
     yy, xx = np.mgrid[0:height, 0:width]
     lines = ((xx + yy) // s) % 4 == 0
-    out = np.where(lines, np.float32(_HATCH), np.float32(1.0))[..., None].astype(np.float32)
+    out: np.ndarray = np.where(lines, np.float32(_HATCH), np.float32(1.0))[..., None].astype(np.float32)
     out.setflags(write=False)
     return out
 
