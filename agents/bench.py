@@ -158,7 +158,7 @@ def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
             mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
             valid = np.flatnonzero(mask[:-1])
             a = int(rng.choice(valid)) if len(valid) else int(len(mask) - 1)
-            _, _, term, trunc, info = env.step(a)
+            _, _, term, trunc, _ = env.step(a)
             t_expert += env.unwrapped.last_timings["expert"]  # type: ignore[attr-defined]
             t_critic += env.unwrapped.last_timings["critic"]  # type: ignore[attr-defined]
             n += 1

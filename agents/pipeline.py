@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -72,12 +73,20 @@ def best_single_expert(env_id: str, env_kwargs: Mapping[str, Any] | None = None,
     singles = [b for b in baseline_names(env_id, env_kwargs) if b.startswith("single:")]
     scores = {}
     for s in singles:
-        res = evaluate(lambda run, s=s: make_baseline(s), specs, env_id=env_id, env_kwargs=env_kwargs,
+        res = evaluate(functools.partial(_baseline_for_run, s), specs, env_id=env_id, env_kwargs=env_kwargs,
                        runs=(0,), seed=500)
         scores[s] = summarize(res)[s].overall
     best = max(scores, key=lambda k: scores[k]).split(":", 1)[1]
     _BEST_T2I[key] = best
     return best
+
+
+def _baseline_for_run(name: str, run: int, **kwargs: Any) -> Policy:
+    return make_baseline(name, seed=run, **kwargs)
+
+
+def _model_for_run(path: Path, algo: str, name: str, run: int) -> Policy:
+    return _model_policy(path, algo, name)
 
 
 def _model_policy(path: Path, algo: str, name: str) -> Policy:
@@ -124,13 +133,13 @@ def evaluate_methods(
             for k in ("best_t2i",):
                 if k in kwargs and m != "fixed":
                     kwargs.pop(k)
-            results += evaluate(lambda run, m=m, kw=kwargs: make_baseline(m, seed=run, **kw), specs, env_id=env_id,
+            results += evaluate(functools.partial(_baseline_for_run, m, **kwargs), specs, env_id=env_id,
                                 env_kwargs=env_kwargs, runs=range(runs), images_per_prompt=images, method=m,
                                 progress=tick)
         for i, f in enumerate(model_files):
             if not f.is_file():
                 raise FileNotFoundError(f"--policy {str(f)!r} does not exist; pass a model .zip written by `poser train`.")
-            results += evaluate(lambda run, f=f: _model_policy(f, algo, learned_name), specs, env_id=env_id,
+            results += evaluate(functools.partial(_model_for_run, f, algo, learned_name), specs, env_id=env_id,
                                 env_kwargs=env_kwargs, runs=(i,), images_per_prompt=images, method=learned_name,
                                 progress=tick)
     finally:

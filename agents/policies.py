@@ -69,7 +69,7 @@ class _Base:
 
     @staticmethod
     def _masks(env: gym.Env[Any, Any]) -> np.ndarray:
-        return np.asarray(env.unwrapped.action_masks(), dtype=bool)  # type: ignore[attr-defined]
+        return np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
 
     @staticmethod
     def _stop(env: gym.Env[Any, Any]) -> int:
@@ -88,7 +88,7 @@ class SB3Policy(_Base):
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
         if self._masked:
-            mask = np.asarray(env.unwrapped.action_masks(), dtype=bool)  # type: ignore[attr-defined]
+            mask = np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
             action, _ = self.model.predict(obs, deterministic=self.deterministic, action_masks=mask)
         else:
             action, _ = self.model.predict(obs, deterministic=self.deterministic)

@@ -257,8 +257,8 @@ class SceneCritic(Critic):
         other_st = min(float(c) for (_, s), c in zip(_PAIRS, cost) if s != st)
         noise = float(np.median(d[best]))
         c0 = float(cost[best])
-        bg_cert = _certainty((other_bg - c0) / (c0 + 4.0), 0.5)
-        st_cert = _certainty((other_st - c0) / (c0 + 4.0), 0.5)
+        bg_cert = _certainty((other_bg - c0) / (c0 + 4.0), 0.3)
+        st_cert = _certainty((other_st - c0) / (c0 + 4.0), 0.3)
         return bg, st, bg_cert, st_cert, noise
 
     def blobs(self, image: np.ndarray, nouns: Sequence[str]) -> tuple[list[Blob], dict[str, float]]:
@@ -565,20 +565,20 @@ class SceneCritic(Critic):
             if a.kind in ("exists", "count"):
                 assert a.entity is not None
                 e = spec.entities[a.entity]
-                cert = _certainty(det_margin(e.noun, e.count), 0.15)
+                cert = _certainty(det_margin(e.noun, e.count), 0.09)
             elif a.kind == "exclusion":
                 assert a.value is not None and a.count is not None
-                cert = _certainty(det_margin(a.value, a.count), 0.15)
+                cert = _certainty(det_margin(a.value, a.count), 0.09)
             elif a.kind in ("color", "pattern", "size"):
                 assert a.entity is not None
                 e = spec.entities[a.entity]
                 idx = groups[a.entity]
                 if len(idx) < e.count:
-                    cert = _certainty(det_margin(e.noun, e.count), 0.15)
+                    cert = _certainty(det_margin(e.noun, e.count), 0.09)
                 else:
                     cert = min(
-                        _certainty(det_margin(e.noun, e.count), 0.15),
-                        _certainty(attr_margin(a.kind, idx), 0.25),
+                        _certainty(det_margin(e.noun, e.count), 0.09),
+                        _certainty(attr_margin(a.kind, idx), 0.15),
                     )
             elif a.kind == "relation":
                 assert a.entity is not None and a.reference is not None
@@ -590,9 +590,9 @@ class SceneCritic(Critic):
                         m = min(m, self._relation_margin(dets[i].box, dets[j].box))
                 es, er = spec.entities[a.entity], spec.entities[a.reference]
                 cert = min(
-                    _certainty(m, 0.08),
-                    _certainty(det_margin(es.noun, es.count), 0.15),
-                    _certainty(det_margin(er.noun, er.count), 0.15),
+                    _certainty(m, 0.05),
+                    _certainty(det_margin(es.noun, es.count), 0.09),
+                    _certainty(det_margin(er.noun, er.count), 0.09),
                 )
             elif a.kind == "background":
                 cert = stats["background_cert"]

@@ -31,7 +31,7 @@ class Args:
 def summarize(obs: dict[str, np.ndarray]) -> tuple[int, ...]:
     fb = obs["feedback"]
     op = int(np.argmax(fb[24:34])) if fb[21] > 0 else -1  # current command op (one-hot), if a command is pending
-    return (op, int(fb[34]), int(round(4 * obs["progress"][4])))
+    return (op, int(fb[34]), round(4 * float(obs["progress"][4])))
 
 
 def main(args: Args) -> dict[str, float]:

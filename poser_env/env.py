@@ -21,6 +21,9 @@ __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardW
 
 _N_KINDS = len(ASSERTION_KINDS)
 _N_OPS = len(OPS)
+#: Size of the "feedback" observation: scores (3), satisfied + present per kind (2 x 9), command status (3),
+#: op one-hot (10), canvas empty (1).
+_FEEDBACK_DIM = 3 + 2 * _N_KINDS + 3 + _N_OPS + 1
 
 
 class EnvConfigError(ValueError):
@@ -244,8 +247,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         self._components_ready = False
         self.expert_names: list[str] = self._resolve_expert_names(experts)
         self.n_experts = len(self.expert_names)
-        self.action_space = spaces.Discrete(self.n_experts + 1)
-        self.observation_space = self._make_observation_space()
+        self.action_space = spaces.Discrete(self.n_experts + 1)  # type: ignore[assignment]
+        self.observation_space = self._make_observation_space()  # type: ignore[assignment]
         self._prompts: list[Spec | str] | None = None
         self._episode: dict[str, Any] = {}
         #: Seconds spent in the expert and the critic during the last step (kept out of ``info`` so that infos
@@ -355,7 +358,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "command": spaces.Box(-1.0, 1.0, (d,), np.float32),
         }
         if self.feedback_in_obs:
-            obs["feedback"] = spaces.Box(0.0, 1.0, (3 + 2 * _N_KINDS + 3 + _N_OPS + 1,), np.float32)
+            obs["feedback"] = spaces.Box(0.0, 1.0, (_FEEDBACK_DIM,), np.float32)
         obs["progress"] = spaces.Box(0.0, 1.0, (5,), np.float32)
         obs["history"] = spaces.Box(0.0, 1.0, (2 * n + 2,), np.float32)
         if self.thumbnail:
@@ -378,11 +381,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
             n = self.n_prompts or (2000 if self.split == "train" else 500)
             if src == "geneval":
-                pool = list(prompts.geneval_style(self.split, n))
+                pool = [*prompts.geneval_style(self.split, n)]
             elif src == "long":
-                pool = list(prompts.long_prompts(self.split, n))
+                pool = [*prompts.long_prompts(self.split, n)]
             else:
-                pool = list(prompts.geneval_style(self.split, n // 2)) + list(prompts.long_prompts(self.split, n - n // 2))
+                pool = [*prompts.geneval_style(self.split, n // 2), *prompts.long_prompts(self.split, n - n // 2)]
         elif isinstance(src, str):
             from pathlib import Path
 
@@ -393,7 +396,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
                     f"prompt_source={src!r} is neither 'geneval', 'long', 'mixed' nor an existing GenEval-format "
                     "JSONL file; pass one of those."
                 )
-            pool = list(read_geneval_jsonl(src))
+            pool = [*read_geneval_jsonl(src)]
         elif isinstance(src, Sequence) and src:
             pool = []
             for p in src:
@@ -511,7 +514,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def _check_action(self, action: Any) -> int:
         try:
             arr = np.asarray(action)
-            if arr.size != 1 or arr.dtype.kind not in "iub" and not float(arr.item()).is_integer():
+            if arr.size != 1 or (arr.dtype.kind not in "iub" and not float(arr.item()).is_integer()):
                 raise ValueError("not an integer")
             a = int(arr.item())
         except (TypeError, ValueError) as exc:
@@ -655,7 +658,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         obs: dict[str, np.ndarray] = {"prompt": emb[0], "command": emb[1]}
         fb: Feedback | None = ep["feedback"]
         if self.feedback_in_obs:
-            v = np.zeros(self.observation_space["feedback"].shape, dtype=np.float32)
+            v = np.zeros(_FEEDBACK_DIM, dtype=np.float32)
             kinds_present = {a.kind for a in spec.assertions()}
             if fb is not None:
                 v[0:3] = (fb.alignment, fb.fidelity, fb.aesthetics)

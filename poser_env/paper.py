@@ -59,7 +59,7 @@ class ImagePoserPaperEnv(ImagePoserEnv):
         kwargs["feedback_in_obs"] = False
         kwargs["thumbnail"] = False
         super().__init__(**kwargs)
-        self.action_space = spaces.Discrete(self.n_experts)
+        self.action_space = spaces.Discrete(self.n_experts)  # type: ignore[assignment]
 
     def _make_observation_space(self) -> spaces.Dict:  # type: ignore[override]
         d = self.encoder.dim

@@ -14,11 +14,11 @@ pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_diffusers import save_tiny_pipelines, write_tiny_registry  # noqa: E402
-from tiny_models import save_tiny_clip, save_tiny_llava  # noqa: E402
+from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
+from tiny_models import save_tiny_clip, save_tiny_llava
 
-import poser_env  # noqa: E402,F401
-from poser_env.conformance import check_conformance  # noqa: E402
+import poser_env  # noqa: F401
+from poser_env.conformance import check_conformance
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_conformance_suite_passes(env_id):
 
 def test_conformance_reports_a_broken_env():
     class Broken(ImagePoserEnv):
-        def _obs(self):  # noqa: ANN202 - returns NaN on purpose
+        def _obs(self):
             obs = super()._obs()
             obs["progress"] = obs["progress"] * np.nan
             return obs

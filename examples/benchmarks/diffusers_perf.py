@@ -12,7 +12,7 @@ Tiny pipelines have almost no arithmetic, so (1) mostly measures per-call overhe
 batching; on a GPU with real models the gain comes from better device utilisation instead and depends on
 the model and resolution.
 
-Run:  PYTHONPATH=. python examples/benchmarks/diffusers_perf.py [--size 64] [--steps 4] [--threads 1]
+Run:  PYTHONPATH=. python examples/benchmarks/diffusers_perf.py [--size 32] [--steps 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 @dataclass(frozen=True)
 class Args:
-    size: int = 64  # image side in pixels
+    size: int = 32  # image side in pixels (the tests use 32)
     steps: int = 4  # denoising steps
     batch: int = 8  # requests per batch
     repeats: int = 5  # timings per measurement (the best is kept)
