@@ -159,13 +159,31 @@ def main_job(
     seeds: Annotated[int, typer.Option(help="Training seeds (>= 3 for CIs).")] = 3,
     n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 120,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny budget for smoke tests.")] = False,
+    workers: Annotated[int, typer.Option(help="Parallel processes for training seeds and evaluation.")] = 2,
 ) -> None:
     """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
     baseline on the test split, and write report.md."""
     from agents.pipeline import run_main
 
-    path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick)
+    path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers)
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def ablations(
+    out: OutOpt = Path("runs/ablations"),
+    steps: Annotated[int, typer.Option(help="Training steps per seed and ablation.")] = 20_000,
+    seeds: Annotated[int, typer.Option(help="Training seeds per ablation.")] = 2,
+    n_prompts: Annotated[int, typer.Option(help="Test prompts per family.")] = 60,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Only these ablations (repeatable).")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel processes.")] = 2,
+) -> None:
+    """Ablations: the paper's DQN vs ours, observation without/with feedback/with thumbnail, cost weight 0,
+    PPO without masks. Writes ablations.md and ablations.json."""
+    from agents.pipeline import run_ablations
+
+    path = run_ablations(out, steps=steps, seeds=seeds, n_prompts=n_prompts, names=name, workers=workers)
+    typer.echo(path.read_text())
 
 
 @bench_app.command("geneval")

@@ -86,14 +86,29 @@ def train_runs(
     resume: str | Path | None = None,
     progress: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
+    workers: int = 1,
 ) -> list[Path]:
-    """Train one model per seed into ``out/seed<k>/``; returns the model paths (see :func:`train_one`)."""
+    """Train one model per seed into ``out/seed<k>/``; returns the model paths (see :func:`train_one`).
+
+    ``workers`` > 1 trains seeds in parallel processes (no progress bar then)."""
     if not seeds:
         raise ValueError("seeds is empty; pass at least one training seed, e.g. [0, 1, 2].")
     if resume is not None and len(seeds) != 1:
         raise ValueError(f"resume={str(resume)!r} continues one run; pass exactly one seed, got {list(seeds)}.")
-    return [
-        train_one(env_id=env_id, algo=algo, steps=steps, seed=s, out=Path(out) / f"seed{s}", n_envs=n_envs,
-                  env_kwargs=env_kwargs, resume=resume, progress=progress, model_kwargs=model_kwargs)
-        for s in seeds
-    ]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be an int >= 1 (parallel training processes).")
+    jobs: list[dict[str, Any]] = [dict(env_id=env_id, algo=algo, steps=steps, seed=s, out=Path(out) / f"seed{s}", n_envs=n_envs,
+                 env_kwargs=dict(env_kwargs or {}), resume=resume, model_kwargs=dict(model_kwargs or {}))
+            for s in seeds]
+    if workers == 1 or len(jobs) == 1:
+        return [train_one(**job, progress=progress) for job in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # one process per seed (each on one torch thread); results come back in seed order
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_train_job, jobs))
+
+
+def _train_job(job: dict[str, Any]) -> Path:
+    return train_one(**job, progress=False)

