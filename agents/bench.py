@@ -179,11 +179,34 @@ def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
         hits, misses = getattr(enc_obj, "hits", 0), getattr(enc_obj, "misses", 0)
         lines.append(f"| text-encoder cache hit ratio ({name}) | {hits / max(1, hits + misses):.3f} |")
         env.close()
-    try:
-        from experts.diffusers.bench import perf_ratios  # type: ignore[import-not-found]
-    except ImportError:
-        lines.append("| diffusers batching / cache ratios | skipped: `pip install \"image-poser[diffusers]\"` |")
-    else:
-        for k, v in perf_ratios().items():
-            lines.append(f"| {k} | {v} |")
+    lines += _diffusers_ratios()
     return "\n".join(lines)
+
+
+def _diffusers_ratios() -> list[str]:
+    """Batching and cache ratios on tiny CPU pipelines, from ``examples/benchmarks/diffusers_perf.py`` (it builds
+    its pipelines with the test helpers, so it needs a source checkout and the diffusers extra)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "diffusers_perf.py"
+    if importlib.util.find_spec("diffusers") is None:
+        return ['| diffusers batching / cache ratios | skipped: `pip install "image-poser[diffusers]"` |']
+    if not script.is_file():
+        return ["| diffusers batching / cache ratios | skipped: needs a source checkout (examples/benchmarks) |"]
+    spec = importlib.util.spec_from_file_location("poser_diffusers_perf", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    with contextlib.redirect_stdout(io.StringIO()):
+        r = mod.main(mod.Args(repeats=3))
+    return [
+        f"| diffusers (tiny, CPU): batch of 8 vs 8 sequential calls | {r['batch_speedup']:.1f}x |",
+        f"| diffusers (tiny, CPU): cache hit vs compute | {r['cache_speedup']:.0f}x |",
+        f"| diffusers (tiny, CPU): expert wrapper overhead vs bare pipeline | "
+        f"{r['overhead_s'] / r['pipeline_s']:+.1%} |",
+    ]

@@ -155,11 +155,11 @@ def report(
 @app.command("main")
 def main_job(
     out: OutOpt = Path("runs/main"),
-    steps: Annotated[int, typer.Option(help="Training steps per seed.")] = 40_000,
+    steps: Annotated[int, typer.Option(help="Training steps per seed.")] = 20_000,
     seeds: Annotated[int, typer.Option(help="Training seeds (>= 3 for CIs).")] = 3,
-    n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 120,
+    n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 100,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny budget for smoke tests.")] = False,
-    workers: Annotated[int, typer.Option(help="Parallel processes for training seeds and evaluation.")] = 2,
+    workers: Annotated[int, typer.Option(help="Parallel processes for training seeds and evaluation.")] = 3,
 ) -> None:
     """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
     baseline on the test split, and write report.md."""

@@ -245,8 +245,8 @@ def report_from_dir(run_dir: str | Path) -> Path:
     return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets)
 
 
-def run_main(out: str | Path = "runs/main", *, steps: int = 40_000, seeds: int = 3, n_prompts: int = 120,
-             quick: bool = False, workers: int = 2) -> Path:
+def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int = 3, n_prompts: int = 100,
+             quick: bool = False, workers: int = 3) -> Path:
     """Train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every baseline on the
     test split, and write ``report.md``. Returns the report's path."""
     from agents.report import write_report

@@ -32,12 +32,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 
+from critic._hf import HFModel, HFOptions, ModelLoadError
 from critic.feedback import Critic, Feedback, Holds, Verdict
-from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
 from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Assertion, Spec
 
 __all__ = ["OPPOSITE_RELATIONS", "CLIPCritic", "alternatives"]
@@ -98,15 +98,14 @@ def _features(out: Any) -> Any:
     return out
 
 
-class CLIPCritic(Critic):
+class CLIPCritic(HFModel, Critic):
     """Critic scoring each assertion by CLIP image-text similarity.
 
     Args:
         model: Local folder or hub id of a CLIP-style model (``AutoModel`` + ``AutoProcessor``).
-        device: Torch device (default ``"cpu"``).
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
-        local_files_only: Never touch the network (default True).
-        trust_remote_code: Allow custom model code (default False).
+        **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
+            ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
+            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
         calibration: ``"contrast"`` (default) or ``"logistic"`` (see the module docstring).
         center: Cosine mapped to confidence 0.5 by the logistic calibration and the alignment, in [-1, 1].
         scale: Cosine width of the logistic, > 0.
@@ -119,26 +118,20 @@ class CLIPCritic(Critic):
     """
 
     name = "clip"
+    model_role = "CLIP critic model"
 
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
-        device: str = "cpu",
-        dtype: Any = "float32",
-        local_files_only: bool = True,
-        trust_remote_code: bool = False,
         calibration: Calibration = "contrast",
         center: float = 0.22,
         scale: float = 0.03,
         temperature: float | None = None,
         batch_size: int = 64,
+        **options: Unpack[HFOptions],
     ) -> None:
-        self.model_id = check_model_id(model)
-        self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
-        self.local_files_only = bool(local_files_only)
-        self.trust_remote_code = bool(trust_remote_code)
+        super().__init__(model, **options)
         if calibration not in ("contrast", "logistic"):
             raise ValueError(f"calibration={calibration!r} must be 'contrast' or 'logistic'.")
         self.calibration: Calibration = calibration
@@ -154,51 +147,18 @@ class CLIPCritic(Critic):
         self.temperature = None if temperature is None else float(temperature)
         self.batch_size = batch_size
         self.name = f"clip:{self.model_id}"
-        self._model: Any = None
         self._processor: Any = None
 
-    def __repr__(self) -> str:
-        return (
-            f"CLIPCritic({self.model_id!r}, device={self.device!r}, dtype={self.dtype!r}, "
-            f"calibration={self.calibration!r}, loaded={self.loaded})"
-        )
+    def _repr_extra(self) -> str:
+        return f", calibration={self.calibration!r}"
 
-    @property
-    def loaded(self) -> bool:
-        """True once the model and processor are in memory."""
-        return self._model is not None
-
-    def load(self) -> CLIPCritic:
-        """Load the processor and model now (otherwise done on the first call). Returns self.
-
-        Raises:
-            MissingExtraError: transformers or torch is not installed (names the pip command).
-            ModelLoadError: the model cannot be found or loaded (names the id/path and how to fetch it).
-        """
-        if self._model is not None:
-            return self
-        from poser_env._optional import require
-
-        require("torch", "diffusers")
-        transformers = require("transformers", "diffusers")
-        kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
-        try:
-            processor = transformers.AutoProcessor.from_pretrained(self.model_id, **kw)
-            model = transformers.AutoModel.from_pretrained(self.model_id, dtype=resolve_dtype(self.dtype), **kw)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(
-                f"cannot load the CLIP critic model {self.model_id!r} (local_files_only={self.local_files_only}): "
-                f"{exc}\nFix: {fetch_hint(self.model_id, self.local_files_only)}"
-            ) from exc
+    def _accept(self, preprocessor: Any, model: Any) -> None:
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ModelLoadError(
                 f"model {self.model_id!r} ({type(model).__name__}) has no get_image_features/get_text_features; "
                 "use a CLIP-style dual encoder such as 'openai/clip-vit-large-patch14'."
             )
-        model.to(self.device)
-        model.eval()
-        self._processor, self._model = processor, model
-        return self
+        self._processor = preprocessor
 
     # ------------------------------------------------------------------ embeddings
     def _max_text_len(self) -> int | None:

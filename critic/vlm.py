@@ -28,13 +28,22 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
+from critic._hf import (
+    HFModel,
+    HFOptions,
+    ModelLoadError,
+    check_device,
+    check_dtype,
+    check_model_id,
+    fetch_hint,
+    resolve_dtype,
+)
 from critic.feedback import Critic, CriticError, Feedback, Holds, Verdict
 from poser_env.spec import Assertion, Spec
 
@@ -63,63 +72,6 @@ DEFAULT_AESTHETICS_QUESTION = "Is this image well composed and pleasing to look 
 #: Strings whose single-token encodings count as "yes" / "no".
 YES_VARIANTS: tuple[str, ...] = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_VARIANTS: tuple[str, ...] = ("no", "No", "NO", " no", " No", " NO")
-
-_DTYPES = ("float32", "float16", "bfloat16", "auto")
-_DEVICE_RE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
-
-
-class ModelLoadError(CriticError):
-    """A model or processor could not be loaded; the message names the id/path and how to fetch it."""
-
-
-def check_device(device: str, arg: str = "device") -> str:
-    """Validate a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...) without importing torch."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
-        raise ValueError(f"{arg}={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'.")
-    return device
-
-
-def check_dtype(dtype: Any, arg: str = "dtype") -> Any:
-    """Validate a dtype: one of ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"{arg}={dtype!r} is not supported; use one of {list(_DTYPES)} or a torch.dtype.")
-        return dtype
-    if type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
-        return dtype
-    raise ValueError(f"{arg}={dtype!r} is not supported; use one of {list(_DTYPES)} or a torch.dtype.")
-
-
-def resolve_dtype(dtype: Any) -> Any:
-    """The torch dtype (or "auto") for a value accepted by :func:`check_dtype`; imports torch."""
-    import torch
-
-    if isinstance(dtype, str):
-        return dtype if dtype == "auto" else getattr(torch, dtype)
-    return dtype
-
-
-def check_model_id(model: Any, arg: str = "model") -> str:
-    """Validate a model folder path or hub id (non-empty string)."""
-    if isinstance(model, os.PathLike):
-        model = os.fspath(model)
-    if not isinstance(model, str) or not model.strip():
-        raise ValueError(f"{arg}={model!r} must be a local model folder or a hub id such as 'llava-hf/llava-1.5-7b-hf'.")
-    return model
-
-
-def fetch_hint(model: str, local_files_only: bool) -> str:
-    """How to obtain a model that failed to load (for error messages)."""
-    if os.path.isabs(model) or model.startswith((".", "~")) or os.path.isdir(model):
-        return (
-            f"the folder {model!r} must hold a model saved with save_pretrained(); download one with "
-            f"`huggingface-cli download <hub-id> --local-dir {model}`."
-        )
-    hint = f"fetch it with `huggingface-cli download {model} --local-dir <folder>` and pass the folder"
-    if local_files_only:
-        hint += ", or pass local_files_only=False to download it from the hub"
-    return hint + "."
-
 
 def yes_no_token_ids(tokenizer: Any, variants: Sequence[str]) -> tuple[int, ...]:
     """Ids of the variants that encode to exactly one known (non-unk) token, sorted and de-duplicated."""
@@ -175,15 +127,14 @@ def score_yes_no(logits: np.ndarray, yes_ids: Sequence[int], no_ids: Sequence[in
     return YesNoScore(float(np.clip(p_yes / mass, 0.0, 1.0)), p_yes, p_no)
 
 
-class VLMCritic(Critic):
+class VLMCritic(HFModel, Critic):
     """Critic that asks a vision-language model one yes/no question per assertion (VQAScore-style).
 
     Args:
         model: Local folder (saved with ``save_pretrained``) or hub id of an image-text-to-text model.
-        device: Torch device, e.g. ``"cpu"`` (default) or ``"cuda:0"``.
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
-        local_files_only: Never touch the network (default True).
-        trust_remote_code: Allow custom model code from the hub (default False).
+        **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
+            ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
+            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
         batch_size: Questions per forward pass, >= 1 (default 8).
         question_template: Question per assertion; must contain ``{statement}``.
         fidelity_question: Extra yes/no question scored as fidelity, or None (fidelity reported as 1.0).
@@ -201,15 +152,13 @@ class VLMCritic(Critic):
     """
 
     name = "vlm"
+    model_class = "AutoModelForImageTextToText"
+    model_role = "VLM critic model"
 
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
-        device: str = "cpu",
-        dtype: Any = "float32",
-        local_files_only: bool = True,
-        trust_remote_code: bool = False,
         batch_size: int = 8,
         question_template: str = DEFAULT_QUESTION_TEMPLATE,
         fidelity_question: str | None = DEFAULT_FIDELITY_QUESTION,
@@ -218,12 +167,9 @@ class VLMCritic(Critic):
         explain_max_new_tokens: int = 0,
         explain_prompt: str = "Describe the objects in this image, their colours and positions.",
         prompt_template: str | None = None,
+        **options: Unpack[HFOptions],
     ) -> None:
-        self.model_id = check_model_id(model)
-        self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
-        self.local_files_only = bool(local_files_only)
-        self.trust_remote_code = bool(trust_remote_code)
+        super().__init__(model, **options)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be an int >= 1, e.g. 8.")
         self.batch_size = batch_size
@@ -249,56 +195,20 @@ class VLMCritic(Critic):
             )
         self.prompt_template = prompt_template
         self.name = f"vlm:{self.model_id}"
-        self._model: Any = None
         self._processor: Any = None
         self._yes_ids: tuple[int, ...] = ()
         self._no_ids: tuple[int, ...] = ()
 
-    def __repr__(self) -> str:
-        return (
-            f"VLMCritic({self.model_id!r}, device={self.device!r}, dtype={self.dtype!r}, "
-            f"batch_size={self.batch_size}, loaded={self.loaded})"
-        )
+    def _repr_extra(self) -> str:
+        return f", batch_size={self.batch_size}"
 
-    # ------------------------------------------------------------------ loading
-    @property
-    def loaded(self) -> bool:
-        """True once the model and processor are in memory."""
-        return self._model is not None
-
-    def load(self) -> VLMCritic:
-        """Load the processor and model now (otherwise done on the first call). Returns self.
-
-        Raises:
-            MissingExtraError: transformers or torch is not installed (names the pip command).
-            ModelLoadError: the model cannot be found or loaded (names the id/path and how to fetch it).
-        """
-        if self._model is not None:
-            return self
-        from poser_env._optional import require
-
-        require("torch", "diffusers")
-        transformers = require("transformers", "diffusers")
-        kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
-        try:
-            processor = transformers.AutoProcessor.from_pretrained(self.model_id, **kw)
-            model = transformers.AutoModelForImageTextToText.from_pretrained(
-                self.model_id, dtype=resolve_dtype(self.dtype), **kw
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(
-                f"cannot load the VLM critic model {self.model_id!r} (local_files_only={self.local_files_only}): "
-                f"{exc}\nFix: {fetch_hint(self.model_id, self.local_files_only)}"
-            ) from exc
-        tokenizer = getattr(processor, "tokenizer", None)
+    def _accept(self, preprocessor: Any, model: Any) -> None:
+        tokenizer = getattr(preprocessor, "tokenizer", None)
         if tokenizer is None:
             raise ModelLoadError(f"the processor of {self.model_id!r} has no tokenizer; use an image-text-to-text model.")
-        model.to(self.device)
-        model.eval()
-        self._processor, self._model = processor, model
+        self._processor = preprocessor
         self._yes_ids = yes_no_token_ids(tokenizer, YES_VARIANTS)
         self._no_ids = yes_no_token_ids(tokenizer, NO_VARIANTS)
-        return self
 
     # ------------------------------------------------------------------ prompts
     def question(self, assertion: Assertion) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from critic.feedback import Detection
 
-__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertKind", "ExpertOutput", "check_image"]
+__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertKind", "ExpertOutput", "check_image", "validate_call"]
 
 ExpertKind = Literal["text-to-image", "image-to-image"]
 EXPERT_KINDS: tuple[str, ...] = ("text-to-image", "image-to-image")
@@ -62,6 +62,31 @@ def check_image(image: Any, arg: str = "image") -> np.ndarray:
     return image
 
 
+def validate_call(expert: Expert, command: Any, image: Any, seed: Any) -> int:
+    """Check the arguments of a call of ``expert`` (what :meth:`Expert.__call__` checks); returns ``int(seed)``.
+
+    Also for code that runs an expert's backend without ``__call__`` (batched requests).
+
+    Args:
+        expert: The expert to be called (its ``kind`` and ``name`` are used).
+        command: Must be a non-empty string.
+        image: HxWx3 uint8 array (see :func:`check_image`), or None for a text-to-image expert.
+        seed: An int (or numpy integer, not bool) in [0, 2**63).
+
+    Raises:
+        ValueError: a bad argument (the message names it and the fix).
+    """
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError(f"command={command!r} must be a non-empty string such as 'generate: a red cup'.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed={seed!r} must be an int in [0, 2**63); draw one with np_random.integers(2**31).")
+    if image is not None:
+        check_image(image)
+    elif expert.kind == "image-to-image":
+        raise ValueError(f"expert {expert.name!r} edits an image but image=None; run a text-to-image expert first.")
+    return int(seed)
+
+
 class Expert(abc.ABC):
     """Base class of every expert.
 
@@ -104,17 +129,8 @@ class Expert(abc.ABC):
             ValueError: a bad argument (the message names it and the fix).
             ExpertError: the expert failed.
         """
-        if not isinstance(command, str) or not command.strip():
-            raise ValueError(f"command={command!r} must be a non-empty string such as 'generate: a red cup'.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-            raise ValueError(f"seed={seed!r} must be an int in [0, 2**63); draw one with np_random.integers(2**31).")
-        if image is not None:
-            check_image(image)
-        elif self.kind == "image-to-image":
-            raise ValueError(
-                f"expert {self.name!r} edits an image but image=None; run a text-to-image expert first."
-            )
-        return self._generate(command, image, seed=int(seed), state=state, detections=detections, **params)
+        seed = validate_call(self, command, image, seed)
+        return self._generate(command, image, seed=seed, state=state, detections=detections, **params)
 
     @abc.abstractmethod
     def _generate(

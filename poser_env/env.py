@@ -91,6 +91,18 @@ class _SceneStateJudge:
         return self.judge(out.state, spec)
 
 
+class _ImageJudge:
+    """A judge that only sees pixels: GenEval-style rules over an open-vocabulary detector (real-model world)."""
+
+    def __init__(self, model: str, *, local_files_only: bool, device: str) -> None:
+        from critic.detector_judge import DetectorJudge
+
+        self.judge = DetectorJudge(model, local_files_only=local_files_only, device=device)
+
+    def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
+        return self.judge(out.image, spec)
+
+
 class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     """Learn to orchestrate image experts for compositional prompts.
 
@@ -176,7 +188,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     - ``n_prompts``: how many generated prompts the split holds (default 2000 train / 500 test).
     - ``experts``: expert names from the registry or Expert objects (default: every SceneSim expert).
     - ``critic``: ``"scene"``, ``"vlm:<path>"``, ``"clip:<path>"`` or a Critic.
-    - ``judge``: ``"scene"`` (ground truth, SceneSim), None, or a callable ``(output, spec) -> Feedback``.
+    - ``judge``: ``"scene"`` (ground truth, SceneSim), ``"detector:<owlv2 path-or-id>"`` (GenEval-style rules
+      over an open-vocabulary detector, for real images), None, or a callable ``(output, spec) -> Feedback``.
     - ``decomposer``: ``"rules"``, ``"llm:<path>"`` or an object with parse/plan/revise.
     - ``text_encoder``: ``"auto"`` (MiniLM if installed, else hashing), ``"minilm"``, ``"hashing"`` or an encoder.
     - ``max_steps`` (1..256, default 16), ``max_attempts`` (1..10, default 3).
@@ -328,9 +341,14 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             return None
         if j == "scene":
             return _SceneStateJudge()
+        if isinstance(j, str) and j.startswith("detector:"):
+            return _ImageJudge(j.split(":", 1)[1], local_files_only=getattr(self, "local_files_only", True),
+                               device=getattr(self, "device", "cpu"))
         if callable(j):
             return j
-        raise EnvConfigError(f"judge={j!r} must be 'scene', None or a callable (output, spec) -> Feedback.")
+        raise EnvConfigError(
+            f"judge={j!r} must be 'scene', 'detector:<owlv2 path-or-id>', None or a callable (output, spec) -> Feedback."
+        )
 
     def _build_decomposer(self) -> Any:
         d = self._decomposer_arg

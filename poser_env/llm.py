@@ -27,8 +27,9 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from critic._hf import HFModel, HFOptions
 from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
 
 if TYPE_CHECKING:
@@ -195,15 +196,14 @@ def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool 
         raise LLMOutputError(f"the JSON is not a valid spec: {exc}") from exc
 
 
-class LLMDecomposer:
+class LLMDecomposer(HFModel):
     """Decomposer whose ``parse`` asks a causal LLM for the spec, with the rule parser as fallback.
 
     Args:
         model: Local folder or hub id of an ``AutoModelForCausalLM`` (with its tokenizer).
-        device: Torch device (default ``"cpu"``).
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
-        local_files_only: Never touch the network (default True).
-        trust_remote_code: Allow custom model code (default False).
+        **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
+            ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
+            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
         max_new_tokens: Most tokens generated per prompt, >= 1 (default 384).
         fallback: When True (default) invalid output falls back to the rule parser; when False it raises
             :class:`LLMOutputError`.
@@ -220,29 +220,24 @@ class LLMDecomposer:
     """
 
     name = "llm"
+    preprocessor_class = "AutoTokenizer"
+    model_class = "AutoModelForCausalLM"
+    model_role = "LLM decomposer model"
+    load_error = OSError
 
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
-        device: str = "cpu",
-        dtype: Any = "float32",
-        local_files_only: bool = True,
-        trust_remote_code: bool = False,
         max_new_tokens: int = 384,
         fallback: bool = True,
         require_nouns_in_prompt: bool = True,
         system_prompt: str = SYSTEM_PROMPT,
         cache_size: int = 256,
         rules: Any = None,
+        **options: Unpack[HFOptions],
     ) -> None:
-        from critic.vlm import check_device, check_dtype, check_model_id
-
-        self.model_id = check_model_id(model)
-        self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
-        self.local_files_only = bool(local_files_only)
-        self.trust_remote_code = bool(trust_remote_code)
+        super().__init__(model, **options)
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1, e.g. 384.")
         if not isinstance(cache_size, int) or cache_size < 0:
@@ -253,19 +248,10 @@ class LLMDecomposer:
         self.system_prompt = system_prompt
         self.cache_size = cache_size
         self._rules = rules
-        self._model: Any = None
         self._tokenizer: Any = None
         self._cache: OrderedDict[str, str] = OrderedDict()
         self.last_fallback_reason: str | None = None
         self.last_output: str | None = None
-
-    def __repr__(self) -> str:
-        return f"LLMDecomposer({self.model_id!r}, device={self.device!r}, dtype={self.dtype!r}, loaded={self.loaded})"
-
-    @property
-    def loaded(self) -> bool:
-        """True once the model and tokenizer are in memory."""
-        return self._model is not None
 
     @property
     def rules(self) -> Any:
@@ -283,35 +269,8 @@ class LLMDecomposer:
 
         return parse(prompt)
 
-    def load(self) -> LLMDecomposer:
-        """Load the tokenizer and model now. Returns self.
-
-        Raises:
-            MissingExtraError: transformers or torch is not installed (names the pip command).
-            OSError: the model cannot be found (the message names the id/path and how to fetch it).
-        """
-        if self._model is not None:
-            return self
-        from critic.vlm import fetch_hint, resolve_dtype
-        from poser_env._optional import require
-
-        require("torch", "diffusers")
-        transformers = require("transformers", "diffusers")
-        kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(self.model_id, **kw)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self.model_id, dtype=resolve_dtype(self.dtype), **kw
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise OSError(
-                f"cannot load the LLM decomposer model {self.model_id!r} (local_files_only={self.local_files_only}): "
-                f"{exc}\nFix: {fetch_hint(self.model_id, self.local_files_only)}"
-            ) from exc
-        model.to(self.device)
-        model.eval()
-        self._tokenizer, self._model = tok, model
-        return self
+    def _accept(self, preprocessor: Any, model: Any) -> None:
+        self._tokenizer = preprocessor
 
     def prompt_text(self, prompt: str) -> str:
         """The full model input for ``prompt`` (chat template, or a plain format when it has none)."""

@@ -243,3 +243,32 @@ def save_tiny_llama(folder: str | Path, *, seed: int = 0, words: tuple[str, ...]
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def save_tiny_owlv2(folder: str | Path, *, seed: int = 0, words: tuple[str, ...] = BASE_WORDS,
+                    image_size: int = 32) -> Path:
+    """Tiny Owlv2ForObjectDetection (ViT ``image_size`` px, patch 8 -> (image_size/8)^2 boxes; 16-token texts)
+    + Owlv2Processor (PIL image processor padding to a square and resizing to ``image_size``, word tokenizer)."""
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+
+    folder = Path(folder)
+    tok = build_tokenizer(words, chat_template=None, wrap_bos_eos=True)
+    tok.model_max_length = 16  # the processor pads texts to max_length = the text model's positions
+    config = Owlv2Config(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=16, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        ),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(config).eval()
+    improc = Owlv2ImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = Owlv2Processor(image_processor=improc, tokenizer=tok)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

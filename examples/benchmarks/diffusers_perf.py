@@ -81,11 +81,13 @@ def main(args: Args) -> dict[str, float]:
 
         raw = best_of(bare, args.repeats)
         wrapped = best_of(lambda: expert("generate: a cup", seed=1), args.repeats)
+        env_step, inside = _env_overhead(reg, root)
 
     res = {
         "sequential_s": seq, "batched_s": bat, "batch_speedup": seq / bat,
         "compute_s": miss, "cache_hit_s": hit, "cache_speedup": miss / hit,
         "pipeline_s": raw, "expert_s": wrapped, "overhead_s": wrapped - raw,
+        "env_step_s": env_step, "env_expert_critic_s": inside, "env_overhead": (env_step - inside) / inside,
     }
     n = args.batch
     print(f"tiny SD pipeline, {args.size}x{args.size}, {args.steps} steps, CPU, {args.threads} torch thread(s), "
@@ -97,7 +99,34 @@ def main(args: Args) -> dict[str, float]:
     print(f"  bare pipeline call  : {raw * 1e3:8.2f} ms")
     print(f"  expert call         : {wrapped * 1e3:8.2f} ms  -> wrapper overhead {(wrapped - raw) * 1e3:+.2f} ms "
           f"({(wrapped - raw) / raw:+.1%})")
+    print(f"  env step (ImagePoserDiffusers-v0, tiny CLIP critic): {env_step * 1e3:8.2f} ms, of which expert + "
+          f"critic {inside * 1e3:.2f} ms -> env overhead {(env_step - inside) / inside:+.1%} (goal <= 10%)")
     return res
+
+
+def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, float]:
+    """Mean env step time and mean expert + critic time inside it, over ``steps`` steps (seconds)."""
+    import gymnasium as gym
+    from tiny_models import save_tiny_clip
+
+    import poser_env  # noqa: F401
+
+    clip = save_tiny_clip(root / "clip")
+    env = gym.make("poser_env/ImagePoserDiffusers-v0", registry=str(registry), experts=["tiny-t2i"],
+                   critic=f"clip:{clip}", local_files_only=True, text_encoder="hashing", max_steps=steps + 1,
+                   prompt_source=["a red cup left of a blue dog"])
+    env.reset(seed=0)
+    env.step(0)  # warm up
+    total = inside = 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        _, _, term, trunc, _ = env.step(0)
+        total += time.perf_counter() - t0
+        t = env.unwrapped.last_timings
+        inside += t["expert"] + t["critic"]
+        if term or trunc:
+            env.reset(seed=1)
+    return total / steps, inside / steps
 
 
 if __name__ == "__main__":

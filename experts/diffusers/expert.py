@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from experts.base import OPS, Expert, ExpertError, ExpertKind, ExpertOutput, check_image
+from experts.base import OPS, Expert, ExpertError, ExpertKind, ExpertOutput, validate_call
 from experts.diffusers.cache import OutputCache, cache_key
 from experts.diffusers.residency import (
     TASKS,
@@ -386,7 +386,7 @@ class DiffusersExpert(Expert):
     def _prepare(self, index: int, req: ExpertRequest) -> _Prepared:
         from PIL import Image
 
-        _validate_call(self, req.command, req.image, req.seed)
+        validate_call(self, req.command, req.image, req.seed)
         params = dict(req.params)
         unknown = sorted(set(params) - CALL_PARAMS)
         if unknown:
@@ -570,18 +570,6 @@ def _check_float(name: str, value: Any, lo: float, hi: float, *, low_open: bool 
         interval = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
         raise ValueError(f"{name}={value!r} must be a number in {interval}.")
     return v
-
-
-def _validate_call(expert: Expert, command: Any, image: Any, seed: Any) -> None:
-    """The checks of :meth:`experts.base.Expert.__call__`, for requests that bypass it (batches)."""
-    if not isinstance(command, str) or not command.strip():
-        raise ValueError(f"command={command!r} must be a non-empty string such as 'generate: a red cup'.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed={seed!r} must be an int in [0, 2**63); draw one with np_random.integers(2**31).")
-    if image is not None:
-        check_image(image)
-    elif expert.kind == "image-to-image":
-        raise ValueError(f"expert {expert.name!r} edits an image but image=None; run a text-to-image expert first.")
 
 
 def diffusers_registry(path: str | os.PathLike[str] | None = None) -> Registry[DiffusersExpert]:
