@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
-from tiny_models import save_tiny_clip, save_tiny_llava
+from tiny_models import save_tiny_clip, save_tiny_llava, save_tiny_owlv2
 
 import poser_env  # noqa: F401
 from poser_env.conformance import check_conformance
@@ -31,7 +31,8 @@ def world(tmp_path_factory):
     registry = write_tiny_registry(root / "registry.toml", folders, size=32, steps=2)
     clip = save_tiny_clip(root / "clip")
     llava = save_tiny_llava(root / "llava")
-    return {"registry": str(registry), "clip": str(clip), "llava": str(llava)}
+    owl = save_tiny_owlv2(root / "owlv2")
+    return {"registry": str(registry), "clip": str(clip), "llava": str(llava), "owlv2": str(owl)}
 
 
 def _kwargs(world, critic="clip"):
@@ -77,3 +78,11 @@ def test_unknown_expert_in_registry_suggests(world):
 
     with pytest.raises(EnvConfigError, match="did you mean"):
         gym.make("poser_env/ImagePoserDiffusers-v0", **{**_kwargs(world), "experts": ["tiny-t2"]})
+
+
+def test_detector_judge_scores_real_images(world):
+    env = gym.make("poser_env/ImagePoserDiffusers-v0", **_kwargs(world), judge=f"detector:{world['owlv2']}")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(0)
+    assert set(info["judge"]) >= {"pass", "alignment", "verdicts"}
+    assert set(info["judge"]["verdicts"].values()) <= {"yes", "no", "unknown"}
