@@ -179,6 +179,13 @@ def _overall(rows: Iterable[EpisodeResult], key: Callable[[EpisodeResult], float
     return (float(np.mean(list(per_tag.values()))) if per_tag else float("nan")), per_tag
 
 
+def _alignment(r: EpisodeResult) -> float:
+    """Judge alignment of an episode; an episode that made no call has no image, so nothing of it holds."""
+    if math.isnan(r.judge_alignment) and r.calls == 0:
+        return 0.0
+    return r.judge_alignment
+
+
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, MethodSummary]:
     """Per method: GenEval-style overall (unweighted mean of per-tag pass rates), per tag, long-prompt
     all-assertions rate, critic-scored equivalents, calls, cost, wall time, 95% CIs over runs."""
@@ -211,7 +218,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, MethodSummary]:
             per_tag_ci=per_tag_ci,
             critic_overall=c_overall,
             critic_per_tag=c_tag,
-            assertion_accuracy=float(np.nanmean([r.judge_alignment for r in rows])) if rows else float("nan"),
+            assertion_accuracy=float(np.nanmean([_alignment(r) for r in rows])) if rows else float("nan"),
             mean_calls=float(np.mean([r.calls for r in rows])),
             mean_cost=float(np.mean([r.cost for r in rows])),
             mean_wall_time=float(np.mean([r.wall_time for r in rows])),

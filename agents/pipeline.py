@@ -231,7 +231,6 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
 
 def report_from_dir(run_dir: str | Path) -> Path:
     """Rewrite ``report.md`` from ``results.json`` and ``curves.json`` in a main-job folder."""
-    from agents.evaluate import MethodSummary
     from agents.report import write_report
 
     d = Path(run_dir)
@@ -239,10 +238,11 @@ def report_from_dir(run_dir: str | Path) -> Path:
         raise FileNotFoundError(f"run_dir={str(d)!r} has no results.json; run `poser main --out {d}` first.")
     data = json.loads((d / "results.json").read_text())
     results = [EpisodeResult(**{**r, "experts": tuple(r["experts"])}) for r in data["episodes"]]
-    summaries = {k: MethodSummary(**v) for k, v in data["summaries"].items()}
+    summaries = summarize(results)  # recomputed from the episodes, the one source of truth
     curves = json.loads((d / "curves.json").read_text()) if (d / "curves.json").is_file() else None
     sheets = sorted(d.glob("examples/*/contact_sheet.png"))
-    return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets)
+    config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else None
+    return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets, config=config)
 
 
 def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int = 3, n_prompts: int = 100,
