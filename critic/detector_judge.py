@@ -64,7 +64,7 @@ import numpy as np
 from critic.feedback import Critic, CriticError, Detection, Feedback
 from critic.rules import MAX_PER_CLASS, evaluate
 from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
-from poser_env.spec import COLORS, GENEVAL_COLORS, Spec
+from poser_env.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
 __all__ = [
     "CLIP_COLOR_TEMPLATES",
@@ -76,19 +76,7 @@ __all__ = [
 ]
 
 #: sRGB (0..255) reference of each colour name for the pixel method (SceneSim's fill palette).
-REFERENCE_COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (214, 38, 40),
-    "orange": (246, 134, 24),
-    "yellow": (246, 216, 34),
-    "green": (44, 160, 66),
-    "blue": (34, 84, 214),
-    "purple": (136, 56, 186),
-    "pink": (246, 132, 190),
-    "brown": (128, 76, 36),
-    "black": (24, 24, 28),
-    "white": (250, 250, 250),
-    "gray": (140, 140, 140),
-}
+REFERENCE_COLORS: dict[str, tuple[int, int, int]] = dict(COLOR_RGB)
 #: GenEval's colour prompts (``{color}``, ``{noun}``), averaged per colour for the CLIP method.
 CLIP_COLOR_TEMPLATES: tuple[str, ...] = (
     "a photo of a {color} {noun}",

@@ -34,6 +34,7 @@ __all__ = [
     "ASSERTION_KINDS",
     "BACKGROUNDS",
     "COLORS",
+    "COLOR_RGB",
     "GENEVAL_COLORS",
     "GENEVAL_RELATIONS",
     "GENEVAL_TAGS",
@@ -55,6 +56,21 @@ GENEVAL_COLORS: tuple[str, ...] = (
 )
 #: Every colour SceneSim draws and the parser knows (GenEval's ten plus gray).
 COLORS: tuple[str, ...] = (*GENEVAL_COLORS, "gray")
+#: A prototype sRGB value (0..255) of each colour name: SceneSim's fill colours, and the references of the
+#: real-image judge's pixel colour classifier.
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (214, 38, 40),
+    "orange": (246, 134, 24),
+    "yellow": (246, 216, 34),
+    "green": (44, 160, 66),
+    "blue": (34, 84, 214),
+    "purple": (136, 56, 186),
+    "pink": (246, 132, 190),
+    "brown": (128, 76, 36),
+    "black": (24, 24, 28),
+    "white": (250, 250, 250),
+    "gray": (140, 140, 140),
+}
 PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered")
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 #: GenEval's four position relations.

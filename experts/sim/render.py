@@ -37,7 +37,7 @@ import numpy as np
 
 from experts.sim.glyphs import glyph
 from experts.sim.scene import Scene, SceneObject
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES
+from poser_env.spec import BACKGROUNDS, COLOR_RGB, COLORS, PATTERNS, STYLES
 from poser_env.text import stable_hash
 
 __all__ = [
@@ -57,19 +57,7 @@ __all__ = [
 RGB = tuple[int, int, int]
 
 #: Fill colour of each named colour (sRGB 0..255).
-PALETTE: dict[str, RGB] = {
-    "red": (214, 38, 40),
-    "orange": (246, 134, 24),
-    "yellow": (246, 216, 34),
-    "green": (44, 160, 66),
-    "blue": (34, 84, 214),
-    "purple": (136, 56, 186),
-    "pink": (246, 132, 190),
-    "brown": (128, 76, 36),
-    "black": (24, 24, 28),
-    "white": (250, 250, 250),
-    "gray": (140, 140, 140),
-}
+PALETTE: dict[str, RGB] = dict(COLOR_RGB)
 #: Second tone of patterned fills (stripes, dots, checks) of each colour.
 ACCENT: dict[str, RGB] = {
     "red": (116, 14, 20),
