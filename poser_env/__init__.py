@@ -9,6 +9,8 @@ Importing this package registers the environment ids (nothing heavy is imported)
 
 from __future__ import annotations
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
@@ -26,13 +28,14 @@ ENV_IDS: tuple[str, ...] = (
 
 def register_envs() -> None:
     """Register the ids of :data:`ENV_IDS` with Gymnasium (idempotent)."""
-    specs = {
-        "poser_env/ImagePoser-v0": ("poser_env.env:ImagePoserEnv", {"prompt_source": "geneval"}, 16, False),
-        "poser_env/ImagePoserLong-v0": ("poser_env.env:ImagePoserEnv", {"prompt_source": "long"}, 24, False),
-        "poser_env/ImagePoserPaper-v0": ("poser_env.paper:ImagePoserPaperEnv", {}, 6, False),
-        "poser_env/ImagePoserDiffusers-v0": ("poser_env.env:ImagePoserDiffusersEnv", {}, 16, True),
+    specs: dict[str, tuple[str, dict[str, Any], bool]] = {
+        "poser_env/ImagePoser-v0": ("poser_env.env:ImagePoserEnv", {"prompt_source": "geneval"}, False),
+        "poser_env/ImagePoserLong-v0": ("poser_env.env:ImagePoserEnv",
+                                        {"prompt_source": "long", "max_steps": 24}, False),
+        "poser_env/ImagePoserPaper-v0": ("poser_env.paper:ImagePoserPaperEnv", {}, False),
+        "poser_env/ImagePoserDiffusers-v0": ("poser_env.env:ImagePoserDiffusersEnv", {}, True),
     }
-    for env_id, (entry_point, kwargs, steps, nondet) in specs.items():
+    for env_id, (entry_point, kwargs, nondet) in specs.items():
         if env_id in registry:
             continue
         register(
@@ -43,7 +46,6 @@ def register_envs() -> None:
             nondeterministic=nondet,
             disable_env_checker=False,
         )
-        del steps
 
 
 register_envs()
