@@ -71,11 +71,14 @@ class _Cached:
                 out[i] = v
                 self.hits += 1
         if todo:
-            self.misses += len(todo)
-            vecs = self._encode([t for _, t in todo])
-            for (i, t), v in zip(todo, vecs):
-                out[i] = v
-                if self.cache_size:
+            unique = list(dict.fromkeys(t for _, t in todo))  # a text repeated within the call is encoded once
+            self.misses += len(unique)
+            self.hits += len(todo) - len(unique)
+            vecs = dict(zip(unique, self._encode(unique)))
+            for i, t in todo:
+                out[i] = vecs[t]
+            if self.cache_size:
+                for t, v in vecs.items():
                     self._cache[t] = v
                     if len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
