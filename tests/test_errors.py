@@ -40,7 +40,7 @@ def test_hashing_encoder_is_deterministic_unit_norm_and_cached():
 
 
 def test_reward_weights_errors_and_potential():
-    with pytest.raises(EnvConfigError, match="success=-0.5"):
+    with pytest.raises(EnvConfigError, match=r"success=-0\.5"):
         RewardWeights(success=-0.5)
     with pytest.raises(EnvConfigError, match="must not all be 0"):
         RewardWeights(alignment=0, fidelity=0, aesthetics=0, success=0)
@@ -91,7 +91,7 @@ def test_policy_errors():
         OraclePolicy(beam=0)
     env = gym.make("poser_env/ImagePoser-v0", text_encoder="hashing")
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="expert='sim/skech'.*did you mean"):
+    with pytest.raises(ValueError, match=r"expert='sim/skech'.*did you mean"):
         SingleExpertPolicy("sim/skech").reset(env)
     with pytest.raises(ValueError, match="judge=None"):
         OraclePolicy().reset(gym.make("poser_env/ImagePoser-v0", text_encoder="hashing", judge=None))
