@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -40,9 +41,7 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
         for p in paths:
             got = read_geneval_jsonl(str(p))
             if kind == "long":
-                got = [s if s.tag else Spec(**{**{f: getattr(s, f) for f in ("entities", "relations", "exclusions",
-                                                                               "background", "style", "prompt")},
-                                                 "tag": "long"}) for s in got]
+                got = [s if s.tag else dataclasses.replace(s, tag="long") for s in got]
             specs += got[:limit] if limit else got
         return specs
     out: list[Spec] = []
@@ -54,9 +53,8 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
             try:
                 s = parse(ln)
             except SpecError:
-                continue  # a prompt the parser cannot use is skipped (counted in the JSON as n_skipped)
-            out.append(Spec(entities=s.entities, relations=s.relations, exclusions=s.exclusions,
-                            background=s.background, style=s.style, prompt=s.prompt, tag=category))
+                continue  # a prompt the parser cannot use is skipped
+            out.append(dataclasses.replace(s, tag=category))
             kept += 1
             if limit and kept >= limit:
                 break

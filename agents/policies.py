@@ -88,8 +88,7 @@ class SB3Policy(_Base):
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
         if self._masked:
-            mask = np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
-            action, _ = self.model.predict(obs, deterministic=self.deterministic, action_masks=mask)
+            action, _ = self.model.predict(obs, deterministic=self.deterministic, action_masks=self._masks(env))
         else:
             action, _ = self.model.predict(obs, deterministic=self.deterministic)
         return int(np.asarray(action).item())

@@ -480,7 +480,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "spec": spec,
             "truth": truth,
             "plan": plan,
-            "n_planned": max(1, self._n_pending(plan)),
             "output": None,
             "feedback": None,
             "judge": None,
@@ -492,7 +491,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "last_command": "",
             "last_expert": "",
         }
-        info = {"prompt": spec.prompt, "plan": self._plan_texts(plan), "assertions": [a.text for a in spec.assertions()]}
+        info = {"prompt": spec.prompt, "plan": plan.texts, "assertions": [a.text for a in spec.assertions()]}
         return self._obs(), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
@@ -636,7 +635,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         if regenerate:  # a fresh image from scratch: the old plan's edits no longer apply
             ep["plan"] = self.decomposer.plan(ep["spec"])
         ep["plan"] = self.decomposer.revise(ep["plan"], fb)
-        ep["n_planned"] = max(ep["n_planned"], self._n_total(ep["plan"]))
         self._update_judge(out)
         ep["trace"].append({"step": ep["step"], "expert": expert.name, "command": text, "feedback": fb.text,
                             "alignment": fb.alignment, "image": out.image,
@@ -662,16 +660,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     # ================================================================== observation / info
     @staticmethod
-    def _n_pending(plan: Any) -> int:
-        return len(plan.pending)
-
-    @staticmethod
     def _n_total(plan: Any) -> int:
         return len(plan.pending) + len(plan.done) + len(plan.dropped)
-
-    @staticmethod
-    def _plan_texts(plan: Any) -> list[str]:
-        return [c.text for c in plan.pending]
 
     def _obs(self) -> dict[str, np.ndarray]:
         ep = self._episode
@@ -733,7 +723,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def _fill_info(self, info: dict[str, Any]) -> None:
         ep = self._episode
         fb: Feedback | None = ep["feedback"]
-        info["plan"] = self._plan_texts(ep["plan"])
+        info["plan"] = ep["plan"].texts
         info["step"] = ep["step"]
         if fb is not None:
             info["feedback"] = fb.text
