@@ -78,12 +78,16 @@ def train(
     n_envs: Annotated[int, typer.Option(help="Parallel envs per run.")] = 4,
     env_arg: Annotated[list[str] | None, typer.Option("--env-arg", help="Env kwarg key=value (repeatable).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue from this checkpoint (.zip).")] = None,
+    warm_start: Annotated[str | None, typer.Option(
+        help="Clone this teacher before RL, e.g. fixed:sim/layout (ppo and maskable-ppo).")] = None,
+    warm_start_episodes: Annotated[int, typer.Option(help="Teacher episodes to clone.")] = 300,
 ) -> None:
     """Train a policy (one run per seed), with a progress bar, TensorBoard logs and checkpoints."""
     from agents.train import train_runs
 
     paths = train_runs(env_id=env, algo=algo, steps=steps, seeds=seeds or [0], out=out, n_envs=n_envs,
-                       env_kwargs=_parse_kv(env_arg), resume=resume, progress=True)
+                       env_kwargs=_parse_kv(env_arg), resume=resume, progress=True, warm_start=warm_start,
+                       warm_start_episodes=warm_start_episodes)
     for p in paths:
         typer.echo(f"saved {p}")
 
@@ -160,12 +164,14 @@ def main_job(
     n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 100,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny budget for smoke tests.")] = False,
     workers: Annotated[int, typer.Option(help="Parallel processes for training seeds and evaluation.")] = 3,
+    warm_start: Annotated[bool, typer.Option(help="Clone the fixed pipeline before PPO (see agents.imitation).")] = True,
 ) -> None:
     """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
     baseline on the test split, and write report.md."""
     from agents.pipeline import run_main
 
-    path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers)
+    path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers,
+                    warm_start=warm_start)
     typer.echo(f"report: {path}")
 
 

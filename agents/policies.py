@@ -13,7 +13,8 @@ Baselines:
 - ``single:<expert>``: one call of a text-to-image expert on the prompt, then STOP.
 - ``fixed``: the best text-to-image expert (chosen on the train split), then rule-chosen repairs: for each
   pending command, the first image-to-image expert (in registry order) that supports its op; STOP when the plan
-  is empty or nothing supports the command.
+  is empty or nothing supports the command. ``fixed:<expert>`` starts with the named text-to-image expert instead
+  (the main job evaluates one per text-to-image expert, so "the best fixed pipeline" is measured, not assumed).
 - ``critic-greedy``: at each step tries every allowed expert on a copy of the env, keeps the one whose result the
   critic scores best (highest reward), STOPs when none improves; it pays for every probe.
 - ``oracle``: beam search over expert sequences with access to the ground-truth judge (SceneSim only), an
@@ -40,7 +41,7 @@ __all__ = [
     "make_baseline",
 ]
 
-BASELINES: tuple[str, ...] = ("random", "single:<expert>", "fixed", "critic-greedy", "oracle")
+BASELINES: tuple[str, ...] = ("random", "single:<expert>", "fixed", "fixed:<expert>", "critic-greedy", "oracle")
 
 
 @runtime_checkable
@@ -146,7 +147,10 @@ class FixedPipelinePolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        self._t2i = list(env.unwrapped.expert_names).index(self.t2i_expert)  # type: ignore[attr-defined]
+        names = list(env.unwrapped.expert_names)  # type: ignore[attr-defined]
+        if self.t2i_expert not in names:
+            raise ValueError(f"fixed pipeline expert {self.t2i_expert!r} is not in this env; choose one of {names}.")
+        self._t2i = names.index(self.t2i_expert)
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
         u = env.unwrapped
@@ -254,7 +258,8 @@ def make_baseline(name: str, *, seed: int = 0, best_t2i: str | None = None, **kw
     """Build a baseline by name (see :data:`BASELINES`).
 
     Args:
-        name: ``"random"``, ``"single:<expert>"``, ``"fixed"``, ``"critic-greedy"`` or ``"oracle"``.
+        name: ``"random"``, ``"single:<expert>"``, ``"fixed"`` (starting with ``best_t2i``),
+            ``"fixed:<text-to-image expert>"``, ``"critic-greedy"`` or ``"oracle"``.
         seed: Seed of the random baseline.
         best_t2i: The text-to-image expert the fixed pipeline starts with (required for ``"fixed"``).
     """
@@ -262,6 +267,8 @@ def make_baseline(name: str, *, seed: int = 0, best_t2i: str | None = None, **kw
         return RandomPolicy(seed)
     if name.startswith("single:"):
         return SingleExpertPolicy(name.split(":", 1)[1])
+    if name.startswith("fixed:"):
+        return FixedPipelinePolicy(name.split(":", 1)[1])
     if name == "fixed":
         if not best_t2i:
             raise ValueError("baseline 'fixed' needs best_t2i=<expert name>; pick the best single expert on the train split.")

@@ -24,6 +24,9 @@ def train_one(
     progress: bool = False,
     checkpoint_every: int = 10_000,
     model_kwargs: Mapping[str, Any] | None = None,
+    warm_start: str | None = None,
+    warm_start_episodes: int = 300,
+    warm_start_epochs: int = 3,
 ) -> Path:
     """Train one model and save ``out/model.zip``, ``out/curve.json``, TensorBoard logs in ``out/tb`` and
     checkpoints in ``out/checkpoints``. Returns the model's path.
@@ -37,6 +40,9 @@ def train_one(
         resume: A checkpoint ``.zip`` to continue from (the timestep count continues too).
         checkpoint_every: Save a checkpoint every this many environment steps (summed over envs).
         model_kwargs: Overrides for the algorithm's constructor.
+        warm_start: A teacher (``"fixed:sim/layout"``, see :func:`agents.imitation.make_teacher`) to clone for
+            ``warm_start_epochs`` epochs on ``warm_start_episodes`` of its episodes before RL (PPO and
+            MaskablePPO only; ignored when resuming). None trains from scratch.
     """
     import torch
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
@@ -56,6 +62,18 @@ def train_one(
         model.tensorboard_log = str(out / "tb")
     else:
         model = make_model(algo, venv, seed=seed, tensorboard_log=str(out / "tb"), **dict(model_kwargs or {}))
+    warm: dict[str, Any] | None = None
+    if warm_start is not None and resume is None:
+        from agents.imitation import collect_demonstrations, pretrain
+
+        t_warm = time.perf_counter()
+        demos = collect_demonstrations(warm_start, env_id=env_id, env_kwargs=env_kwargs,
+                                       episodes=warm_start_episodes, seed=10**6 + 10**4 * seed,
+                                       gamma=float(getattr(model, "gamma", 0.99)))
+        warm = {"teacher": warm_start, "episodes": warm_start_episodes, "epochs": warm_start_epochs,
+                "teacher_success": float(demos.successes.mean()),
+                **pretrain(model, demos, epochs=warm_start_epochs, seed=seed),
+                "seconds": round(time.perf_counter() - t_warm, 2)}
     metrics = PoserMetricsCallback()
     ckpt = CheckpointCallback(save_freq=max(1, checkpoint_every // n), save_path=str(out / "checkpoints"),
                               name_prefix="model")
@@ -69,6 +87,7 @@ def train_one(
         "env_id": env_id, "algo": algo, "steps": steps, "seed": seed, "n_envs": n,
         "env_kwargs": dict(env_kwargs or {}), "seconds": round(time.perf_counter() - t0, 2),
         "num_timesteps": int(model.num_timesteps), "resumed_from": str(resume) if resume else None,
+        "warm_start": warm,
     }, indent=1))
     venv.close()
     return path
@@ -87,6 +106,8 @@ def train_runs(
     progress: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
     workers: int = 1,
+    warm_start: str | None = None,
+    warm_start_episodes: int = 300,
 ) -> list[Path]:
     """Train one model per seed into ``out/seed<k>/``; returns the model paths (see :func:`train_one`).
 
@@ -98,7 +119,8 @@ def train_runs(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an int >= 1 (parallel training processes).")
     jobs: list[dict[str, Any]] = [dict(env_id=env_id, algo=algo, steps=steps, seed=s, out=Path(out) / f"seed{s}", n_envs=n_envs,
-                 env_kwargs=dict(env_kwargs or {}), resume=resume, model_kwargs=dict(model_kwargs or {}))
+                 env_kwargs=dict(env_kwargs or {}), resume=resume, model_kwargs=dict(model_kwargs or {}),
+                 warm_start=warm_start, warm_start_episodes=warm_start_episodes)
             for s in seeds]
     if workers == 1 or len(jobs) == 1:
         return [train_one(**job, progress=progress) for job in jobs]

@@ -1,0 +1,137 @@
+"""Warm starts (agents.imitation): teacher demonstrations, behaviour cloning, and the train_one hook."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+import poser_env  # noqa: F401
+from agents.algos import make_model, make_vec_env
+from agents.imitation import Demonstrations, ImitationError, collect_demonstrations, make_teacher, pretrain
+from agents.policies import FixedPipelinePolicy, make_baseline
+
+th.set_num_threads(1)
+
+ENV_ID = "poser_env/ImagePoser-v0"
+KW = {"prompt_source": "mixed", "max_steps": 12, "text_encoder": "hashing", "n_prompts": 40}
+
+
+@pytest.fixture(scope="module")
+def demos() -> Demonstrations:
+    return collect_demonstrations("fixed:sim/layout", env_id=ENV_ID, env_kwargs=KW, episodes=24, seed=3, gamma=0.9)
+
+
+def test_demonstrations_are_the_teachers_legal_actions(demos):
+    n = len(demos)
+    assert n >= 24  # at least one step per episode
+    assert demos.actions.shape == (n,) and demos.masks.shape[0] == n and demos.returns.shape == (n,)
+    assert all(v.shape[0] == n for v in demos.obs.values())
+    assert demos.masks[np.arange(n), demos.actions].all()  # the teacher never takes a masked action
+    assert demos.episode_returns.shape == (24,) and demos.successes.shape == (24,)
+    assert demos.teacher == "fixed"
+    space = gym.make(ENV_ID, **KW).observation_space
+    assert set(demos.obs) == set(space.spaces)
+    assert all(space[k].contains(v[0]) for k, v in demos.obs.items())
+
+
+def test_returns_to_go_match_a_replay():
+    """Replaying the same seeds by hand gives the same actions and discounted returns."""
+    d = collect_demonstrations("fixed:sim/dense", env_id=ENV_ID, env_kwargs=KW, episodes=3, seed=11, gamma=0.5)
+    env = gym.make(ENV_ID, **KW)
+    pol = FixedPipelinePolicy("sim/dense")
+    acts, rets = [], []
+    for k in range(3):
+        obs, _ = env.reset(seed=11 + k)
+        pol.reset(env)
+        rs, done = [], False
+        while not done:
+            a = pol.act(env, obs)
+            acts.append(a)
+            obs, r, te, tr, _ = env.step(a)
+            rs.append(float(r))
+            done = te or tr
+        g, togo = 0.0, []
+        for r in reversed(rs):
+            g = r + 0.5 * g
+            togo.append(g)
+        rets += togo[::-1]
+    assert acts == d.actions.tolist()
+    np.testing.assert_allclose(d.returns, rets, rtol=1e-5, atol=1e-6)
+
+
+def test_pretrain_makes_the_student_imitate_the_teacher(demos):
+    venv = make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs=KW)
+    model = make_model("maskable-ppo", venv, seed=0)
+    before = pretrain(model, demos, epochs=1, learning_rate=1e-12)["accuracy"]  # effectively no update
+    stats = pretrain(model, demos, epochs=30, seed=1)
+    assert stats["accuracy"] >= 0.9 > before
+    assert np.isfinite(stats["policy_loss"]) and np.isfinite(stats["value_loss"]) and stats["rows"] == len(demos)
+
+
+def test_pretrain_works_for_plain_ppo(demos):
+    venv = make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs=KW)
+    model = make_model("ppo", venv, seed=0)
+    assert pretrain(model, demos, epochs=40, batch_size=32)["accuracy"] >= 0.85
+
+
+def test_train_one_with_warm_start_records_it(tmp_path):
+    from agents.train import train_one
+
+    path = train_one(env_id=ENV_ID, algo="maskable-ppo", steps=64, seed=0, out=tmp_path, n_envs=1, env_kwargs=KW,
+                     model_kwargs={"n_steps": 32, "batch_size": 16}, warm_start="fixed:sim/layout",
+                     warm_start_episodes=6, warm_start_epochs=20)
+    info = json.loads((tmp_path / "train.json").read_text())["warm_start"]
+    assert path.is_file()
+    assert info["teacher"] == "fixed:sim/layout" and info["episodes"] == 6 and info["accuracy"] > 0.5
+
+
+def test_make_teacher_names():
+    assert isinstance(make_teacher("fixed:sim/photoreal"), FixedPipelinePolicy)
+    assert make_teacher("random").name == "random"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"teacher": "fixed"}, "needs its text-to-image expert"),
+        ({"teacher": "oracle"}, "too slow"),
+        ({"teacher": "fixd"}, "unknown"),
+        ({"teacher": ""}, "baseline name"),
+        ({"teacher": "fixed:sim/layout", "episodes": 0}, "episodes=0"),
+        ({"teacher": "fixed:sim/layout", "seed": -1}, "seed=-1"),
+        ({"teacher": "fixed:sim/layout", "gamma": 1.5}, "gamma=1.5"),
+    ],
+)
+def test_collect_errors(kwargs, match):
+    with pytest.raises(ImitationError, match=match):
+        collect_demonstrations(env_id=ENV_ID, env_kwargs=KW, **kwargs)
+
+
+def test_fixed_pipeline_with_an_unknown_expert_says_which():
+    env = gym.make(ENV_ID, **KW)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="sim/nope"):
+        make_baseline("fixed:sim/nope").reset(env)
+
+
+def test_pretrain_errors(demos):
+    venv = make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs=KW)
+    model = make_model("maskable-ppo", venv, seed=0)
+    with pytest.raises(ImitationError, match="epochs=0"):
+        pretrain(model, demos, epochs=0)
+    with pytest.raises(ImitationError, match="learning_rate"):
+        pretrain(model, demos, learning_rate=0)
+    with pytest.raises(ImitationError, match="value_weight"):
+        pretrain(model, demos, value_weight=-1)
+    other = make_model("maskable-ppo", make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs={**KW, "thumbnail": True,
+                                                                                          "thumbnail_size": 32}))
+    with pytest.raises(ImitationError, match="observation keys"):
+        pretrain(other, demos)
+    dqn = make_model("dqn", make_vec_env("poser_env/ImagePoserPaper-v0", n_envs=1, seed=0,
+                                         env_kwargs={"text_encoder": "hashing"}), learning_starts=0)
+    with pytest.raises(ImitationError, match="not DQN"):
+        pretrain(dqn, demos)
