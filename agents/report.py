@@ -97,6 +97,59 @@ def plot_expert_heatmap(results: Sequence[EpisodeResult], method: str, path: Pat
     return path
 
 
+def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned") -> str | None:
+    """Markdown table checking the project's claims for ``learned`` against the baselines in ``summaries``.
+
+    Rows: the margin over the best single expert (GenEval-style overall, target >= 0.15; long all-assertions,
+    target >= 0.20), over the best fixed pipeline (``fixed`` / ``fixed:<expert>``, best per score; target > 0), the
+    fraction of the oracle's score (target >= 0.9) and the mean cost against critic-greedy's (target: not more). A
+    margin above its target but smaller than the combined 95% half-widths, sqrt(ci_a^2 + ci_b^2), is reported as
+    "not shown (within noise)", not as met. Returns None when ``learned`` is missing or no reference is.
+    """
+    me = summaries.get(learned)
+    if me is None:
+        return None
+    rows: list[str] = ["| claim | learned | reference | margin | target | met |", "|---|---|---|---|---|---|"]
+
+    def score(m: MethodSummary, key: str) -> tuple[float | None, float]:
+        if key == "geneval":
+            return m.geneval_overall, m.geneval_overall_ci or 0.0
+        return m.long_all, m.long_all_ci or 0.0
+
+    def best(prefix: str, key: str) -> MethodSummary | None:
+        cands = [m for n, m in summaries.items() if (n == prefix.rstrip(":") or n.startswith(prefix))
+                 and score(m, key)[0] is not None]
+        return max(cands, key=lambda m: float(score(m, key)[0] or 0.0)) if cands else None
+
+    labels = {"geneval": "GenEval-style overall", "long": "long: all assertions"}
+    for key, label in labels.items():
+        mine, my_ci = score(me, key)
+        if mine is None:
+            continue
+        for prefix, what, target in (("single:", "best single expert", {"geneval": 0.15, "long": 0.20}[key]),
+                                     ("fixed:", "best fixed pipeline", 0.0)):
+            ref = best(prefix, key)
+            if ref is None:
+                continue
+            val, ci = score(ref, key)
+            margin = mine - float(val or 0.0)
+            within = abs(margin) < float(np.hypot(my_ci, ci))
+            met = "no" if margin <= target else "not shown (within noise)" if within else "yes"
+            rows.append(f"| {label}: beats the {what} | {mine:.3f} | {ref.method} {float(val or 0.0):.3f} | "
+                        f"{margin:+.3f} | > {target:+.2f} | {met} |")
+        oracle = summaries.get("oracle")
+        if oracle is not None and score(oracle, key)[0]:
+            frac = mine / float(score(oracle, key)[0] or 1.0)
+            rows.append(f"| {label}: share of the oracle's score | {mine:.3f} | oracle {score(oracle, key)[0]:.3f} | "
+                        f"{frac:.0%} | >= 90% | {'yes' if frac >= 0.9 else 'no'} |")
+    greedy = summaries.get("critic-greedy")
+    if greedy is not None:
+        rows.append(f"| mean cost per prompt, at most critic-greedy's | {me.mean_cost:.2f} | critic-greedy "
+                    f"{greedy.mean_cost:.2f} | {me.mean_cost - greedy.mean_cost:+.2f} | <= 0 | "
+                    f"{'yes' if me.mean_cost <= greedy.mean_cost else 'no'} |")
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
 def write_report(
     out_dir: str | Path,
     results: Sequence[EpisodeResult],
@@ -136,6 +189,9 @@ def write_report(
         summary_table(summaries),
         "",
     ]
+    claims = claims_table(summaries, learned) if learned else None
+    if claims:
+        lines += ["## Claims checked", "", claims, ""]
     for title, body in extra_sections:
         lines += [f"## {title}", "", body, ""]
     for title, fname in charts:

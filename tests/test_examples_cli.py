@@ -88,8 +88,18 @@ def test_cli_main_quick_writes_report(tmp_path):
     _cli("main", "--quick", "--out", str(tmp_path / "main"))
     report = (tmp_path / "main" / "report.md").read_text()
     assert "SceneSim" in report and "learned" in report and "oracle" in report
+    assert "## Claims checked" in report and "fixed:sim/layout" in report
+    config = json.loads((tmp_path / "main" / "config.json").read_text())
+    assert config["warm_start"].startswith("fixed:sim/")
     assert (tmp_path / "main" / "per_tag.png").is_file()
     _cli("report", str(tmp_path / "main"))
+
+
+def test_cli_train_with_warm_start(tmp_path):
+    _cli("train", "--steps", "64", "--seed", "0", "--n-envs", "1", "--out", str(tmp_path / "w"),
+         "--env-arg", "text_encoder=hashing", "--warm-start", "fixed:sim/photoreal", "--warm-start-episodes", "3")
+    info = json.loads((tmp_path / "w" / "seed0" / "train.json").read_text())
+    assert info["warm_start"]["teacher"] == "fixed:sim/photoreal" and info["warm_start"]["episodes"] == 3
 
 
 def test_cli_bench_perf_and_geneval_fixture(tmp_path):

@@ -135,3 +135,47 @@ def test_pretrain_errors(demos):
                                          env_kwargs={"text_encoder": "hashing"}), learning_starts=0)
     with pytest.raises(ImitationError, match="not DQN"):
         pretrain(dqn, demos)
+
+
+def test_ablations_smoke_with_and_without_warm_start(tmp_path):
+    from agents.pipeline import run_ablations
+
+    names = ["ours: MaskablePPO, warm start, feedback in obs", "no warm start (PPO from scratch)"]
+    md = run_ablations(tmp_path, steps=64, seeds=1, n_prompts=2, names=names, workers=1, warm_start_episodes=3)
+    rows = json.loads((tmp_path / "ablations.json").read_text())
+    assert rows[names[0]]["warm_start"].startswith("fixed:sim/") and rows[names[1]]["warm_start"] is None
+    text = md.read_text()
+    assert all(n in text for n in names)
+    with pytest.raises(ValueError, match="unknown"):
+        run_ablations(tmp_path, names=["no such ablation"])
+
+
+def _summary(method: str, gen: float, gen_ci: float, long: float, long_ci: float, cost: float):
+    from agents.evaluate import MethodSummary
+
+    return MethodSummary(method=method, n_prompts=10, n_episodes=30, n_runs=3, overall=gen, overall_ci=gen_ci,
+                         per_tag={}, per_tag_ci={}, critic_overall=gen, critic_per_tag={}, assertion_accuracy=0.9,
+                         mean_calls=2.0, mean_cost=cost, mean_wall_time=0.01, long_all=long, long_all_ci=long_ci,
+                         geneval_overall=gen, geneval_overall_ci=gen_ci)
+
+
+def test_claims_table_reports_met_missed_and_noise():
+    from agents.report import claims_table
+
+    s = {m.method: m for m in [
+        _summary("single:a", 0.70, 0.05, 0.00, 0.0, 1.0),
+        _summary("fixed:a", 0.90, 0.01, 0.10, 0.01, 10.0),
+        _summary("fixed:b", 0.95, 0.01, 0.05, 0.01, 10.0),
+        _summary("critic-greedy", 0.90, 0.01, 0.05, 0.01, 20.0),
+        _summary("oracle", 1.00, 0.0, 0.40, 0.0, 3.0),
+        _summary("learned", 0.96, 0.02, 0.30, 0.02, 25.0),
+    ]}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in claims_table(s).splitlines()[2:]}
+    assert rows["GenEval-style overall: beats the best single expert"].endswith("| yes |")
+    assert "fixed:b 0.950" in rows["GenEval-style overall: beats the best fixed pipeline"]  # best per score
+    assert rows["GenEval-style overall: beats the best fixed pipeline"].endswith("not shown (within noise) |")
+    assert rows["long: all assertions: beats the best single expert"].endswith("| yes |")
+    assert rows["long: all assertions: beats the best fixed pipeline"].endswith("| yes |")
+    assert rows["long: all assertions: share of the oracle's score"].endswith("| no |")  # 75%
+    assert rows["mean cost per prompt, at most critic-greedy's"].endswith("| no |")
+    assert claims_table({"fixed:a": s["fixed:a"]}) is None
