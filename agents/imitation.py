@@ -211,12 +211,17 @@ def pretrain(
             f"the demonstrations have observation keys {sorted(demos.obs)} but the model expects "
             f"{sorted(getattr(space, 'spaces', {}) or ['<not a Dict>'])}; collect them in the env the model trains in."
         )
+    obs_np: dict[str, np.ndarray] = {}
     for key, sub in space.spaces.items():
-        if demos.obs[key].shape[1:] != sub.shape:
+        arr = demos.obs[key]
+        if arr.shape[1:] != sub.shape and arr.ndim == 4 and arr.shape[1:] == (sub.shape[1], sub.shape[2], sub.shape[0]):
+            arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))  # SB3's VecTransposeImage: HWC -> CHW
+        if arr.shape[1:] != sub.shape:
             raise ImitationError(
                 f"demonstrations obs[{key!r}] rows have shape {demos.obs[key].shape[1:]}, the model expects "
                 f"{sub.shape}; collect them with the same env_kwargs as training."
             )
+        obs_np[key] = arr
     n_actions = int(model.action_space.n)
     if demos.masks.shape[1] != n_actions:
         raise ImitationError(
@@ -229,7 +234,7 @@ def pretrain(
     rng = np.random.default_rng(seed)
     n = len(demos)
     def obs_t(idx: np.ndarray) -> Any:
-        return policy.obs_to_tensor({k: v[idx] for k, v in demos.obs.items()})[0]
+        return policy.obs_to_tensor({k: v[idx] for k, v in obs_np.items()})[0]
 
     act_t = torch.as_tensor(demos.actions, device=device)
     ret_t = torch.as_tensor(demos.returns, device=device)

@@ -179,3 +179,13 @@ def test_claims_table_reports_met_missed_and_noise():
     assert rows["long: all assertions: share of the oracle's score"].endswith("| no |")  # 75%
     assert rows["mean cost per prompt, at most critic-greedy's"].endswith("| no |")
     assert claims_table({"fixed:a": s["fixed:a"]}) is None
+
+
+def test_pretrain_transposes_thumbnails_like_sb3():
+    """SB3 wraps image observations in VecTransposeImage (HWC -> CHW); the demonstrations are HWC."""
+    kw = {**KW, "thumbnail": True, "thumbnail_size": 32}
+    d = collect_demonstrations("fixed:sim/layout", env_id=ENV_ID, env_kwargs=kw, episodes=6, seed=0)
+    assert d.obs["thumbnail"].shape[1:] == (32, 32, 3)
+    model = make_model("maskable-ppo", make_vec_env(ENV_ID, n_envs=1, seed=0, env_kwargs=kw), seed=0)
+    assert model.observation_space["thumbnail"].shape == (3, 32, 32)
+    assert pretrain(model, d, epochs=30, batch_size=32)["accuracy"] >= 0.8
