@@ -111,8 +111,11 @@ def bench_file(
     env_id: str = "poser_env/ImagePoser-v0",
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> str:
-    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown."""
+    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown.
+
+    ``workers`` > 1 evaluates (method, run) jobs in parallel processes (same results as one worker)."""
     from agents.pipeline import MAIN_ENV_KWARGS, evaluate_methods
 
     specs = load_bench_prompts(files, kind, limit=limit)
@@ -122,7 +125,7 @@ def bench_file(
     kw["prompt_source"] = "geneval"
     t0 = time.perf_counter()
     results = evaluate_methods(methods, specs, env_id=env_id, algo=algo, env_kwargs=kw, images=images, runs=runs,
-                               progress=progress)
+                               progress=progress, workers=workers)
     summaries = summarize(results)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)

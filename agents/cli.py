@@ -202,12 +202,13 @@ def bench_geneval(
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Use only the first N prompts (0 = all).")] = 0,
     out: OutOpt = Path("runs/bench-geneval"),
+    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
 ) -> None:
     """Evaluate on a GenEval-format file (judge and critic side by side); write JSON and a markdown table."""
     from agents.bench import bench_file
 
     md = bench_file(file, kind="geneval", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out)
+                    limit=limit, out=out, workers=workers)
     typer.echo(md)
 
 
