@@ -221,12 +221,13 @@ def bench_compbench(
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Prompts per file (0 = all).")] = 50,
     out: OutOpt = Path("runs/bench-compbench"),
+    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
 ) -> None:
     """Evaluate on T2I-CompBench-style text files, parsed by the decomposer, scored per category (file)."""
     from agents.bench import bench_file
 
     md = bench_file(files, kind="compbench", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out)
+                    limit=limit, out=out, workers=workers)
     typer.echo(md)
 
 
@@ -239,12 +240,13 @@ def bench_long(
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Prompts (0 = all).")] = 100,
     out: OutOpt = Path("runs/bench-long"),
+    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
 ) -> None:
     """Long prompts: all-assertions rate and per-assertion accuracy."""
     from agents.bench import bench_file
 
     md = bench_file(file, kind="long", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out)
+                    limit=limit, out=out, workers=workers)
     typer.echo(md)
 
 

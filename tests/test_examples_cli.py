@@ -118,3 +118,21 @@ def test_cli_bench_perf_and_geneval_fixture(tmp_path):
     rec = data["methods"]["random"]
     assert {"overall", "per_tag", "mean_calls", "mean_cost", "n_prompts", "method"} <= set(rec)
     assert rec["n_prompts"] == 2
+
+
+def test_cli_bench_long_and_compbench_with_workers(tmp_path):
+    one = _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/dense", "--limit", "2", "--runs", "2",
+               "--out", str(tmp_path / "l1"))
+    _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/dense", "--limit", "2", "--runs", "2",
+               "--workers", "2", "--out", str(tmp_path / "l2"))
+    assert "fixed:sim/dense" in one
+    def episodes(folder: str) -> list[dict]:
+        data = json.loads((tmp_path / folder / "bench.json").read_text())
+        return [{k: v for k, v in e.items() if k != "wall_time"} for e in data["episodes"]]
+
+    assert episodes("l1") == episodes("l2")  # parallel evaluation changes nothing
+    cb = tmp_path / "color_val.txt"
+    cb.write_text("a red cup and a blue bowl\na green apple\n")
+    md = _cli("bench", "compbench", str(cb), "--policy", "random", "--runs", "1", "--workers", "2",
+              "--out", str(tmp_path / "c"))
+    assert "random" in md
