@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 import poser_env  # noqa: F401
+from agents.evaluate import run_episode
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy
 from poser_env.spec import Spec
@@ -63,35 +64,26 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 def run(policy: FixedPipelinePolicy, specs: list[Spec], max_steps: int, attempts: int = 3) -> dict[str, Any]:
     env = gym.make(MAIN_ENV_ID, **{**MAIN_ENV_KWARGS, "max_steps": max_steps, "max_attempts": attempts})
     u: Any = env.unwrapped
-    passes, aligns, calls, costs = [], [], [], []
+    results = []
     why: collections.Counter[str] = collections.Counter()
     for i, spec in enumerate(specs):
-        obs, _ = env.reset(seed=100 + i, options={"prompt": spec})
-        policy.reset(env)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, _ = env.step(policy.act(env, obs))
-            done = terminated or truncated
-        ep = u._episode
-        judge, plan = ep["judge"], ep["plan"]
+        results.append(run_episode(env, policy, spec, seed=100 + i))
+        ep = u._episode  # the finished episode's state: why do its failing assertions fail?
         critic = {v.assertion_id: v.holds for v in ep["feedback"].verdicts} if ep["feedback"] else {}
-        passes.append(bool(judge["pass"]))
-        aligns.append(judge["alignment"])
-        calls.append(int(ep["calls"].sum()))
-        costs.append(float(ep["cost"]))
-        for aid, holds in judge["verdicts"].items():
+        for aid, holds in ep["judge"]["verdicts"].items():
             if holds == "yes":
                 continue
             kind = spec.assertion(aid).kind
             if critic.get(aid) == "yes":
                 why[f"{kind}: critic said yes"] += 1
-            elif aid in plan.given_up:
+            elif aid in ep["plan"].given_up:
                 why[f"{kind}: given up"] += 1
             else:
                 why[f"{kind}: pending or unrepairable"] += 1
-    k, n = sum(passes), len(passes)
-    return {"pass": k / n, "ci": wilson(k, n), "align": float(np.mean(aligns)), "calls": float(np.mean(calls)),
-            "cost": float(np.mean(costs)), "why": why}
+    k, n = sum(r.judge_pass for r in results), len(results)
+    return {"pass": k / n, "ci": wilson(k, n), "align": float(np.mean([r.judge_alignment for r in results])),
+            "calls": float(np.mean([r.calls for r in results])), "cost": float(np.mean([r.cost for r in results])),
+            "why": why}
 
 
 def main() -> None:
