@@ -17,7 +17,8 @@ import numpy as np
 from agents.policies import Policy
 from poser_env.spec import GENEVAL_TAGS, Spec
 
-__all__ = ["EpisodeResult", "MethodSummary", "ci95", "evaluate", "run_episode", "summarize", "summary_table"]
+__all__ = ["EpisodeResult", "MethodSummary", "ci95", "evaluate", "paired_difference", "run_episode", "summarize",
+           "summary_table"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,53 @@ def _alignment(r: EpisodeResult) -> float:
     return r.judge_alignment
 
 
+def _family_scores(rows: Sequence[EpisodeResult]) -> tuple[float | None, float | None]:
+    """(GenEval-style overall, long all-assertions rate) of one run's episodes; None where the family is absent."""
+    tag_rates = _overall(rows, lambda r: float(r.judge_pass))[1]
+    gen = [v for t, v in tag_rates.items() if t in GENEVAL_TAGS]
+    return (float(np.mean(gen)) if gen else None), tag_rates.get("long")
+
+
+def paired_difference(
+    results: Sequence[EpisodeResult], a: str, b: str, family: str
+) -> tuple[float, float, int] | None:
+    """Mean and 95% half-width (Student t over runs) of the per-run score difference ``a - b``.
+
+    Both methods must have been evaluated on the same runs, prompts and episode seeds (as :func:`evaluate` does
+    for every method with the same ``runs`` and ``seed``): run ``r`` of ``a`` is then paired with run ``r`` of
+    ``b``, so prompt difficulty and the experts' random draws cancel, and the interval is much tighter than one
+    built from the two methods' own intervals.
+
+    Args:
+        results: Episodes of (at least) both methods.
+        a / b: Method names.
+        family: ``"geneval"`` (GenEval-style overall, in [0, 1]) or ``"long"`` (all-assertions rate, in [0, 1]).
+
+    Returns:
+        ``(mean difference, ci95 half-width, number of paired runs)``, or None when the two methods share no run
+        with the same prompts, or a shared run lacks the family.
+    """
+    if family not in ("geneval", "long"):
+        raise ValueError(f"family={family!r} must be 'geneval' or 'long'.")
+    rows: dict[tuple[str, int], list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        if r.method in (a, b):
+            rows[(r.method, r.run)].append(r)
+    diffs: list[float] = []
+    for run in sorted({run for m, run in rows if m == a} & {run for m, run in rows if m == b}):
+        ra, rb = rows[(a, run)], rows[(b, run)]
+        if Counter(r.prompt for r in ra) != Counter(r.prompt for r in rb):
+            return None
+        sa, sb = _family_scores(ra), _family_scores(rb)
+        k = 0 if family == "geneval" else 1
+        if sa[k] is None or sb[k] is None:
+            return None
+        diffs.append(float(sa[k]) - float(sb[k]))  # type: ignore[arg-type]
+    if not diffs:
+        return None
+    return float(np.mean(diffs)), ci95(diffs), len(diffs)
+
+
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, MethodSummary]:
     """Per method: GenEval-style overall (unweighted mean of per-tag pass rates), per tag, long-prompt
     all-assertions rate, critic-scored equivalents, calls, cost, wall time, 95% CIs over runs."""
@@ -202,9 +250,9 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, MethodSummary]:
         per_tag = {t: float(np.mean([tr[t] for tr in tag_runs if t in tr])) for t in tags}
         per_tag_ci = {t: ci95([tr[t] for tr in tag_runs if t in tr]) for t in tags}
         c_overall, c_tag = _overall(rows, lambda r: float(r.critic_pass))
-        gen_tags = [t for t in tags if t in GENEVAL_TAGS]
-        gen_runs = [float(np.mean([tr[t] for t in gen_tags if t in tr])) for tr in tag_runs] if gen_tags else []
-        long_runs = [tr["long"] for tr in tag_runs if "long" in tr]
+        fam_runs = [_family_scores(pr) for pr in per_run]
+        gen_runs = [g for g, _ in fam_runs if g is not None]
+        long_runs = [lg for _, lg in fam_runs if lg is not None]
         usage = Counter(e for r in rows for e in r.experts)
         n_calls = max(1, sum(usage.values()))
         out[m] = MethodSummary(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import EpisodeResult, MethodSummary, summary_table
+from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summary_table
 
 __all__ = ["plot_expert_heatmap", "plot_learning_curves", "plot_tag_bars", "write_report"]
 
@@ -97,19 +97,24 @@ def plot_expert_heatmap(results: Sequence[EpisodeResult], method: str, path: Pat
     return path
 
 
-def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned") -> str | None:
+def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned",
+                 results: Sequence[EpisodeResult] | None = None) -> str | None:
     """Markdown table checking the project's claims for ``learned`` against the baselines in ``summaries``.
 
     Rows: the margin over the best single expert (GenEval-style overall, target >= 0.15; long all-assertions,
     target >= 0.20), over the best fixed pipeline (``fixed`` / ``fixed:<expert>``, best per score; target > 0), the
-    fraction of the oracle's score (target >= 0.9) and the mean cost against critic-greedy's (target: not more). A
-    margin above its target but smaller than the combined 95% half-widths, sqrt(ci_a^2 + ci_b^2), is reported as
-    "not shown (within noise)", not as met. Returns None when ``learned`` is missing or no reference is.
+    fraction of the oracle's score (target >= 0.9) and the mean cost against critic-greedy's (target: not more).
+
+    A margin is "met" only when it exceeds its target and is told apart from zero: with ``results`` (episodes of
+    both methods on the same runs, prompts and seeds) by the paired 95% interval of the per-run difference
+    (:func:`agents.evaluate.paired_difference`), else by the combined half-widths sqrt(ci_a^2 + ci_b^2). A margin
+    above its target that the interval does not separate from zero is "not shown (within noise)". Returns None
+    when ``learned`` is missing or no reference is.
     """
     me = summaries.get(learned)
     if me is None:
         return None
-    rows: list[str] = ["| claim | learned | reference | margin | target | met |", "|---|---|---|---|---|---|"]
+    rows: list[str] = ["| claim | learned | reference | margin (95% CI) | target | met |", "|---|---|---|---|---|---|"]
 
     def score(m: MethodSummary, key: str) -> tuple[float | None, float]:
         if key == "geneval":
@@ -132,11 +137,14 @@ def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned
             if ref is None:
                 continue
             val, ci = score(ref, key)
-            margin = mine - float(val or 0.0)
-            within = abs(margin) < float(np.hypot(my_ci, ci))
+            margin, half, how = mine - float(val or 0.0), float(np.hypot(my_ci, ci)), "unpaired"
+            paired = paired_difference(results, learned, ref.method, key) if results is not None else None
+            if paired is not None and paired[2] >= 2:
+                margin, half, how = paired[0], paired[1], f"paired, {paired[2]} runs"
+            within = abs(margin) < half
             met = "no" if margin <= target else "not shown (within noise)" if within else "yes"
             rows.append(f"| {label}: beats the {what} | {mine:.3f} | {ref.method} {float(val or 0.0):.3f} | "
-                        f"{margin:+.3f} | > {target:+.2f} | {met} |")
+                        f"{margin:+.3f} ± {half:.3f} ({how}) | > {target:+.2f} | {met} |")
         oracle = summaries.get("oracle")
         if oracle is not None and score(oracle, key)[0]:
             frac = mine / float(score(oracle, key)[0] or 1.0)
@@ -189,7 +197,7 @@ def write_report(
         summary_table(summaries),
         "",
     ]
-    claims = claims_table(summaries, learned) if learned else None
+    claims = claims_table(summaries, learned, results) if learned else None
     if claims:
         lines += ["## Claims checked", "", claims, ""]
     for title, body in extra_sections:

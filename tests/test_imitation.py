@@ -181,6 +181,50 @@ def test_claims_table_reports_met_missed_and_noise():
     assert claims_table({"fixed:a": s["fixed:a"]}) is None
 
 
+def _episodes(method: str, passes_per_run: dict[int, int], n: int = 20, tag: str = "long",
+              prompts: list[str] | None = None) -> list:
+    from agents.evaluate import EpisodeResult
+
+    names = prompts or [f"p{i}" for i in range(n)]
+    return [EpisodeResult(method=method, run=run, prompt=names[i], tag=tag, judge_pass=i < k, judge_alignment=1.0,
+                          critic_pass=i < k, critic_alignment=1.0, calls=1, cost=1.0, steps=1, wall_time=0.0)
+            for run, k in passes_per_run.items() for i in range(len(names))]
+
+
+def test_paired_difference_cancels_what_both_methods_share():
+    from agents.evaluate import paired_difference, summarize
+    from agents.report import claims_table
+
+    # run difficulty varies a lot (10, 14, 18 of 20 pass for the fixed pipeline); learned passes one more each run
+    res = _episodes("fixed:a", {0: 10, 1: 14, 2: 18}) + _episodes("learned", {0: 11, 1: 15, 2: 19})
+    mean, half, n = paired_difference(res, "learned", "fixed:a", "long")
+    assert n == 3 and mean == pytest.approx(0.05) and half == pytest.approx(0.0, abs=1e-12)
+    s = summarize(res)
+    unpaired = claims_table(s, "learned")
+    paired = claims_table(s, "learned", res)
+    row = "long: all assertions: beats the best fixed pipeline"
+    assert next(r for r in unpaired.splitlines() if row in r).endswith("not shown (within noise) |")
+    line = next(r for r in paired.splitlines() if row in r)
+    assert line.endswith("| yes |") and "paired, 3 runs" in line
+    # a noisy difference (+0.15, -0.05, +0.05) stays within noise even when paired
+    noisy = _episodes("fixed:a", {0: 10, 1: 14, 2: 16}) + _episodes("learned", {0: 13, 1: 13, 2: 17})
+    line = next(r for r in claims_table(summarize(noisy), "learned", noisy).splitlines() if row in r)
+    assert line.endswith("not shown (within noise) |")
+
+
+def test_paired_difference_refuses_unpaired_data():
+    from agents.evaluate import paired_difference
+
+    other = _episodes("fixed:a", {0: 10}, prompts=[f"q{i}" for i in range(20)])
+    assert paired_difference(_episodes("learned", {0: 10}) + other, "learned", "fixed:a", "long") is None
+    assert paired_difference(_episodes("learned", {5: 10}), "learned", "fixed:a", "long") is None  # no shared run
+    geneval = _episodes("learned", {0: 10}, tag="colors") + _episodes("fixed:a", {0: 9}, tag="colors")
+    assert paired_difference(geneval, "learned", "fixed:a", "long") is None  # no long prompts
+    assert paired_difference(geneval, "learned", "fixed:a", "geneval")[0] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="family='tags'"):
+        paired_difference(geneval, "learned", "fixed:a", "tags")
+
+
 def test_pretrain_transposes_thumbnails_like_sb3():
     """SB3 wraps image observations in VecTransposeImage (HWC -> CHW); the demonstrations are HWC."""
     kw = {**KW, "thumbnail": True, "thumbnail_size": 32}
