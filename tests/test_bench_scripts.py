@@ -68,3 +68,17 @@ def test_reward_returns_parts_add_up(specs):
     r = mod.mean_return(FixedPipelinePolicy("sim/dense"), env, specs)
     assert r["return"] == pytest.approx(r["potential_delta"] + r["cost"])  # no masked actions: no penalty
     assert r["cost"] < 0 and 0 <= r["pass"] <= 1
+
+
+def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
+    """The GPU check's fast parts on the CPU: the LLM decomposer and every critic, float32 only."""
+    mod = _load("gpu_check")
+    out = tmp_path / "gpu_check.json"
+    rc = mod.main(mod.Args(device="cpu", out=str(out), checks="llm,critics", dtypes="float32"))
+    assert rc == 0, capsys.readouterr().out[-2000:]
+    import json
+
+    data = json.loads(out.read_text())
+    assert set(data["checks"]) == {"llm", "critics"} and all(c["ok"] for c in data["checks"].values())
+    assert mod.main(mod.Args(device="cpu", out=str(out), checks="llm,warp")) != 0  # an unknown check is refused
+    assert "unknown checks ['warp']" in capsys.readouterr().err

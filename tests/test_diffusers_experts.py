@@ -150,6 +150,9 @@ def test_bad_call_arguments_raise_naming_them(tiny: dict[str, Any]) -> None:
         t2i("generate: a cup", seed=-1)
     with pytest.raises(ValueError, match="mask has shape"):
         tiny["experts"]["tiny-inpaint"]("recolor: x", tiny["canvas"], seed=0, mask=np.ones((3, 3), bool))
+    # int(steps * strength) = int(1 * 0.75) = 0 denoising steps: diffusers would crash with a reshape error
+    with pytest.raises(ValueError, match=r"steps=1 with strength=0.75 .* use steps >= 2"):
+        tiny["experts"]["tiny-img2img"]("refine: sharper", tiny["canvas"], seed=0, steps=1)
 
 
 @pytest.mark.parametrize(
@@ -162,6 +165,8 @@ def test_bad_call_arguments_raise_naming_them(tiny: dict[str, Any]) -> None:
         ({"ops": ["paint"]}, "unknown ops \\['paint'\\]"),
         ({"default_mask": "edge"}, "default_mask='edge'"),
         ({"strength": 0.0}, "strength=0.0"),
+        ({"task": "image-to-image", "steps": 1, "strength": 0.5}, r"int\(steps \* strength\) = 0"),
+        ({"task": "inpaint", "steps": 3, "strength": 0.3}, "use steps >= 4"),
         ({"cost": -1}, "cost=-1"),
         ({"max_batch": 0}, "max_batch=0"),
         ({"model": ""}, "model=''"),

@@ -100,16 +100,21 @@ def write_tiny_tokenizer(folder: str | Path) -> Any:
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
 
 
-def build_tiny_pipeline(kind: str, tokenizer_dir: str | Path, seed: int = 0) -> Any:
+def build_tiny_pipeline(kind: str, tokenizer_dir: str | Path, seed: int = 0,
+                        unet_channels: tuple[int, int] = (8, 16)) -> Any:
     """A tiny random pipeline of ``kind`` (a key of :data:`TINY_KINDS`), weights drawn with ``seed``.
 
     Args:
         kind: ``"text-to-image"``, ``"instruct-pix2pix"`` or ``"inpaint"``.
         tokenizer_dir: Folder where the tokenizer files are written.
         seed: Seed of the random weights.
+        unet_channels: The UNet's two block widths (multiples of 4); larger ones give a GPU some work
+            (e.g. ``(64, 128)``: about 5M parameters). The VAE and text encoder stay tiny.
     """
     if kind not in TINY_KINDS:
         raise ValueError(f"kind={kind!r} must be one of {sorted(TINY_KINDS)}.")
+    if len(unet_channels) != 2 or any(c < 4 or c % 4 for c in unet_channels):
+        raise ValueError(f"unet_channels={unet_channels!r} must be two multiples of 4.")
     import diffusers
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -118,7 +123,7 @@ def build_tiny_pipeline(kind: str, tokenizer_dir: str | Path, seed: int = 0) -> 
     tokenizer = write_tiny_tokenizer(tokenizer_dir)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
+        block_out_channels=tuple(unet_channels),
         layers_per_block=1,
         sample_size=16,
         in_channels=TINY_KINDS[kind],
@@ -158,13 +163,14 @@ def build_tiny_pipeline(kind: str, tokenizer_dir: str | Path, seed: int = 0) -> 
     return pipe
 
 
-def save_tiny_pipelines(root: str | Path, kinds: tuple[str, ...] = tuple(TINY_KINDS), seed: int = 0) -> dict[str, Path]:
+def save_tiny_pipelines(root: str | Path, kinds: tuple[str, ...] = tuple(TINY_KINDS), seed: int = 0,
+                        unet_channels: tuple[int, int] = (8, 16)) -> dict[str, Path]:
     """Build each kind and ``save_pretrained`` it under ``root/<kind>``; returns kind -> folder."""
     root = Path(root)
     out: dict[str, Path] = {}
     for i, kind in enumerate(kinds):
         folder = root / kind
-        pipe = build_tiny_pipeline(kind, root / f"_tokenizer_{kind}", seed=seed + i)
+        pipe = build_tiny_pipeline(kind, root / f"_tokenizer_{kind}", seed=seed + i, unet_channels=unet_channels)
         pipe.save_pretrained(str(folder))
         out[kind] = folder
     return out

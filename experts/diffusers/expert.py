@@ -281,6 +281,7 @@ class DiffusersExpert(Expert):
         self.width = _check_int("width", width, 8, 4096)
         self.height = _check_int("height", height, 8, 4096)
         self.strength = _check_float("strength", strength, 0.0, 1.0, low_open=True)
+        _check_denoised_steps(task, self.steps, self.strength)
         self.image_guidance_scale = _check_float("image_guidance_scale", image_guidance_scale, 0.0, 100.0)
         self.negative_prompt = negative_prompt
         if "{instruction}" not in prompt_template:
@@ -395,6 +396,7 @@ class DiffusersExpert(Expert):
         steps = _check_int("steps", params.get("steps", self.steps), 1, 1000)
         guidance = _check_float("guidance_scale", params.get("guidance_scale", self.guidance_scale), 0.0, 100.0)
         strength = _check_float("strength", params.get("strength", self.strength), 0.0, 1.0, low_open=True)
+        _check_denoised_steps(self.task, steps, strength)
         igs = _check_float("image_guidance_scale", params.get("image_guidance_scale", self.image_guidance_scale),
                            0.0, 100.0)
         image = req.image
@@ -570,6 +572,17 @@ def _check_float(name: str, value: Any, lo: float, hi: float, *, low_open: bool 
         interval = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
         raise ValueError(f"{name}={value!r} must be a number in {interval}.")
     return v
+
+
+def _check_denoised_steps(task: str, steps: int, strength: float) -> None:
+    """Image-to-image and inpainting run ``int(steps * strength)`` denoising steps (diffusers' rule); zero
+    crashes inside the pipeline with an unhelpful reshape error, so refuse it here."""
+    if task in ("image-to-image", "inpaint") and int(steps * strength) < 1:
+        raise ValueError(
+            f"steps={steps} with strength={strength} gives int(steps * strength) = 0 denoising steps for task "
+            f"{task!r}; use steps >= {int(np.ceil(1.0 / strength))} or a higher strength (steps * strength must be "
+            ">= 1)."
+        )
 
 
 def diffusers_registry(path: str | os.PathLike[str] | None = None) -> Registry[DiffusersExpert]:

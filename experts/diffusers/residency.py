@@ -424,8 +424,15 @@ class ResidencyManager:
         if cls is None:
             raise ExpertError(f"pipeline_class={cls_name!r} is not a diffusers class.")
         src = next(iter(base.pipes.values()))
+        # A fresh scheduler of the same config, not the base's: schedulers carry state between calls (diffusers'
+        # add_noise, run by image-to-image and inpaint, moves alphas_cumprod to the device for good), so a shared one
+        # made the base's later outputs depend on what the derived pipeline had run (1 level in ~5% of the pixels
+        # of a float16 text-to-image on an H200, examples/benchmarks/gpu_check.py). Weights stay shared.
+        own: dict[str, Any] = {}
+        if getattr(src, "scheduler", None) is not None:
+            own["scheduler"] = type(src.scheduler).from_config(src.scheduler.config)
         try:
-            pipe = cls.from_pipe(src, dtype=torch_dtype(spec.dtype))
+            pipe = cls.from_pipe(src, dtype=torch_dtype(spec.dtype), **own)
         except (ValueError, TypeError, KeyError) as exc:
             raise ExpertError(
                 f"cannot derive a {spec.task!r} pipeline from {type(src).__name__} of model {spec.model!r} "
