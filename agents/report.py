@@ -105,11 +105,11 @@ def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned
     target >= 0.20), over the best fixed pipeline (``fixed`` / ``fixed:<expert>``, best per score; target > 0), the
     fraction of the oracle's score (target >= 0.9) and the mean cost against critic-greedy's (target: not more).
 
-    A margin is "met" only when it exceeds its target and is told apart from zero: with ``results`` (episodes of
-    both methods on the same runs, prompts and seeds) by the paired 95% interval of the per-run difference
-    (:func:`agents.evaluate.paired_difference`), else by the combined half-widths sqrt(ci_a^2 + ci_b^2). A margin
-    above its target that the interval does not separate from zero is "not shown (within noise)". Returns None
-    when ``learned`` is missing or no reference is.
+    A margin is "met" only when its whole 95% interval lies above its target: with ``results`` (episodes of both
+    methods on the same runs, prompts and seeds) the paired interval of the per-run difference
+    (:func:`agents.evaluate.paired_difference`), else the margin ± the combined half-widths
+    sqrt(ci_a^2 + ci_b^2). A margin above its target whose interval reaches below it is "not shown (within
+    noise)"; a margin at or below its target is "no". Returns None when ``learned`` is missing or no reference is.
     """
     me = summaries.get(learned)
     if me is None:
@@ -141,8 +141,7 @@ def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned
             paired = paired_difference(results, learned, ref.method, key) if results is not None else None
             if paired is not None and paired[2] >= 2:
                 margin, half, how = paired[0], paired[1], f"paired, {paired[2]} runs"
-            within = abs(margin) < half
-            met = "no" if margin <= target else "not shown (within noise)" if within else "yes"
+            met = "no" if margin <= target else "not shown (within noise)" if margin - half <= target else "yes"
             rows.append(f"| {label}: beats the {what} | {mine:.3f} | {ref.method} {float(val or 0.0):.3f} | "
                         f"{margin:+.3f} ± {half:.3f} ({how}) | > {target:+.2f} | {met} |")
         oracle = summaries.get("oracle")

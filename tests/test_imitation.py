@@ -210,6 +210,11 @@ def test_paired_difference_cancels_what_both_methods_share():
     noisy = _episodes("fixed:a", {0: 10, 1: 14, 2: 16}) + _episodes("learned", {0: 13, 1: 13, 2: 17})
     line = next(r for r in claims_table(summarize(noisy), "learned", noisy).splitlines() if row in r)
     assert line.endswith("not shown (within noise) |")
+    # above a +0.20 target on average (0.217) but the interval reaches below it: not shown
+    near = _episodes("single:a", {0: 0, 1: 0, 2: 0}) + _episodes("learned", {0: 5, 1: 4, 2: 4})
+    row = "long: all assertions: beats the best single expert"
+    line = next(r for r in claims_table(summarize(near), "learned", near).splitlines() if row in r)
+    assert "+0.217 ± 0.072" in line and line.endswith("not shown (within noise) |")
 
 
 def test_paired_difference_refuses_unpaired_data():

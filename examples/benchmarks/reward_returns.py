@@ -4,13 +4,14 @@ Runs each policy on the same long test prompts and episode seeds in the main job
 on the command line, and prints the mean (undiscounted) return, its parts, and the all-assertions pass rate.
 If a policy that passes fewer prompts earns a *higher* return, the reward, not the learner, is what stops it.
 
-Run (the README's numbers; the from-scratch model comes from the first command)::
+Run (the README's numbers, measured with the earlier 20-step budget; the from-scratch model comes from the
+first command)::
 
     .venv/bin/poser train --steps 20000 --seed 0 --out runs/scratch \\
         --env-arg prompt_source=mixed --env-arg max_steps=20 --env-arg text_encoder=hashing
     PYTHONPATH=. .venv/bin/python examples/benchmarks/reward_returns.py --cost-weight 0.02 --success 0.5 \\
-        --model runs/scratch/seed0/model.zip
-    PYTHONPATH=. .venv/bin/python examples/benchmarks/reward_returns.py --cost-weight 0.005 --success 2.0
+        --max-steps 20 --model runs/scratch/seed0/model.zip
+    PYTHONPATH=. .venv/bin/python examples/benchmarks/reward_returns.py --cost-weight 0.005 --success 2.0 --max-steps 20
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ def main() -> None:
     ap.add_argument("--cost-weight", type=float, default=0.02, help="the env's cost_weight")
     ap.add_argument("--success", type=float, default=0.5, help="success weight of the potential")
     ap.add_argument("--n-long", type=int, default=40, help="long test prompts")
+    ap.add_argument("--max-steps", type=int, default=int(MAIN_ENV_KWARGS["max_steps"]),
+                    help="step budget (the README's numbers: 20)")
     ap.add_argument("--model", action="append", default=[], help="a MaskablePPO .zip trained in this world")
     args = ap.parse_args()
-    kw = {**MAIN_ENV_KWARGS, "cost_weight": args.cost_weight, "reward_weights": {"success": args.success}}
+    kw = {**MAIN_ENV_KWARGS, "cost_weight": args.cost_weight, "reward_weights": {"success": args.success},
+          "max_steps": args.max_steps}
     env = gym.make(MAIN_ENV_ID, **kw)
     specs = load_prompts(MAIN_ENV_ID, split="test", n=args.n_long, family="long")
     policies: dict[str, Policy] = {f"fixed:{e}": FixedPipelinePolicy(e) for e in ("sim/layout", "sim/dense")}
