@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import EpisodeResult, MethodSummary, summarize
+from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
 
-__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts"]
+__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table"]
 
 
 def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit: int = 0) -> list[Any]:
@@ -85,7 +85,9 @@ def bench_json(summary: MethodSummary, results: Sequence[EpisodeResult]) -> dict
 
 
 def bench_markdown(summaries: dict[str, MethodSummary], results: Sequence[EpisodeResult]) -> str:
-    """Markdown: overall ± CI (judge), critic overall, per-assertion accuracy, per tag, calls, cost, wall time."""
+    """Markdown: overall ± CI (judge), critic overall, per-assertion accuracy, per tag, calls, cost, wall time;
+    then, when a ``learned`` method was evaluated, its paired differences to every other method
+    (:func:`paired_table`)."""
     tags = sorted({t for s in summaries.values() for t in s.per_tag})
     head = ["method", "overall (judge)", "overall (critic)", "assertion acc.", *tags, "calls", "cost", "s/episode"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -95,7 +97,31 @@ def bench_markdown(summaries: dict[str, MethodSummary], results: Sequence[Episod
         row += [f"{s.per_tag[t]:.3f}" if t in s.per_tag else "–" for t in tags]
         row += [f"{s.mean_calls:.2f}", f"{s.mean_cost:.2f}", f"{s.mean_wall_time:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
+    paired = paired_table(summaries, results)
+    if paired:
+        lines += ["", paired]
     return "\n".join(lines)
+
+
+def paired_table(summaries: dict[str, MethodSummary], results: Sequence[EpisodeResult],
+                 learned: str = "learned") -> str | None:
+    """Markdown: ``learned`` minus every other method on the judge's overall score, paired run by run (same
+    prompts and episode seeds), with the Student-t 95% half-width over runs; None without ``learned`` or with
+    fewer than 2 runs."""
+    if learned not in summaries:
+        return None
+    rows = []
+    for m in summaries:
+        if m == learned:
+            continue
+        d = paired_difference(results, learned, m, "overall")
+        if d is not None and d[2] >= 2:
+            mean, half, n = d
+            rows.append(f"| {m} | {mean:+.3f} ± {half:.3f} | {mean - half:+.3f} to {mean + half:+.3f} | {n} |")
+    if not rows:
+        return None
+    return "\n".join([f"Paired differences, {learned} minus each method (overall, same prompts and seeds; 95% CI "
+                      "over runs):", "", "| method | difference | 95% CI | runs |", "|---|---|---|---|", *rows])
 
 
 def bench_file(

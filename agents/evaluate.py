@@ -207,14 +207,15 @@ def paired_difference(
     Args:
         results: Episodes of (at least) both methods.
         a / b: Method names.
-        family: ``"geneval"`` (GenEval-style overall, in [0, 1]) or ``"long"`` (all-assertions rate, in [0, 1]).
+        family: ``"geneval"`` (GenEval-style overall, in [0, 1]), ``"long"`` (all-assertions rate, in [0, 1]) or
+            ``"overall"`` (unweighted mean of every tag's pass rate, as :class:`MethodSummary.overall`).
 
     Returns:
         ``(mean difference, ci95 half-width, number of paired runs)``, or None when the two methods share no run
         with the same prompts, or a shared run lacks the family.
     """
-    if family not in ("geneval", "long"):
-        raise ValueError(f"family={family!r} must be 'geneval' or 'long'.")
+    if family not in ("geneval", "long", "overall"):
+        raise ValueError(f"family={family!r} must be 'geneval', 'long' or 'overall'.")
     rows: dict[tuple[str, int], list[EpisodeResult]] = defaultdict(list)
     for r in results:
         if r.method in (a, b):
@@ -224,11 +225,15 @@ def paired_difference(
         ra, rb = rows[(a, run)], rows[(b, run)]
         if Counter(r.prompt for r in ra) != Counter(r.prompt for r in rb):
             return None
-        sa, sb = _family_scores(ra), _family_scores(rb)
-        k = 0 if family == "geneval" else 1
-        if sa[k] is None or sb[k] is None:
+        if family == "overall":
+            va: float | None = _overall(ra, lambda r: float(r.judge_pass))[0]
+            vb: float | None = _overall(rb, lambda r: float(r.judge_pass))[0]
+        else:
+            k = 0 if family == "geneval" else 1
+            va, vb = _family_scores(ra)[k], _family_scores(rb)[k]
+        if va is None or vb is None:
             return None
-        diffs.append(float(sa[k]) - float(sb[k]))  # type: ignore[arg-type]
+        diffs.append(va - vb)
     if not diffs:
         return None
     return float(np.mean(diffs)), ci95(diffs), len(diffs)

@@ -213,3 +213,25 @@ def test_two_runs_mean_and_ci(passes: list[tuple[bool, float]], specs: list[Spec
     assert s.overall_ci == pytest.approx(12.706204736174698 * (1.0 - EXPECTED_OVERALL) / 2)
     assert s.n_runs == 2 and s.n_prompts == 14 and s.n_episodes == 32
     assert not math.isnan(s.assertion_accuracy)
+
+
+def test_paired_table_compares_learned_run_by_run(passes: list[tuple[bool, float]], specs: list[Spec]) -> None:
+    """learned = the fixture in run 0 and every image passing in run 1; the baseline = the fixture in both runs.
+    The paired differences are 0 (run 0) and 1 - overall (run 1)."""
+    import dataclasses
+
+    from agents.bench import paired_table
+    from agents.evaluate import paired_difference
+
+    base = [dataclasses.replace(r, method="fixed:x") for r in _rows(specs, passes, 0) + _rows(specs, passes, 1)]
+    mine = [dataclasses.replace(r, method="learned")
+            for r in _rows(specs, passes, 0) + _rows(specs, passes, 1, all_pass=True)]
+    rows = base + mine
+    mean, half, n = paired_difference(rows, "learned", "fixed:x", "overall")
+    assert n == 2 and mean == pytest.approx((1 - EXPECTED_OVERALL) / 2)
+    assert half == pytest.approx(12.706 * (1 - EXPECTED_OVERALL) / 2, rel=1e-3)  # t(0.975, 1) * s / sqrt(2)
+    md = bench_markdown(summarize(rows), rows)
+    assert "Paired differences, learned minus each method" in md and f"| fixed:x | {mean:+.3f} ± {half:.3f}" in md
+    assert paired_table(summarize(base), base) is None  # no learned method
+    one = [r for r in rows if r.run == 0]
+    assert paired_table(summarize(one), one) is None  # one run: no interval
