@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import pytest
@@ -276,28 +275,14 @@ def test_tiny_llama_plain_format_without_chat_template(llama_folder):
 
 def test_tiny_llama_writes_scripted_json(llama_folder):
     """Force the real model's logits token by token: generate -> decode -> extract -> validate, end to end."""
-    import torch
+    from tiny_models import scripted_output
 
     prompt = "two red clocks and a blue dog"
     answer = '{"include":[{"class":"clock","count":2,"color":"red"},{"class":"dog","count":1,"color":"blue"}]}'
     dec = LLMDecomposer(llama_folder, max_new_tokens=64, cache_size=0).load()
-    tok = dec._tokenizer
-    # one token per word or punctuation mark (the word-level vocabulary holds each of them)
-    script = [*tok.convert_tokens_to_ids(re.findall(r"\w+|[^\w\s]", answer)), tok.eos_token_id]
-    assert tok.unk_token_id not in script
-    step = {"n": 0}
-
-    def hook(_mod, _inp, out):
-        new = torch.full_like(out, -1e4)
-        new[:, -1, script[min(step["n"], len(script) - 1)]] = 0.0
-        step["n"] += 1
-        return new
-
-    handle = dec._model.get_output_embeddings().register_forward_hook(hook)
-    try:
+    with scripted_output(dec, answer) as script:
+        assert dec._tokenizer.unk_token_id not in script  # the word-level vocabulary holds every token
         spec = dec.parse(prompt)
-    finally:
-        handle.remove()
     assert dec.last_output == answer
     assert dec.last_fallback_reason is None and spec.metadata["decomposer"] == "llm"
     assert spec == Spec(entities=(Entity("clock", 2, "red"), Entity("dog", 1, "blue")), prompt=prompt)

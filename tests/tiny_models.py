@@ -10,6 +10,9 @@ Builders are deterministic (``torch.manual_seed``) so the same seed gives the sa
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +246,36 @@ def save_tiny_llama(folder: str | Path, *, seed: int = 0, words: tuple[str, ...]
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@contextlib.contextmanager
+def scripted_output(decomposer: Any, answer: str) -> Iterator[list[int]]:
+    """Force a loaded :class:`~poser_env.llm.LLMDecomposer` built on :func:`save_tiny_llama` to write ``answer``:
+    a forward hook on the output embeddings makes each step's logits pick the next scripted token (one token per
+    word or punctuation mark, then EOS). Yields the scripted token ids; the hook is removed on exit.
+
+    Raises:
+        ValueError: a word of ``answer`` is not in the tiny vocabulary.
+    """
+    import torch
+
+    tok = decomposer._tokenizer
+    script = [*tok.convert_tokens_to_ids(re.findall(r"\w+|[^\w\s]", answer)), tok.eos_token_id]
+    if tok.unk_token_id in script:
+        raise ValueError(f"answer={answer!r} has a token outside the tiny vocabulary; use words of BASE_WORDS.")
+    step = {"n": 0}
+
+    def hook(_mod: Any, _inp: Any, out: Any) -> Any:
+        new = torch.full_like(out, -1e4)
+        new[:, -1, script[min(step["n"], len(script) - 1)]] = 0.0
+        step["n"] += 1
+        return new
+
+    handle = decomposer._model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        yield script
+    finally:
+        handle.remove()
 
 
 def save_tiny_owlv2(folder: str | Path, *, seed: int = 0, words: tuple[str, ...] = BASE_WORDS,

@@ -684,9 +684,7 @@ def check_env(w: World, args: Args, res: Result) -> None:
 
 def check_llm(w: World, args: Args, res: Result) -> None:
     """LLM decomposer on a tiny Llama: loading on the device, greedy determinism, scripted JSON end to end."""
-    import re
-
-    import torch
+    from tiny_models import scripted_output
 
     from poser_env.llm import LLMDecomposer
     from poser_env.parser import parse
@@ -711,22 +709,9 @@ def check_llm(w: World, args: Args, res: Result) -> None:
             # scripted logits: generate -> decode -> extract -> validate on the device
             answer = '{"include":[{"class":"clock","count":2,"color":"red"},{"class":"dog","count":1,"color":"blue"}]}'
             scripted = LLMDecomposer(folder, device=args.device, dtype=dt, max_new_tokens=64, cache_size=0).load()
-            tok = scripted._tokenizer
-            script = [*tok.convert_tokens_to_ids(re.findall(r"\w+|[^\w\s]", answer)), tok.eos_token_id]
-            step = {"n": 0}
-
-            def hook(_mod: Any, _inp: Any, out: Any) -> Any:
-                new = torch.full_like(out, -1e4)
-                new[:, -1, script[min(step["n"], len(script) - 1)]] = 0.0
-                step["n"] += 1
-                return new
-
-            handle = scripted._model.get_output_embeddings().register_forward_hook(hook)
-            try:
-                p2 = "two red clocks and a blue dog"
+            p2 = "two red clocks and a blue dog"
+            with scripted_output(scripted, answer):
                 s2 = scripted.parse(p2)
-            finally:
-                handle.remove()
             want = Spec(entities=(Entity("clock", 2, "red"), Entity("dog", 1, "blue")), prompt=p2)
             res.expect(scripted.last_output == answer and s2 == want,
                        f"{dt}: scripted JSON did not round-trip: {scripted.last_output!r}")
