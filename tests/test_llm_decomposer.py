@@ -286,3 +286,8 @@ def test_tiny_llama_writes_scripted_json(llama_folder):
     assert dec.last_output == answer
     assert dec.last_fallback_reason is None and spec.metadata["decomposer"] == "llm"
     assert spec == Spec(entities=(Entity("clock", 2, "red"), Entity("dog", 1, "blue")), prompt=prompt)
+    # the hook is gone after the block, and a word outside the tiny vocabulary is refused by name
+    assert not dec._model.get_output_embeddings()._forward_hooks
+    with pytest.raises(ValueError, match="answer='xylophonist' has a token outside the tiny vocabulary"), \
+            scripted_output(dec, "xylophonist"):
+        pass
