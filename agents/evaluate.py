@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.policies import Policy
-from poser_env.spec import GENEVAL_TAGS, Spec
+from poser_env.core.spec import GENEVAL_TAGS, Spec
 
 __all__ = ["EpisodeResult", "MethodSummary", "ci95", "evaluate", "paired_difference", "run_episode", "summarize",
            "summary_table"]

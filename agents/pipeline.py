@@ -14,7 +14,7 @@ import gymnasium as gym
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
 from agents.policies import Policy, SB3Policy, make_baseline
-from poser_env.spec import Spec, read_geneval_jsonl
+from poser_env.core.spec import Spec, read_geneval_jsonl
 
 __all__ = [
     "MAIN_ENV_KWARGS",

@@ -16,7 +16,7 @@ __all__ = ["plot_expert_heatmap", "plot_learning_curves", "plot_tag_bars", "writ
 
 
 def _plt() -> Any:
-    from poser_env._optional import require
+    from poser_env.core.optional import require
 
     mpl = require("matplotlib", "rl")
     mpl.use("Agg")

@@ -36,9 +36,9 @@ from typing import Any, Literal, Unpack
 
 import numpy as np
 
-from critic._hf import HFModel, HFOptions, ModelLoadError
-from critic.feedback import Critic, Feedback, Holds, Verdict
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Assertion, Spec
+from poser_env.core.feedback import Critic, Feedback, Holds, Verdict
+from poser_env.core.hf import HFModel, HFOptions, ModelLoadError
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Assertion, Spec
 
 __all__ = ["OPPOSITE_RELATIONS", "CLIPCritic", "alternatives"]
 
@@ -60,7 +60,7 @@ def _swap_tail(text: str, value: str, options: tuple[str, ...]) -> list[str]:
 
 def alternatives(assertion: Assertion, spec: Spec) -> list[str]:
     """Statements that contradict ``assertion`` (see the module docstring), possibly empty."""
-    from poser_env.text import plural
+    from poser_env.core.text import plural
 
     a, kind = assertion, assertion.kind
     if kind in ("color", "pattern", "size", "background", "style") and a.value is not None:
@@ -105,7 +105,7 @@ class CLIPCritic(HFModel, Critic):
         model: Local folder or hub id of a CLIP-style model (``AutoModel`` + ``AutoProcessor``).
         **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
             ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
-            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
+            the network, default True), ``trust_remote_code`` (default False); see :class:`poser_env.core.hf.HFModel`.
         calibration: ``"contrast"`` (default) or ``"logistic"`` (see the module docstring).
         center: Cosine mapped to confidence 0.5 by the logistic calibration and the alignment, in [-1, 1].
         scale: Cosine width of the logistic, > 0.
@@ -171,7 +171,7 @@ class CLIPCritic(HFModel, Critic):
         import torch
         from PIL import Image
 
-        from experts.base import check_image
+        from poser_env.core.image import check_image
 
         check_image(image)
         self.load()

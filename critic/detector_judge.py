@@ -1,9 +1,9 @@
 """A real-image judge: GenEval-style rules over an open-vocabulary detector (OWLv2) from ``transformers``.
 
-:class:`DetectorJudge` scores a generated image against a :class:`~poser_env.spec.Spec` the way GenEval
+:class:`DetectorJudge` scores a generated image against a :class:`~poser_env.core.spec.Spec` the way GenEval
 does, but with models that ``transformers`` can load:
 
-1. **Detect.** The spec's nouns (:attr:`poser_env.spec.Spec.nouns`) are the text queries of an OWLv2
+1. **Detect.** The spec's nouns (:attr:`poser_env.core.spec.Spec.nouns`) are the text queries of an OWLv2
    (or OWL-ViT) open-vocabulary detector, each as ``query_template`` (default ``"a photo of a {noun}"``).
    The raw output goes through the processor's ``post_process_grounded_object_detection`` (boxes in
    pixels), keeping boxes scored above ``min_score`` (default 0.1). OWLv2 pads images to a square at the
@@ -12,7 +12,7 @@ does, but with models that ``transformers`` can load:
    per image patch, so many boxes cover the same object: a greedy per-noun non-maximum suppression drops
    a box whose IoU with a better-scored box of the same noun is at least ``nms_threshold`` (default 0.5;
    1.0 turns it off, which is GenEval's own default for Mask2Former). At most 16 boxes per noun are kept.
-2. **Colour.** Each box gets one of ``colors`` (default GenEval's ten, :data:`poser_env.spec.GENEVAL_COLORS`):
+2. **Colour.** Each box gets one of ``colors`` (default GenEval's ten, :data:`poser_env.core.spec.GENEVAL_COLORS`):
 
    * pixel method (default): the central ``center_fraction`` (default 0.5) of the box, in each axis, is
      converted from sRGB to CIELAB (D65); the per-channel median Lab colour is compared with the Lab value
@@ -23,7 +23,7 @@ does, but with models that ``transformers`` can load:
      the text embeddings of ``"a photo of a {color} {noun}"``, ``"a photo of a {color}-colored {noun}"``
      and ``"a photo of a {color} object"`` are L2-normalised, averaged per colour and normalised again;
      the box crop's image embedding picks the colour of highest cosine.
-3. **Rules.** The detections go to :func:`critic.rules.evaluate` - the very rules the SceneSim judge uses -
+3. **Rules.** The detections go to :func:`poser_env.core.rules.evaluate` - the very rules the SceneSim judge uses -
    with GenEval's thresholds (score > 0.3; > 0.9 for the ``counting`` tag) unless ``threshold`` is set.
 
 How it differs from the official GenEval judge (``djghosh13/geneval``), stated plainly:
@@ -61,10 +61,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from critic.feedback import Critic, CriticError, Detection, Feedback
-from critic.rules import MAX_PER_CLASS, evaluate
 from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
-from poser_env.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
+from poser_env.core.feedback import Critic, CriticError, Detection, Feedback
+from poser_env.core.rules import MAX_PER_CLASS, evaluate
+from poser_env.core.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
 __all__ = [
     "CLIP_COLOR_TEMPLATES",
@@ -127,7 +127,7 @@ def classify_color(
     Args:
         image: HxWx3 uint8.
         box: ``(x1, y1, x2, y2)`` in pixels, y down (clipped to the image).
-        colors: Candidate names, a subset of :data:`poser_env.spec.COLORS` (default GenEval's ten).
+        colors: Candidate names, a subset of :data:`poser_env.core.spec.COLORS` (default GenEval's ten).
         center_fraction: Fraction in (0, 1] of the box's width and height, centred, whose pixels are used
             (at least one pixel).
 
@@ -180,7 +180,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 class DetectorJudge(Critic):
-    """GenEval-style judge of real images: OWLv2 detections + colour classification + :func:`critic.rules.evaluate`.
+    """GenEval-style judge of real images: OWLv2 detections + colour classification + :func:`poser_env.core.rules.evaluate`.
 
     ``judge(image, spec) -> Feedback``: one verdict per ``spec.assertions()`` (background/style ``"unknown"``),
     ``alignment`` the fraction of the judged (not ``"unknown"``) verdicts that hold (in [0, 1]; 1.0 if none), ``fidelity``/``aesthetics`` 1.0 (not measured,
@@ -198,7 +198,7 @@ class DetectorJudge(Critic):
         trust_remote_code: Allow custom model code from the hub (default False).
         clip_model: Folder or hub id of a CLIP model for GenEval's zero-shot colour classification, or None
             (default) for the pixel method. Loaded lazily with the same device, dtype and flags.
-        colors: Colour names a box can get, a subset of :data:`poser_env.spec.COLORS` (default GenEval's ten).
+        colors: Colour names a box can get, a subset of :data:`poser_env.core.spec.COLORS` (default GenEval's ten).
         threshold: Score a detection must exceed to count, in [0, 1], or None (default) for GenEval's 0.3
             (0.9 for the ``counting`` tag).
         min_score: Boxes at or below this score (in [0, 1)) are dropped in post-processing (default 0.1).
@@ -269,7 +269,7 @@ class DetectorJudge(Critic):
 
     # ------------------------------------------------------------------ loading
     def _from_pretrained(self, model_id: str, role: str, model_class: str) -> tuple[Any, Any]:
-        from poser_env._optional import require
+        from poser_env.core.optional import require
 
         require("torch", "diffusers")
         transformers = require("transformers", "diffusers")
@@ -339,7 +339,7 @@ class DetectorJudge(Critic):
     def detections_from_boxes(
         self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, nouns: Sequence[str]
     ) -> tuple[Detection, ...]:
-        """Post-processed detector output -> :class:`~critic.feedback.Detection` with colours.
+        """Post-processed detector output -> :class:`~poser_env.core.feedback.Detection` with colours.
 
         Clips boxes to the image, drops non-finite scores/boxes and boxes under 1 px in a side, runs per-noun
         NMS, keeps at most 16 per noun, classifies colours. Order: by noun (``nouns`` order), best score first.

@@ -16,7 +16,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from critic.feedback import Critic
+from critic.clip import CLIPCritic
+from critic.scene import SceneCritic
+from critic.vlm import VLMCritic
+from poser_env.core.feedback import Critic
 
 __all__ = ["CRITIC_FORMS", "MODEL_KWARGS", "make_critic"]
 
@@ -39,8 +42,6 @@ def make_critic(name: str, **kwargs: Any) -> Critic:
     key = name.strip()
     head, sep, model = key.partition(":")
     if key == "scene":
-        from critic.scene import SceneCritic
-
         return SceneCritic(**{k: v for k, v in kwargs.items() if k not in MODEL_KWARGS})
     if sep and head in ("vlm", "clip"):
         if not model.strip():
@@ -49,11 +50,7 @@ def make_critic(name: str, **kwargs: Any) -> Critic:
                 f"'{head}:{'/models/llava-1.5-7b-hf' if head == 'vlm' else 'openai/clip-vit-large-patch14'}'."
             )
         if head == "vlm":
-            from critic.vlm import VLMCritic
-
             return VLMCritic(model.strip(), **kwargs)
-        from critic.clip import CLIPCritic
-
         return CLIPCritic(model.strip(), **kwargs)
     guess = difflib.get_close_matches(head.lower(), _PREFIXES, n=1, cutoff=0.5)
     hint = ""

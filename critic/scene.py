@@ -19,7 +19,7 @@
    queried with the prompt's nouns): the label is the best intersection over union, the score rises with
    that IoU, its margin over the runner-up noun and the blob's colour purity (noise blobs and nouns the
    prompt does not mention score low and are dropped by the rules' 0.3 threshold);
-5. applies :func:`critic.rules.evaluate` (the judge's rules) to the detections, then replaces the rules'
+5. applies :func:`poser_env.core.rules.evaluate` (the judge's rules) to the detections, then replaces the rules'
    confidences with calibrated ones from the measured margins.
 
 Fidelity comes from the estimated pixel noise and the area of noise blobs; aesthetics from composition
@@ -38,10 +38,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from critic.feedback import Critic, Detection, Feedback, Holds, Verdict
-from critic.rules import COUNTING_THRESHOLD, SCORE_THRESHOLD, evaluate, size_of_box
-from experts.sim.glyphs import descriptor, match_scores, template
-from experts.sim.render import (
+from poser_env.core.appearance.glyphs import descriptor, match_scores, template
+from poser_env.core.appearance.palette import (
     background_image,
     block_size,
     outline_color,
@@ -49,9 +47,11 @@ from experts.sim.render import (
     pattern_scale,
     tone_table,
 )
-from experts.sim.scene import SIZE_FRACTION
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Spec
-from poser_env.text import plural, stable_hash
+from poser_env.core.feedback import Critic, Detection, Feedback, Holds, Verdict
+from poser_env.core.geometry import SIZE_FRACTION, size_of_box
+from poser_env.core.rules import COUNTING_THRESHOLD, SCORE_THRESHOLD, assign_groups, evaluate
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Spec
+from poser_env.core.text import plural, stable_hash
 
 __all__ = ["Blob", "SceneCritic", "rgb_to_lab"]
 
@@ -606,8 +606,6 @@ class SceneCritic(Critic):
     @staticmethod
     def _groups(spec: Spec, dets: Sequence[Detection], W: int, H: int) -> list[list[int]]:
         """Indices into ``dets`` of the detections the rules count for each entity group."""
-        from critic.rules import assign_groups
-
         thr = COUNTING_THRESHOLD if spec.tag == "counting" else SCORE_THRESHOLD
         groups = assign_groups(spec, dets, threshold=thr, width=W, height=H)
         ids = {id(d): i for i, d in enumerate(dets)}

@@ -15,7 +15,7 @@ The verdict is ``"unknown"`` (confidence 0.5, with the reason) - never an invent
 tokenizer has no single-token yes or no, the logits are not finite, or ``P(yes) + P(no)`` is below
 ``min_yes_no_mass`` (the model is not answering yes/no at all).
 
-Scores: ``alignment`` is the mean verdict confidence (:meth:`critic.feedback.Feedback.alignment_of`,
+Scores: ``alignment`` is the mean verdict confidence (:meth:`poser_env.core.feedback.Feedback.alignment_of`,
 unknowns count 0.5). ``fidelity`` and ``aesthetics`` are the confidences of one extra yes/no question each
 (``fidelity_question``, ``aesthetics_question``); pass None to skip one, and it is reported as 1.0 ("not
 measured", ``metadata["fidelity_measured"] = False``). An unknown answer to them gives 0.5.
@@ -34,7 +34,8 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from critic._hf import (
+from poser_env.core.feedback import Critic, CriticError, Feedback, Holds, Verdict
+from poser_env.core.hf import (
     HFModel,
     HFOptions,
     ModelLoadError,
@@ -44,8 +45,7 @@ from critic._hf import (
     fetch_hint,
     resolve_dtype,
 )
-from critic.feedback import Critic, CriticError, Feedback, Holds, Verdict
-from poser_env.spec import Assertion, Spec
+from poser_env.core.spec import Assertion, Spec
 
 __all__ = [
     "DEFAULT_AESTHETICS_QUESTION",
@@ -65,7 +65,7 @@ __all__ = [
     "yes_no_token_ids",
 ]
 
-#: Question asked per assertion; ``{statement}`` is :attr:`poser_env.spec.Assertion.text`.
+#: Question asked per assertion; ``{statement}`` is :attr:`poser_env.core.spec.Assertion.text`.
 DEFAULT_QUESTION_TEMPLATE = "Is it true that {statement}? Answer yes or no."
 DEFAULT_FIDELITY_QUESTION = "Is this image free of visual artifacts and distortions? Answer yes or no."
 DEFAULT_AESTHETICS_QUESTION = "Is this image well composed and pleasing to look at? Answer yes or no."
@@ -134,7 +134,7 @@ class VLMCritic(HFModel, Critic):
         model: Local folder (saved with ``save_pretrained``) or hub id of an image-text-to-text model.
         **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
             ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
-            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
+            the network, default True), ``trust_remote_code`` (default False); see :class:`poser_env.core.hf.HFModel`.
         batch_size: Questions per forward pass, >= 1 (default 8).
         question_template: Question per assertion; must contain ``{statement}``.
         fidelity_question: Extra yes/no question scored as fidelity, or None (fidelity reported as 1.0).
@@ -247,7 +247,7 @@ class VLMCritic(HFModel, Critic):
         import torch
         from PIL import Image
 
-        from experts.base import check_image
+        from poser_env.core.image import check_image
 
         check_image(image)
         self.load()

@@ -2,7 +2,7 @@
 
 ``EXPERTS`` holds every SceneSim expert of ``experts/sim/cards.toml`` (behaviour numbers in ``kwargs``,
 descriptive facts in ``card``); third parties add theirs through the ``image_poser.experts`` entry-point
-group or :meth:`poser_env.registry.Registry.load_toml`. Building is cheap: nothing heavy happens until an
+group or :meth:`poser_env.core.registry.Registry.load_toml`. Building is cheap: nothing heavy happens until an
 expert's first call.
 
 Example::
@@ -18,8 +18,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from experts.base import Expert
-from poser_env.registry import Registry, RegistryError, import_target
+from experts.sim.experts import SimExpert, SimProfile
+from poser_env.core.expert import Expert
+from poser_env.core.registry import Registry, RegistryError, import_target
 
 __all__ = [
     "CARDS_PATH",
@@ -43,8 +44,6 @@ SIM_EXPERT_NAMES: tuple[str, ...] = tuple(EXPERTS.load_toml(CARDS_PATH))
 
 
 def _is_sim(target: str) -> bool:
-    from experts.sim.experts import SimExpert
-
     obj = import_target(target)
     return isinstance(obj, type) and issubclass(obj, SimExpert)
 
@@ -95,8 +94,6 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
         ("attr. leakage", "attribute_leakage"), ("edit acc.", "edit_accuracy"), ("artifacts", "artifacts"),
         ("fidelity", "fidelity"), ("aesthetic", "card.aesthetic"), ("summary", "card.summary"),
     ]
-    from experts.sim.experts import SimProfile
-
     rows = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for n in names:
         e = EXPERTS.entry(n)

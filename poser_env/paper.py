@@ -7,7 +7,7 @@ from typing import Any, SupportsFloat
 import numpy as np
 from gymnasium import spaces
 
-from critic.feedback import Feedback
+from poser_env.core.feedback import Feedback
 from poser_env.env import EnvConfigError, ImagePoserEnv
 
 __all__ = ["ImagePoserPaperEnv"]

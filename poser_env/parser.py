@@ -1,4 +1,4 @@
-"""Rule-based prompt parser: English prompt -> :class:`poser_env.spec.Spec`, command text -> ParsedCommand.
+"""Rule-based prompt parser: English prompt -> :class:`poser_env.core.spec.Spec`, command text -> ParsedCommand.
 
 Dependency-free and deterministic. It reads:
 
@@ -9,11 +9,11 @@ Dependency-free and deterministic. It reads:
 * **nouns**: any noun, multi-word nouns ("teddy bear", "fire hydrant", "hair drier"), regular and
   irregular plurals (the spec holds the singular). A colour word that ends a noun phrase is the noun
   ("an orange", "a yellow orange").
-* **attributes**: colours (:data:`poser_env.spec.COLORS`; "grey" -> gray, "light blue" -> blue),
+* **attributes**: colours (:data:`poser_env.core.spec.COLORS`; "grey" -> gray, "light blue" -> blue),
   patterns (striped/stripes, dotted/polka-dot/spotted, checkered/plaid/tartan ...; "with stripes"),
   sizes (small/tiny/little, medium, large/big/huge); before the noun or as a predicate
   ("the cups are blue and striped").
-* **relations** and their variants, mapped to :data:`poser_env.spec.RELATIONS`: "to the left of",
+* **relations** and their variants, mapped to :data:`poser_env.core.spec.RELATIONS`: "to the left of",
   "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below"/"beneath"
   -> ``below``; "under"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
   "next to"/"beside"/"near"/"alongside" -> ``next to``. Relations the spec cannot hold ("in front of",
@@ -21,18 +21,18 @@ Dependency-free and deterministic. It reads:
   give one relation per link.
 * **conjunctions, several sentences and simple coreference**: "it" (nearest single group), "they"/"them"
   (nearest plural group), "the cups" (nearest group with that noun, else a new group).
-* **background** (:data:`poser_env.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
+* **background** (:data:`poser_env.core.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
   "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
-  **style** (:data:`poser_env.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
+  **style** (:data:`poser_env.core.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
   "photorealistic"/"a photograph of"). GenEval's framing "a photo of" is neutral: it sets no style.
 * **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat".
 
 GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks) get GenEval's tag;
 other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
 
-Command texts (see :mod:`poser_env.commands`) are read by :func:`parse_command_text`. Ordinals ("the
+Command texts (see :mod:`poser_env.core.commands`) are read by :func:`parse_command_text`. Ordinals ("the
 second clock") count objects of that noun **from left to right** (by box centre x), 0-based in
-:attr:`poser_env.commands.ParsedCommand.index`; "the last clock" gives index -1.
+:attr:`poser_env.core.commands.ParsedCommand.index`; "the last clock" gives index -1.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from poser_env.commands import CommandError, ParsedCommand, split_op
-from poser_env.spec import (
+from poser_env.core.commands import CommandError, ParsedCommand, split_op
+from poser_env.core.spec import (
     BACKGROUNDS,
     COLORS,
     PATTERNS,
@@ -55,7 +55,7 @@ from poser_env.spec import (
     Spec,
     SpecError,
 )
-from poser_env.text import singular
+from poser_env.core.text import singular
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -796,7 +796,7 @@ def _check_text(arg: str, text: object, example: str) -> str:
 
 
 def parse(prompt: str) -> Spec:
-    """Parse an English prompt into a :class:`~poser_env.spec.Spec` (see the module docstring).
+    """Parse an English prompt into a :class:`~poser_env.core.spec.Spec` (see the module docstring).
 
     Args:
         prompt: The prompt, 1 to :data:`MAX_PROMPT_CHARS` characters, naming at least one object or a
@@ -888,7 +888,7 @@ def _edit_spec(noun: str | None, count: int | None, **attrs: str | None) -> Spec
 
 
 def parse_command_text(text: str) -> ParsedCommand:
-    """Parse a command text ``"<op>: <instruction>"`` (grammar in :mod:`poser_env.commands`).
+    """Parse a command text ``"<op>: <instruction>"`` (grammar in :mod:`poser_env.core.commands`).
 
     Ordinals count objects of the noun from left to right, 0-based ("the second clock" -> index 1,
     "the last clock" -> -1). A text without a known op prefix is a ``generate``.

@@ -1,6 +1,6 @@
 """Reflective planner: spec -> ordered commands, revised from the critic's feedback after every step.
 
-A :class:`Plan` is an immutable checklist of :class:`~poser_env.commands.Command` objects, each linked
+A :class:`Plan` is an immutable checklist of :class:`~poser_env.core.commands.Command` objects, each linked
 (``assertion_ids``) to the spec assertions it serves:
 
 1. ``generate`` the base scene: the whole prompt for small specs, a core description (the first
@@ -10,7 +10,7 @@ A :class:`Plan` is an immutable checklist of :class:`~poser_env.commands.Command
 4. ``background`` and ``restyle``; 5. optionally ``refine``.
 
 Commands whose assertions already hold are popped without running, so after a good ``generate`` most
-fixes vanish. :meth:`Planner.revise` reads a :class:`~critic.feedback.Feedback`:
+fixes vanish. :meth:`Planner.revise` reads a :class:`~poser_env.core.feedback.Feedback`:
 
 * the command that just ran is *done* when the assertions it alone serves hold; otherwise it is
   rewritten from the verdicts and detections ("recolor: make the second clock blue", "remove: one
@@ -33,10 +33,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from critic.feedback import Detection, Feedback
-from poser_env.commands import Command
-from poser_env.spec import Assertion, Entity, Spec
-from poser_env.text import noun_phrase, number_word, plural
+from poser_env.core.commands import Command
+from poser_env.core.feedback import Detection, Feedback
+from poser_env.core.spec import Assertion, Entity, Spec
+from poser_env.core.text import noun_phrase, number_word, plural
 
 __all__ = ["Plan", "PlanError", "Planner"]
 
@@ -152,11 +152,11 @@ class Planner:
         """The initial plan for ``spec`` (see the module docstring for the order of commands).
 
         Raises:
-            PlanError: ``spec`` is not a :class:`~poser_env.spec.Spec`.
+            PlanError: ``spec`` is not a :class:`~poser_env.core.spec.Spec`.
         """
         if not isinstance(spec, Spec):
             raise PlanError(
-                f"spec={spec!r} is a {type(spec).__name__}, not a poser_env.spec.Spec; parse the prompt first "
+                f"spec={spec!r} is a {type(spec).__name__}, not a poser_env.core.spec.Spec; parse the prompt first "
                 "(poser_env.parser.parse(prompt))."
             )
         asserts = spec.assertions()
@@ -225,7 +225,7 @@ class Planner:
             raise PlanError(f"plan={plan!r} is a {type(plan).__name__}, not a Plan; make one with Planner.plan(spec).")
         if not isinstance(feedback, Feedback):
             raise PlanError(
-                f"feedback={feedback!r} is a {type(feedback).__name__}, not a critic.feedback.Feedback; pass the "
+                f"feedback={feedback!r} is a {type(feedback).__name__}, not a poser_env.core.feedback.Feedback; pass the "
                 "critic's output for the latest image."
             )
         spec = plan.spec

@@ -1,6 +1,6 @@
 """The project's own prompt generators: GenEval-style prompts and long compositional prompts.
 
-Both produce :class:`~poser_env.spec.Spec` objects carrying the ground truth (``spec.prompt`` is the text) and
+Both produce :class:`~poser_env.core.spec.Spec` objects carrying the ground truth (``spec.prompt`` is the text) and
 can be written as GenEval-format JSONL (:func:`write_jsonl`; long prompts use the extended form of
 :meth:`Spec.to_geneval`).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poser_env.spec import (
+from poser_env.core.spec import (
     BACKGROUNDS,
     GENEVAL_COLORS,
     GENEVAL_RELATIONS,
@@ -42,7 +42,7 @@ from poser_env.spec import (
     Relation,
     Spec,
 )
-from poser_env.text import noun_phrase, number_word, plural, singular, stable_hash
+from poser_env.core.text import noun_phrase, number_word, plural, singular, stable_hash
 
 __all__ = [
     "COCO_NOUNS",
@@ -317,7 +317,7 @@ def write_jsonl(path: str | Path, specs: Iterable[Spec]) -> int:
     items = list(specs)
     for s in items:
         if not isinstance(s, Spec):
-            raise ValueError(f"specs must hold poser_env.spec.Spec objects, got {type(s).__name__}.")
+            raise ValueError(f"specs must hold poser_env.core.spec.Spec objects, got {type(s).__name__}.")
     with open(path, "w", encoding="utf-8") as fh:
         for s in items:
             fh.write(json.dumps(s.to_geneval(), sort_keys=True) + "\n")

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from critic.feedback import Feedback
-from poser_env.spec import Spec
+from poser_env.core.feedback import Feedback
+from poser_env.core.spec import Spec
 
 __all__ = ["contact_sheet", "render_frame", "save_gif"]
 

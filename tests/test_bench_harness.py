@@ -10,7 +10,7 @@ detections, some passing and some failing exactly at GenEval's boundaries:
 * the ``0.1 * (extent_A + extent_B)`` margin eating a 15 px offset between 100 px boxes;
 * the 1e-3 dead zone (shrunk offset 0.0008 px: no relation, although the normalised dx would be -0.89).
 
-Per-image pass comes from :func:`critic.rules.evaluate`; the scores from :func:`critic.judge.geneval_overall`,
+Per-image pass comes from :func:`poser_env.core.rules.evaluate`; the scores from :func:`experts.sim.judge.geneval_overall`,
 from :func:`agents.evaluate.summarize` over :class:`agents.evaluate.EpisodeResult` rows (what ``poser bench``
 aggregates) and from :func:`agents.bench.bench_json`. Every expected number is written by hand below.
 """
@@ -26,10 +26,11 @@ import pytest
 
 from agents.bench import bench_json, bench_markdown, load_bench_prompts
 from agents.evaluate import EpisodeResult, summarize
-from critic.feedback import Detection
-from critic.judge import geneval_overall
-from critic.rules import evaluate, geneval_relations
-from poser_env.spec import GENEVAL_TAGS, Spec
+from experts.sim.judge import geneval_overall
+from poser_env.core.feedback import Detection
+from poser_env.core.geometry import geneval_relations
+from poser_env.core.rules import evaluate
+from poser_env.core.spec import GENEVAL_TAGS, Spec
 
 W = H = 512
 

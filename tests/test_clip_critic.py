@@ -15,10 +15,10 @@ import torch
 from tiny_models import save_tiny_clip, save_tiny_llama
 
 from critic.clip import CLIPCritic, alternatives
-from critic.feedback import Feedback
 from critic.vlm import ModelLoadError
-from poser_env._optional import MissingExtraError
-from poser_env.spec import COLORS, Entity, Exclusion, Relation, Spec
+from poser_env.core.feedback import Feedback
+from poser_env.core.optional import MissingExtraError
+from poser_env.core.spec import COLORS, Entity, Exclusion, Relation, Spec
 
 SPEC = Spec(
     entities=(Entity("dog", 1, "red"), Entity("clock", 2, pattern="striped", size="large")),

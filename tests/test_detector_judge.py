@@ -22,9 +22,9 @@ from critic.detector_judge import (
     nms,
     srgb_to_lab,
 )
-from critic.feedback import Feedback
 from critic.vlm import ModelLoadError
-from poser_env.spec import COLORS, GENEVAL_COLORS, Entity, Exclusion, Relation, Spec
+from poser_env.core.feedback import Feedback
+from poser_env.core.spec import COLORS, GENEVAL_COLORS, Entity, Exclusion, Relation, Spec
 from tests.tiny_models import save_tiny_clip, save_tiny_owlv2
 
 
@@ -292,7 +292,7 @@ def test_bad_model_id_and_inputs(owl_dir: Path) -> None:
     with pytest.raises(ValueError, match="model=''"):
         DetectorJudge("")
     judge = DetectorJudge(owl_dir)
-    with pytest.raises(ValueError, match=r"spec must be a poser_env\.spec\.Spec"):
+    with pytest.raises(ValueError, match=r"spec must be a poser_env\.core\.spec\.Spec"):
         judge(np.zeros((8, 8, 3), np.uint8), "a dog")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         judge(np.zeros((8, 8), np.uint8), _spec())

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from critic.feedback import Detection
-from experts.base import Expert, ExpertError, ExpertOutput
 from experts.diffusers import BatchedExpert, ExpertRequest, as_request, batch_call, load_diffusers_experts
+from poser_env.core.expert import Expert, ExpertError, ExpertOutput
+from poser_env.core.feedback import Detection
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry

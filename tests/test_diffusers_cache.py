@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from critic.feedback import Detection
-from experts.base import Expert, ExpertOutput
 from experts.diffusers.cache import CachedExpert, OutputCache, cache_key
+from poser_env.core.expert import Expert, ExpertOutput
+from poser_env.core.feedback import Detection
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -14,8 +14,6 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from critic.feedback import Detection
-from experts.base import ExpertError
 from experts.diffusers import (
     DiffusersExpert,
     ResidencyManager,
@@ -23,7 +21,9 @@ from experts.diffusers import (
     load_diffusers_experts,
     target_mask,
 )
-from poser_env.registry import RegistryError
+from poser_env.core.expert import ExpertError
+from poser_env.core.feedback import Detection
+from poser_env.core.registry import RegistryError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from experts.base import ExpertError
 from experts.diffusers import PipelineSpec, ResidencyManager
 from experts.diffusers.residency import check_device, check_dtype, is_oom, module_bytes
+from poser_env.core.expert import ExpertError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_diffusers import save_tiny_pipelines, torch_threads

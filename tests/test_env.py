@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import poser_env
-from critic.feedback import Critic, Feedback
-from experts.base import Expert, ExpertError, ExpertOutput
 from experts.registry import make_expert
 from poser_env.conformance import check_conformance
+from poser_env.core.expert import Expert, ExpertError, ExpertOutput
+from poser_env.core.feedback import Critic, Feedback
+from poser_env.core.spec import Entity, Spec
 from poser_env.env import EnvConfigError, ImagePoserEnv
-from poser_env.spec import Entity, Spec
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_reset_with_prompt_string_and_spec():
 
 
 def test_prompt_source_jsonl_and_splits(tmp_path):
-    from poser_env.spec import write_geneval_jsonl
+    from poser_env.core.spec import write_geneval_jsonl
 
     specs = [Spec(entities=(Entity("kite", 1, color="red"),), prompt="a photo of a red kite", tag="colors")]
     path = tmp_path / "p.jsonl"
@@ -124,7 +124,7 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 
 
 def test_unknown_expert_name_suggests_close_match():
-    from poser_env.registry import RegistryError
+    from poser_env.core.registry import RegistryError
 
     with pytest.raises(RegistryError, match="Did you mean"):
         make(experts=["sim/skech"]).reset(seed=0)

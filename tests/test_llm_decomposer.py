@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from poser_env._optional import MissingExtraError
+from poser_env.core.optional import MissingExtraError
+from poser_env.core.spec import Entity, Exclusion, Relation, Spec, SpecError
 from poser_env.llm import SYSTEM_PROMPT, LLMDecomposer, LLMOutputError, extract_json_object, spec_from_llm_text
-from poser_env.spec import Entity, Exclusion, Relation, Spec, SpecError
 
 PROMPT = "two red clocks left of a blue dog"
 GOOD = {
@@ -185,7 +185,7 @@ def test_plan_revise_and_fallback_delegate_to_rules():
 
 def test_plan_with_rule_decomposer_and_protocol():
     pytest.importorskip("poser_env.decomposer")
-    from poser_env.commands import Command
+    from poser_env.core.commands import Command
     from poser_env.decomposer import Decomposer, RuleDecomposer, make_decomposer
 
     dec = LLMDecomposer("unused/model")

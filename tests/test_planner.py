@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from critic.feedback import Detection, Feedback, Holds, Verdict
-from poser_env.commands import Command
+from poser_env.core.commands import Command
+from poser_env.core.feedback import Detection, Feedback, Holds, Verdict
+from poser_env.core.spec import Spec
 from poser_env.decomposer import Decomposer, RuleDecomposer, make_decomposer
 from poser_env.parser import parse, parse_command_text
 from poser_env.planner import Plan, PlanError, Planner
-from poser_env.spec import Spec
 
 
 def fb(spec: Spec, holds: Mapping[str, Holds] | None = None, *, default: Holds = "yes",
@@ -263,7 +263,7 @@ def test_bad_core_entities() -> None:
 
 
 def test_plan_needs_a_spec() -> None:
-    with pytest.raises(PlanError, match=r"not a poser_env.spec.Spec; parse the prompt first"):
+    with pytest.raises(PlanError, match=r"not a poser_env.core.spec.Spec; parse the prompt first"):
         Planner().plan("a cat")  # type: ignore[arg-type]
 
 
@@ -272,7 +272,7 @@ def test_revise_needs_a_plan_and_feedback() -> None:
     plan = p.plan(parse("a cat"))
     with pytest.raises(PlanError, match=r"not a Plan; make one with Planner.plan"):
         p.revise([Command("generate", "generate: a cat")], fb(plan.spec))  # type: ignore[arg-type]
-    with pytest.raises(PlanError, match=r"not a critic.feedback.Feedback"):
+    with pytest.raises(PlanError, match=r"not a poser_env.core.feedback.Feedback"):
         p.revise(plan, {"e0.exists": "yes"})  # type: ignore[arg-type]
     with pytest.raises(PlanError, match=r"not a Plan"):
         p.current(None)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from poser_env.core.spec import GENEVAL_TAGS, read_geneval_jsonl
 from poser_env.prompts import (
     COCO_NOUNS,
     MAX_OBJECTS,
@@ -17,7 +18,6 @@ from poser_env.prompts import (
     split_of,
     write_jsonl,
 )
-from poser_env.spec import GENEVAL_TAGS, read_geneval_jsonl
 
 GENEVAL_FORMS = {
     "single_object": r"a photo of an? [a-z ]+",

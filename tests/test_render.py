@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from experts.sim.glyphs import descriptor, glyph, match_scores, template
-from experts.sim.render import PALETTE, background_image, pattern_mask, render
+from experts.sim.render import render
 from experts.sim.scene import Artifact, Scene, SceneObject
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES
+from poser_env.core.appearance.glyphs import descriptor, glyph, match_scores, template
+from poser_env.core.appearance.palette import PALETTE, background_image, pattern_mask
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,14 +1,15 @@
-"""GenEval rules (critic.rules) and the ground-truth judge (critic.judge) on hand-built scenes."""
+"""GenEval rules (poser_env.core.rules) and the ground-truth judge (experts.sim.judge) on hand-built scenes."""
 
 from __future__ import annotations
 
 import pytest
 
-from critic.feedback import Detection, Feedback, Verdict
-from critic.judge import SceneJudge, geneval_overall, is_pass, scene_fidelity
-from critic.rules import assign_groups, evaluate, geneval_relations, relation_holds, size_of_box
+from experts.sim.judge import SceneJudge, geneval_overall, is_pass, scene_fidelity
 from experts.sim.scene import Artifact, Scene, SceneObject
-from poser_env.spec import Entity, Exclusion, Relation, Spec
+from poser_env.core.feedback import Detection, Feedback, Verdict
+from poser_env.core.geometry import geneval_relations, relation_holds, relation_mask, size_of_box
+from poser_env.core.rules import assign_groups, evaluate
+from poser_env.core.spec import Entity, Exclusion, Relation, Spec
 
 
 def obj(noun: str, box: tuple[float, float, float, float], color: str = "red", pattern: str = "plain",
@@ -232,8 +233,7 @@ def test_is_pass_and_geneval_overall() -> None:
 def test_relation_mask_agrees_with_geneval_relations() -> None:
     import numpy as np
 
-    from critic.rules import relation_mask
-    from poser_env.spec import RELATIONS
+    from poser_env.core.spec import RELATIONS
 
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 100, size=(400, 2, 2))

@@ -7,12 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from critic.feedback import Feedback
-from critic.judge import SceneJudge
 from critic.scene import SceneCritic
+from experts.sim.judge import SceneJudge
 from experts.sim.render import render
-from experts.sim.scene import SIZE_FRACTION, Artifact, Scene, SceneObject
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Entity, Exclusion, Relation, Spec
+from experts.sim.scene import Artifact, Scene, SceneObject
+from poser_env.core.feedback import Feedback
+from poser_env.core.geometry import SIZE_FRACTION
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Entity, Exclusion, Relation, Spec
 
 CRITIC = SceneCritic()
 JUDGE = SceneJudge()

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from critic.judge import SceneJudge, is_pass
-from experts.base import Expert
 from experts.registry import (
     CARD_VERSION,
     CARDS_PATH,
@@ -24,9 +22,12 @@ from experts.registry import (
     model_card_table,
 )
 from experts.sim.experts import GAP, SimEditor, SimTextToImage
-from experts.sim.scene import SIZE_FRACTION, Artifact, Scene, SceneObject
+from experts.sim.judge import SceneJudge, is_pass
+from experts.sim.scene import Artifact, Scene, SceneObject
+from poser_env.core.expert import Expert
+from poser_env.core.geometry import SIZE_FRACTION
+from poser_env.core.registry import RegistryError
 from poser_env.parser import parse
-from poser_env.registry import RegistryError
 
 ROOT = Path(__file__).resolve().parents[1]
 judge = SceneJudge()

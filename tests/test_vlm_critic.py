@@ -15,15 +15,15 @@ import torch
 from tiny_models import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 
 from critic.factory import CRITIC_FORMS, make_critic
-from critic.feedback import CriticError, Feedback
 from critic.vlm import (
     ModelLoadError,
     VLMCritic,
     score_yes_no,
     yes_no_token_ids,
 )
-from poser_env._optional import MissingExtraError
-from poser_env.spec import Entity, Exclusion, Relation, Spec
+from poser_env.core.feedback import CriticError, Feedback
+from poser_env.core.optional import MissingExtraError
+from poser_env.core.spec import Entity, Exclusion, Relation, Spec
 
 # transformers' PaliGemma processor calls np.array(..., copy=False) on lists (numpy 2 deprecation noise)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -263,7 +263,7 @@ def test_no_chat_template_error(folders):
 def test_bad_inputs(critics):
     with pytest.raises(ValueError, match="image must have shape"):
         critics["llava"](IMAGE[..., :2], SPEC)
-    with pytest.raises(ValueError, match=r"spec must be a poser_env\.spec\.Spec"):
+    with pytest.raises(ValueError, match=r"spec must be a poser_env\.core\.spec\.Spec"):
         critics["llava"](IMAGE, "a dog")  # type: ignore[arg-type]
 
 

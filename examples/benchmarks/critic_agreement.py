@@ -8,7 +8,7 @@ Images come from the test prompt split (GenEval-style and long prompts):
   command for an editor not used yet (round robin), so every editor appears.
 
 For every image the pixel critic (:class:`critic.scene.SceneCritic`, pixels + spec only) and the judge
-(:class:`critic.judge.SceneJudge`, scene graph) give verdicts; we report agreement per assertion kind, per
+(:class:`experts.sim.judge.SceneJudge`, scene graph) give verdicts; we report agreement per assertion kind, per
 expert, a calibration table (critic confidence = P(holds) in bins vs how often the judge says it holds) and
 the critic's median time per image.
 
@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from critic.judge import SceneJudge
 from critic.scene import SceneCritic
 from experts.registry import default_expert_names, make_expert
+from experts.sim.judge import SceneJudge
+from poser_env.core.spec import Spec
 from poser_env.planner import Planner
 from poser_env.prompts import geneval_style, long_prompts
-from poser_env.spec import Spec
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Args:
 
 
 def _coverage_command(op: str, spec: Spec, rng: np.random.Generator) -> str:
-    from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES
+    from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES
 
     e = spec.entities[int(rng.integers(len(spec.entities)))]
     the = f"the {e.noun}"

@@ -528,8 +528,8 @@ def check_batching(w: World, args: Args, res: Result) -> None:
     """Batched vs sequential throughput, batched vs unbatched pixels, and BatchedExpert from threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from experts.base import ExpertOutput
     from experts.diffusers import BatchedExpert, batch_call
+    from poser_env.core.expert import ExpertOutput
 
     dev = args.device
     dt = "float16" if dev.startswith("cuda") else "float32"
@@ -686,9 +686,9 @@ def check_llm(w: World, args: Args, res: Result) -> None:
     """LLM decomposer on a tiny Llama: loading on the device, greedy determinism, scripted JSON end to end."""
     from tiny_models import scripted_output
 
+    from poser_env.core.spec import Entity, Spec
     from poser_env.llm import LLMDecomposer
     from poser_env.parser import parse
-    from poser_env.spec import Entity, Spec
 
     folder = w.model("llama")
     prompt = "two red clocks left of a blue dog"
@@ -732,7 +732,7 @@ def check_critics(w: World, args: Args, res: Result) -> None:
     from critic.clip import CLIPCritic
     from critic.detector_judge import DetectorJudge
     from critic.vlm import VLMCritic
-    from poser_env.spec import Entity, Exclusion, Relation, Spec
+    from poser_env.core.spec import Entity, Exclusion, Relation, Spec
 
     spec = Spec(entities=(Entity("dog", 1, "red"), Entity("teddy bear", 2)), relations=(Relation(0, "right of", 1),),
                 exclusions=(Exclusion("cat"),), background="sky",

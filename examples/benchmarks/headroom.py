@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from critic.feedback import Feedback
-from critic.judge import SceneJudge, geneval_overall, is_pass
-from experts.base import Expert, ExpertOutput
 from experts.registry import default_sim_experts
+from experts.sim.judge import SceneJudge, geneval_overall, is_pass
+from poser_env.core.expert import Expert, ExpertOutput
+from poser_env.core.feedback import Feedback
+from poser_env.core.spec import GENEVAL_TAGS, Spec
+from poser_env.core.text import stable_hash
 from poser_env.prompts import geneval_style, long_prompts
-from poser_env.spec import GENEVAL_TAGS, Spec
-from poser_env.text import stable_hash
 
 
 @dataclass(frozen=True)

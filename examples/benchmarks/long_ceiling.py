@@ -32,7 +32,7 @@ import poser_env  # noqa: F401
 from agents.evaluate import run_episode
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy
-from poser_env.spec import Spec
+from poser_env.core.spec import Spec
 
 
 class FixedWithRestart(FixedPipelinePolicy):

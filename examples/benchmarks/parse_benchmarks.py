@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from poser_env.core.spec import Spec
 from poser_env.parser import ParseError, parse
-from poser_env.spec import Spec
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "benchmarks"
 

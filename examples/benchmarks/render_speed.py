@@ -21,8 +21,9 @@ import numpy as np
 
 from critic.scene import SceneCritic
 from experts.sim.render import render
-from experts.sim.scene import SIZE_FRACTION, Artifact, Scene, SceneObject
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Entity, Relation, Spec
+from experts.sim.scene import Artifact, Scene, SceneObject
+from poser_env.core.geometry import SIZE_FRACTION
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Entity, Relation, Spec
 
 NOUNS = ("clock", "dog", "cat", "teddy bear", "car", "apple", "cup", "bench", "horse", "kite", "vase", "laptop")
 

@@ -1,7 +1,7 @@
 """Real experts: diffusers pipelines kept resident on an accelerator.
 
 - :class:`DiffusersExpert` - text-to-image, image-to-image, InstructPix2Pix and inpainting behind the
-  shared :class:`experts.base.Expert` contract (``expert(command, image, seed=...)``);
+  shared :class:`poser_env.core.expert.Expert` contract (``expert(command, image, seed=...)``);
 - :func:`load_diffusers_experts` - build them from a registry TOML (default: the packaged ``registry.toml``
   of common models with recommended settings, VRAM and cost estimates);
 - :class:`ResidencyManager` - pipelines stay on the device under a byte budget, LRU eviction, shared weights;

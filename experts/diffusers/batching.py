@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from experts.base import Expert, ExpertError, ExpertOutput
 from experts.diffusers.expert import ExpertRequest
+from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 
 if TYPE_CHECKING:
-    from critic.feedback import Detection
+    from poser_env.core.feedback import Detection
 
 __all__ = ["BatchedExpert", "ExpertRequest", "as_request", "batch_call"]
 
@@ -53,7 +53,7 @@ def batch_call(
     """Run ``requests`` on ``expert`` as few pipeline calls as possible; one result per request, in order.
 
     Args:
-        expert: Any :class:`~experts.base.Expert`; diffusers experts (anything with ``generate_many``) batch.
+        expert: Any :class:`~poser_env.core.expert.Expert`; diffusers experts (anything with ``generate_many``) batch.
         requests: ``ExpertRequest`` objects or ``(command, image, seed[, detections[, params]])`` tuples.
         return_exceptions: Return each request's :class:`ExpertError` in its slot instead of raising the first.
 
@@ -62,7 +62,7 @@ def batch_call(
         ExpertError: a request failed and ``return_exceptions`` is False.
     """
     if not isinstance(expert, Expert):
-        raise ValueError(f"expert={expert!r} must be an experts.base.Expert.")
+        raise ValueError(f"expert={expert!r} must be an poser_env.core.expert.Expert.")
     reqs = [as_request(r) for r in requests]
     many = getattr(expert, "generate_many", None)
     if callable(many):
@@ -95,7 +95,7 @@ class BatchedExpert(Expert):
 
     def __init__(self, expert: Expert, *, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
         if not isinstance(expert, Expert):
-            raise ValueError(f"expert={expert!r} must be an experts.base.Expert.")
+            raise ValueError(f"expert={expert!r} must be an poser_env.core.expert.Expert.")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch={max_batch!r} must be an int >= 1.")
         if isinstance(max_wait_s, bool) or not isinstance(max_wait_s, (int, float)) or not max_wait_s >= 0:

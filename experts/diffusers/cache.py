@@ -10,7 +10,7 @@ file in the same folder and are moved into place with ``os.replace`` (atomic: a 
 or the whole new one). Reads re-hash the payload; an entry that fails (truncated, edited, wrong shape) is
 deleted and reported as a miss, so the caller recomputes it.
 
-The cache needs no torch; :class:`CachedExpert` wraps any :class:`experts.base.Expert` (SceneSim too).
+The cache needs no torch; :class:`CachedExpert` wraps any :class:`poser_env.core.expert.Expert` (SceneSim too).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from experts.base import Expert, ExpertOutput, check_image
+from poser_env.core.expert import Expert, ExpertOutput
+from poser_env.core.image import check_image
 
 if TYPE_CHECKING:
-    from critic.feedback import Detection
+    from poser_env.core.feedback import Detection
 
 __all__ = ["CacheEntry", "CachedExpert", "OutputCache", "cache_key"]
 
@@ -219,7 +220,7 @@ class CachedExpert(Expert):
 
     def __init__(self, expert: Expert, cache: OutputCache | str | os.PathLike[str]) -> None:
         if not isinstance(expert, Expert):
-            raise ValueError(f"expert={expert!r} must be an experts.base.Expert.")
+            raise ValueError(f"expert={expert!r} must be an poser_env.core.expert.Expert.")
         self.expert = expert
         self.cache = cache if isinstance(cache, OutputCache) else OutputCache(cache)
         self.name = expert.name

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from experts.base import OPS, Expert, ExpertError, ExpertKind, ExpertOutput, validate_call
 from experts.diffusers.cache import OutputCache, cache_key
 from experts.diffusers.residency import (
     TASKS,
@@ -47,12 +46,13 @@ from experts.diffusers.residency import (
     check_dtype,
     is_oom,
 )
-from poser_env.commands import split_op
-from poser_env.registry import Registry, import_target
-from poser_env.text import plural, singular
+from poser_env.core.commands import OPS, split_op
+from poser_env.core.expert import Expert, ExpertError, ExpertKind, ExpertOutput, validate_call
+from poser_env.core.registry import Registry, import_target
+from poser_env.core.text import plural, singular
 
 if TYPE_CHECKING:
-    from critic.feedback import Detection
+    from poser_env.core.feedback import Detection
 
 __all__ = [
     "CALL_PARAMS",
@@ -176,7 +176,7 @@ class _Prepared:
 
 
 class DiffusersExpert(Expert):
-    """A diffusers pipeline behind the shared :class:`~experts.base.Expert` contract.
+    """A diffusers pipeline behind the shared :class:`~poser_env.core.expert.Expert` contract.
 
     Args:
         model: Hub id (``"stabilityai/sd-turbo"``) or local folder of a saved pipeline.
@@ -586,7 +586,7 @@ def _check_denoised_steps(task: str, steps: int, strength: float) -> None:
 
 
 def diffusers_registry(path: str | os.PathLike[str] | None = None) -> Registry[DiffusersExpert]:
-    """A :class:`~poser_env.registry.Registry` of diffusers experts read from ``path`` (default: the packaged
+    """A :class:`~poser_env.core.registry.Registry` of diffusers experts read from ``path`` (default: the packaged
     ``registry.toml``)."""
     reg: Registry[DiffusersExpert] = Registry("diffusers expert", entry_point_group="image_poser.diffusers_experts")
     reg.load_toml(DEFAULT_REGISTRY if path is None else Path(path))
@@ -612,7 +612,7 @@ def load_diffusers_experts(
     Args:
         registry_path: Registry TOML (default: the packaged ``experts/diffusers/registry.toml``).
         names: Entry names to build, in order (default: all). An unknown name raises
-            :class:`~poser_env.registry.RegistryError` with "did you mean".
+            :class:`~poser_env.core.registry.RegistryError` with "did you mean".
         device: Torch device for all of them.
         dtype: dtype for all of them; None uses each entry's recommended dtype on accelerators and
             ``"float32"`` on CPU.

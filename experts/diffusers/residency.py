@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from experts.base import ExpertError
+from poser_env.core.expert import ExpertError
 
 __all__ = [
     "DTYPES",

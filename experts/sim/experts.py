@@ -1,6 +1,6 @@
 """SceneSim's simulated experts: text-to-image generators and editors with model-carded failure modes.
 
-Every expert reads its command **text** through :func:`poser_env.commands.parse_command`, takes the previous
+Every expert reads its command **text** through :func:`poser_env.core.commands.parse_command`, takes the previous
 scene graph from ``state=`` (editors), applies the limitations of its card with ``np.random.default_rng(seed)``
 only, and returns ``ExpertOutput(image=render(scene), state=scene, seed, elapsed, metadata)``. The same
 command, state and seed give the same scene and byte-identical pixels in every process.
@@ -12,7 +12,7 @@ Card parameters (probabilities in [0, 1] unless noted):
 
 =======================  ==========================================================================
 ``cost``                 cost of one call (arbitrary units, >= 0; the cheapest T2I is 1)
-``ops``                  operations supported (subset of :data:`experts.base.OPS`)
+``ops``                  operations supported (subset of :data:`poser_env.core.expert.OPS`)
 ``max_entities``         groups drawn at most (later groups of a prompt are left out), >= 1
 ``entity_drop``          chance each drawn group is left out anyway
 ``count_limit``          counts up to this are drawn right with ``count_accuracy``, >= 1
@@ -52,12 +52,13 @@ from typing import Any
 
 import numpy as np
 
-from critic.rules import relation_mask
-from experts.base import OPS, Expert, ExpertKind, ExpertOutput
-from experts.sim.scene import SIZE_FRACTION, Artifact, Scene, SceneObject
-from poser_env.commands import CommandError, ParsedCommand, parse_command
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
-from poser_env.text import stable_hash
+from experts.sim.render import render
+from experts.sim.scene import Artifact, Scene, SceneObject
+from poser_env.core.commands import OPS, CommandError, ParsedCommand, parse_command
+from poser_env.core.expert import Expert, ExpertKind, ExpertOutput
+from poser_env.core.geometry import SIZE_FRACTION, relation_mask
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
+from poser_env.core.text import stable_hash
 
 __all__ = ["GAP", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
 
@@ -132,8 +133,6 @@ def _parse(text: str) -> ParsedCommand:
 
 
 def _render(scene: Scene) -> np.ndarray:
-    from experts.sim.render import render
-
     return render(scene)
 
 

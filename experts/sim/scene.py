@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from poser_env.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES
 
-__all__ = ["SIZE_FRACTION", "Artifact", "Scene", "SceneObject"]
+__all__ = ["Artifact", "Scene", "SceneObject"]
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,9 @@ class SceneObject:
 
     Attributes:
         noun: Singular noun (its glyph derives from a stable hash of this string).
-        color: One of :data:`poser_env.spec.COLORS`.
-        pattern: One of :data:`poser_env.spec.PATTERNS`.
-        size: One of :data:`poser_env.spec.SIZES` (the box's scale class).
+        color: One of :data:`poser_env.core.spec.COLORS`.
+        pattern: One of :data:`poser_env.core.spec.PATTERNS`.
+        size: One of :data:`poser_env.core.spec.SIZES` (the box's scale class).
         box: (x1, y1, x2, y2) in pixels of the scene canvas, y down.
         glyph_noise: 0..1, how far the drawn silhouette departs from the noun's canonical glyph
             (sloppy experts draw ambiguous shapes that a detector may confuse).
@@ -68,8 +68,8 @@ class Scene:
 
     Attributes:
         width, height: Canvas size in pixels (64..512; default 128).
-        background: One of :data:`poser_env.spec.BACKGROUNDS`.
-        style: One of :data:`poser_env.spec.STYLES`.
+        background: One of :data:`poser_env.core.spec.BACKGROUNDS`.
+        style: One of :data:`poser_env.core.spec.STYLES`.
         objects: The objects, back to front.
         artifacts: Blemishes from edits (lower fidelity).
         quality: Global rendering quality 0..1 of the expert that drew it (1 = clean).
@@ -106,4 +106,4 @@ class Scene:
 #: Side length of an object's box as a fraction of the canvas's shorter side, per size class.
 #: Experts draw each object with a side in [0.9, 1.1] x this value; critics classify size from box
 #: sides with the midpoints between classes as thresholds.
-SIZE_FRACTION: dict[str, float] = {"small": 0.12, "medium": 0.17, "large": 0.24}
+

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from poser_env.core.text import noun_phrase, plural
+
 __all__ = [
     "ASSERTION_KINDS",
     "BACKGROUNDS",
@@ -130,8 +132,6 @@ class Entity:
 
     def phrase(self) -> str:
         """English phrase for the group, e.g. ``"two small striped red clocks"``."""
-        from poser_env.text import noun_phrase
-
         return noun_phrase(self.noun, self.count, self.color, self.pattern, self.size)
 
 
@@ -236,8 +236,6 @@ class Spec:
                 out.append(Assertion(f"e{i}.exists", "exists", f"there is {base}", entity=i, count=1))
             else:
                 out.append(Assertion(f"e{i}.count", "count", f"there are {base}", entity=i, count=e.count))
-            from poser_env.text import plural
-
             who = f"the {plural(e.noun) if e.count > 1 else e.noun}"
             verb = "are" if e.count > 1 else "is"
             if e.color is not None:
@@ -257,8 +255,6 @@ class Spec:
                 )
             )
         for k, x in enumerate(self.exclusions):
-            from poser_env.text import plural
-
             text = f"there is no {x.noun}" if x.count == 1 else f"there are fewer than {x.count} {plural(x.noun)}"
             out.append(Assertion(f"x{k}", "exclusion", text, value=x.noun, count=x.count))
         if self.background is not None:

@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from poser_env.text import singular, stable_hash
+from poser_env.core.text import singular, stable_hash
 
 __all__ = [
     "TEMPLATE_SIZE",

@@ -9,21 +9,17 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from critic.feedback import Detection
+from poser_env.core.feedback import Detection
+from poser_env.core.image import check_image
 
-__all__ = ["EXPERT_KINDS", "OPS", "Expert", "ExpertError", "ExpertKind", "ExpertOutput", "check_image", "validate_call"]
+__all__ = ["EXPERT_KINDS", "Expert", "ExpertError", "ExpertKind", "ExpertOutput", "check_image", "validate_call"]
 
 ExpertKind = Literal["text-to-image", "image-to-image"]
 EXPERT_KINDS: tuple[str, ...] = ("text-to-image", "image-to-image")
-#: Operations a command can ask for (the text before the colon of a command, see poser_env.commands).
-OPS: tuple[str, ...] = (
-    "generate", "add", "remove", "recolor", "retexture", "resize", "move", "background", "restyle", "refine",
-)
 
 
 class ExpertError(RuntimeError):
@@ -50,16 +46,6 @@ class ExpertOutput:
     state: Any = None
 
 
-def check_image(image: Any, arg: str = "image") -> np.ndarray:
-    """Validate an HxWx3 uint8 image and return it; raise ValueError naming ``arg`` otherwise."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{arg} must be a numpy array of shape (H, W, 3) and dtype uint8, got {type(image).__name__}.")
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"{arg} must have shape (H, W, 3) and dtype uint8, got shape {image.shape} dtype {image.dtype}; "
-            "convert with np.asarray(pil_image.convert('RGB'), dtype=np.uint8)."
-        )
-    return image
 
 
 def validate_call(expert: Expert, command: Any, image: Any, seed: Any) -> int:
@@ -118,7 +104,7 @@ class Expert(abc.ABC):
         """Run the command.
 
         Args:
-            command: Command text, ``"<op>: <text>"`` (see :mod:`poser_env.commands`) or a plain prompt.
+            command: Command text, ``"<op>: <text>"`` (see :mod:`poser_env.core.commands`) or a plain prompt.
             image: The current canvas (HxWx3 uint8) for image-to-image experts; None for text-to-image.
             seed: Seed of all randomness of this call, 0 <= seed < 2**63.
             state: The previous output's ``state`` (SceneSim's scene graph), if any.

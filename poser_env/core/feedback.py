@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from poser_env.spec import ASSERTION_KINDS, Spec
+from poser_env.core.image import check_image
+from poser_env.core.spec import ASSERTION_KINDS, Spec
 
 __all__ = ["Critic", "CriticError", "Detection", "Feedback", "Holds", "Verdict"]
 
@@ -25,11 +26,11 @@ class Verdict:
     """The critic's answer for one assertion.
 
     Attributes:
-        assertion_id: The :class:`poser_env.spec.Assertion` id.
+        assertion_id: The :class:`poser_env.core.spec.Assertion` id.
         holds: ``"yes"``, ``"no"`` or ``"unknown"`` (could not tell: never an invented answer).
         confidence: Probability in [0, 1] that the assertion holds (0.5 for unknown).
         reason: Short human-readable reason, e.g. ``"found 2 of 3 clocks"``.
-        kind: The assertion kind (see :data:`poser_env.spec.ASSERTION_KINDS`).
+        kind: The assertion kind (see :data:`poser_env.core.spec.ASSERTION_KINDS`).
     """
 
     assertion_id: str
@@ -160,11 +161,9 @@ class Critic(abc.ABC):
             ValueError: bad image or spec (named in the message).
             CriticError: the critic failed.
         """
-        from experts.base import check_image
-
         check_image(image)
         if not isinstance(spec, Spec):
-            raise ValueError(f"spec must be a poser_env.spec.Spec, got {type(spec).__name__}; parse the prompt first.")
+            raise ValueError(f"spec must be a poser_env.core.spec.Spec, got {type(spec).__name__}; parse the prompt first.")
         return self._judge(image, spec)
 
     @abc.abstractmethod

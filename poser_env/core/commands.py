@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from experts.base import OPS
-from poser_env.spec import Spec
+from poser_env.core.spec import Spec
 
 __all__ = ["Command", "CommandError", "ParsedCommand", "parse_command", "split_op"]
+
+#: Operations a command can ask for (the text before the colon of a command, see poser_env.core.commands).
+OPS: tuple[str, ...] = (
+    "generate", "add", "remove", "recolor", "retexture", "resize", "move", "background", "restyle", "refine",
+)
 
 
 class CommandError(ValueError):
@@ -28,7 +32,7 @@ class Command:
     """One step of a plan.
 
     Attributes:
-        op: One of :data:`experts.base.OPS`.
+        op: One of :data:`OPS`.
         text: The full command text ``"<op>: <instruction>"``.
         assertion_ids: Ids of the prompt-spec assertions this command serves.
         attempts: How many times an expert has already executed it (0..K).

@@ -14,7 +14,8 @@ import os
 import re
 from typing import Any, ClassVar, Self, TypedDict
 
-from critic.feedback import CriticError
+from poser_env.core.feedback import CriticError
+from poser_env.core.optional import require
 
 __all__ = ["HFModel", "HFOptions", "ModelLoadError", "check_device", "check_dtype", "check_model_id", "fetch_hint", "resolve_dtype"]
 
@@ -155,8 +156,6 @@ class HFModel:
         """
         if self._model is not None:
             return self
-        from poser_env._optional import require
-
         require("torch", "diffusers")
         transformers = require("transformers", "diffusers")
         kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}

@@ -1,8 +1,8 @@
 """The ground-truth judge: GenEval's rules applied to SceneSim's scene graph (evaluation only).
 
 The judge reads :class:`experts.sim.scene.Scene` (objects, background, style, artifacts), turns every object
-into a :class:`~critic.feedback.Detection` with score 1.0 and its true colour, pattern and size, and applies
-:func:`critic.rules.evaluate`. It is used only to *report* results: the env's reward and feedback come from a
+into a :class:`~poser_env.core.feedback.Detection` with score 1.0 and its true colour, pattern and size, and applies
+:func:`poser_env.core.rules.evaluate`. It is used only to *report* results: the env's reward and feedback come from a
 pixel critic, which never reads the scene graph.
 
 Example::
@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from critic.feedback import Detection, Feedback
-from critic.rules import evaluate
 from experts.sim.scene import Scene
-from poser_env.spec import GENEVAL_TAGS, Spec
+from poser_env.core.feedback import Detection, Feedback
+from poser_env.core.rules import evaluate
+from poser_env.core.spec import GENEVAL_TAGS, Spec
 
 __all__ = ["SceneJudge", "geneval_overall", "is_pass", "scene_detections", "scene_fidelity"]
 
@@ -84,7 +84,7 @@ class SceneJudge:
                 "expert output's .state."
             )
         if not isinstance(spec, Spec):
-            raise ValueError(f"spec must be a poser_env.spec.Spec, got {type(spec).__name__}; parse the prompt first.")
+            raise ValueError(f"spec must be a poser_env.core.spec.Spec, got {type(spec).__name__}; parse the prompt first.")
         dets = scene_detections(scene)
         verdicts = evaluate(spec, dets, background=scene.background, style=scene.style,
                             width=scene.width, height=scene.height)
@@ -107,7 +107,7 @@ class SceneJudge:
 def is_pass(feedback: Feedback) -> bool:
     """GenEval's per-image pass: every assertion holds (an empty verdict list passes)."""
     if not isinstance(feedback, Feedback):
-        raise ValueError(f"feedback must be a critic.feedback.Feedback, got {type(feedback).__name__}.")
+        raise ValueError(f"feedback must be a poser_env.core.feedback.Feedback, got {type(feedback).__name__}.")
     return all(v.ok for v in feedback.verdicts)
 
 
@@ -115,7 +115,7 @@ def geneval_overall(results: Mapping[str, Sequence[bool]]) -> float:
     """GenEval's overall score: the unweighted mean over tags of each tag's pass rate, in [0, 1].
 
     Args:
-        results: tag -> per-image pass/fail (any tags; GenEval's are :data:`poser_env.spec.GENEVAL_TAGS`).
+        results: tag -> per-image pass/fail (any tags; GenEval's are :data:`poser_env.core.spec.GENEVAL_TAGS`).
 
     Raises:
         ValueError: no tags, or a tag with no images.

@@ -1,0 +1,138 @@
+"""Box geometry shared by critics, judges and experts: GenEval's position rule and size classes.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels with y pointing down. See :mod:`poser_env.core.rules` for how the
+rules use these predicates (GenEval's position rule, kept exactly, and this project's extensions ``next to``,
+``on top of`` and ``under``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from poser_env.core.spec import RELATIONS
+
+__all__ = [
+    "POSITION_MARGIN",
+    "SIZE_FRACTION",
+    "Box",
+    "geneval_relations",
+    "relation_holds",
+    "relation_mask",
+    "size_of_box",
+]
+
+#: Object side / shorter canvas side of each size class (SceneSim draws at these; critics classify boxes
+#: with the midpoints between them as thresholds).
+SIZE_FRACTION: dict[str, float] = {"small": 0.12, "medium": 0.17, "large": 0.24}
+
+POSITION_MARGIN: float = 0.1
+_DEAD_ZONE = 1e-3
+
+Box = tuple[float, float, float, float]
+
+
+def _check_box(arg: str, box: Sequence[float]) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not (b[2] > b[0] and b[3] > b[1]):
+        raise ValueError(f"{arg}={tuple(box)!r} must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1 (pixels, y down).")
+    return b
+
+
+def geneval_relations(box_a: Sequence[float], box_b: Sequence[float]) -> frozenset[str]:
+    """GenEval's ``relative_position``: the set of ``left of``/``right of``/``above``/``below`` A has to B.
+
+    Args:
+        box_a, box_b: ``(x1, y1, x2, y2)`` in pixels, y down.
+
+    Returns:
+        The relations that hold (possibly none, e.g. for boxes with nearly the same centre).
+    """
+    a = _check_box("box_a", box_a)
+    b = _check_box("box_b", box_b)
+    centre_a = (a[:2] + a[2:]) / 2.0
+    centre_b = (b[:2] + b[2:]) / 2.0
+    dim_a = a[2:] - a[:2]
+    dim_b = b[2:] - b[:2]
+    offset = centre_a - centre_b
+    revised = np.maximum(np.abs(offset) - POSITION_MARGIN * (dim_a + dim_b), 0.0) * np.sign(offset)
+    if np.all(np.abs(revised) < _DEAD_ZONE):
+        return frozenset()
+    dx, dy = revised / np.linalg.norm(offset)
+    out: set[str] = set()
+    if dx < -0.5:
+        out.add("left of")
+    if dx > 0.5:
+        out.add("right of")
+    if dy < -0.5:
+        out.add("above")
+    if dy > 0.5:
+        out.add("below")
+    return frozenset(out)
+
+
+def relation_holds(box_a: Sequence[float], box_b: Sequence[float], relation: str) -> bool:
+    """Whether object A (``box_a``) stands in ``relation`` to object B (``box_b``).
+
+    Args:
+        box_a, box_b: ``(x1, y1, x2, y2)`` in pixels, y down, x2 > x1, y2 > y1.
+        relation: One of :data:`poser_env.core.spec.RELATIONS` (geometry in the module docstring).
+
+    Raises:
+        ValueError: an unknown relation or a malformed box.
+    """
+    if relation not in RELATIONS:
+        raise ValueError(f"relation={relation!r} is not one of {list(RELATIONS)}; use the canonical spelling.")
+    a = _check_box("box_a", box_a)
+    b = _check_box("box_b", box_b)
+    return bool(relation_mask(a[None], b[None], relation)[0])
+
+
+def relation_mask(boxes_a: np.ndarray, boxes_b: np.ndarray, relation: str) -> np.ndarray:
+    """Vectorised :func:`relation_holds` (no validation): boolean ``(n,)`` for ``(n, 4)`` boxes (or broadcast).
+
+    Used by experts to lay out many candidate boxes at once; always agrees with :func:`relation_holds`.
+    """
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
+    dim_a = a[:, 2:] - a[:, :2]
+    dim_b = b[:, 2:] - b[:, :2]
+    offset = (a[:, :2] + a[:, 2:]) / 2.0 - (b[:, :2] + b[:, 2:]) / 2.0
+    revised = np.maximum(np.abs(offset) - POSITION_MARGIN * (dim_a + dim_b), 0.0) * np.sign(offset)
+    live = ~np.all(np.abs(revised) < _DEAD_ZONE, axis=1)
+    norm = np.linalg.norm(offset, axis=1)
+    unit = revised / np.where(norm > 0, norm, 1.0)[:, None]
+    dx, dy = unit[:, 0], unit[:, 1]
+    if relation == "left of":
+        return live & (dx < -0.5)
+    if relation == "right of":
+        return live & (dx > 0.5)
+    if relation == "above":
+        return live & (dy < -0.5)
+    if relation == "below":
+        return live & (dy > 0.5)
+    if relation == "next to":
+        side = live & ((dx < -0.5) | (dx > 0.5))
+        gap = np.maximum(np.maximum(a[:, 0] - b[:, 2], b[:, 0] - a[:, 2]), 0.0)
+        return side & (gap <= (dim_a[:, 0] + dim_b[:, 0]) / 2.0)
+    cx = (a[:, 0] + a[:, 2]) / 2.0
+    over = (b[:, 0] <= cx) & (cx <= b[:, 2])
+    tol = 0.25 * (dim_a[:, 1] + dim_b[:, 1])
+    if relation == "on top of":
+        return live & (dy < -0.5) & over & (b[:, 1] - a[:, 3] <= tol)
+    if relation == "under":
+        return live & (dy > 0.5) & over & (a[:, 1] - b[:, 3] <= tol)
+    raise ValueError(f"relation={relation!r} is not one of {list(RELATIONS)}; use the canonical spelling.")
+
+
+def size_of_box(box: Sequence[float], width: int, height: int) -> str:
+    """Size class of a box: mean side / shorter canvas side, thresholds at the midpoints of SIZE_FRACTION."""
+    b = _check_box("box", box)
+    side = ((b[2] - b[0]) + (b[3] - b[1])) / 2.0 / min(width, height)
+    names = sorted(SIZE_FRACTION, key=SIZE_FRACTION.__getitem__)
+    for lo, hi in itertools.pairwise(names):
+        if side < (SIZE_FRACTION[lo] + SIZE_FRACTION[hi]) / 2.0:
+            return lo
+    return names[-1]
