@@ -8,15 +8,16 @@ Writes final.png, contact_sheet.png (each step with its expert and the critic's 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+
+import tyro
 
 from agents.pipeline import generate_one
 
 
 @dataclass(frozen=True)
 class Args:
-    prompt: str = "two red clocks left of a blue dog on grass"
+    prompt: tyro.conf.Positional[str] = "two red clocks left of a blue dog on grass"
     policy: str = "fixed"  # a model .zip from `poser train`/`poser main`, or a baseline name
     algo: str = "maskable-ppo"
     seed: int = 0
@@ -30,10 +31,6 @@ def main(args: Args) -> list[str]:
     return [str(p) for p in paths]
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("prompt", nargs="?", default=Args.prompt)
-    for name, default in Args().__dict__.items():
-        if name != "prompt":
-            p.add_argument(f"--{name}", type=type(default), default=default)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

@@ -7,11 +7,11 @@ Everything runs on CPU in SceneSim (simulated experts): results are about the si
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+import tyro
 
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.algos import make_model, make_vec_env
@@ -54,8 +54,6 @@ def main(args: Args) -> dict[str, float]:
     return result
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

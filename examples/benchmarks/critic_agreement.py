@@ -19,13 +19,13 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import tyro
 
 from critic.scene import SceneCritic
 from experts.registry import default_expert_names, make_expert
@@ -168,8 +168,6 @@ def main(args: Args) -> None:
         print(e)
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f, v in Args().__dict__.items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

@@ -17,13 +17,14 @@ Run:  PYTHONPATH=. python examples/benchmarks/diffusers_perf.py [--size 32] [--s
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import tyro
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -129,8 +130,6 @@ def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, f
     return total / steps, inside / steps
 
 
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in Args().__dict__.items():
-        parser.add_argument(f"--{name}", type=type(default), default=default)
-    main(Args(**vars(parser.parse_args())))
+    main(tyro.cli(Args, description=__doc__))
