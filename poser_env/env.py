@@ -6,6 +6,7 @@ import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
 
@@ -25,15 +26,18 @@ from poser_env.core.feedback import Critic, Feedback, Verdict
 from poser_env.core.spec import ASSERTION_KINDS, Spec, SpecError, read_geneval_jsonl
 from poser_env.decomposer import make_decomposer
 from poser_env.encoders import TextEncoder, make_text_encoder
+from poser_env.episode import EpisodeState
+from poser_env.observation import (
+    FEEDBACK_LAYOUT,
+    feedback_vector,
+    history_vector,
+    observation_space,
+    progress_vector,
+)
 from poser_env.rendering import render_frame
 
-__all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights"]
+__all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
 
-_N_KINDS = len(ASSERTION_KINDS)
-_N_OPS = len(OPS)
-#: Size of the "feedback" observation: scores (3), satisfied + present per kind (2 x 9), command status (3),
-#: op one-hot (10), canvas empty (1).
-_FEEDBACK_DIM = 3 + 2 * _N_KINDS + 3 + _N_OPS + 1
 
 
 class EnvConfigError(ValueError):
@@ -107,6 +111,10 @@ class _ImageJudge:
 
     def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
         return self.judge(out.image, spec)
+
+    def close(self) -> None:
+        """Free the detector's models (they reload on the next call)."""
+        self.judge.close()
 
 
 class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -373,20 +381,10 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         self._components_ready = True
 
     def _make_observation_space(self) -> spaces.Dict:
-        d = self.encoder.dim
-        n = self.n_experts
-        obs: dict[str, spaces.Space[Any]] = {
-            "prompt": spaces.Box(-1.0, 1.0, (d,), np.float32),
-            "command": spaces.Box(-1.0, 1.0, (d,), np.float32),
-        }
-        if self.feedback_in_obs:
-            obs["feedback"] = spaces.Box(0.0, 1.0, (_FEEDBACK_DIM,), np.float32)
-        obs["progress"] = spaces.Box(0.0, 1.0, (5,), np.float32)
-        obs["history"] = spaces.Box(0.0, 1.0, (2 * n + 2,), np.float32)
-        if self.thumbnail:
-            s = self.thumbnail_size
-            obs["thumbnail"] = spaces.Box(0, 255, (s, s, 3), np.uint8)
-        return spaces.Dict(obs)
+        return observation_space(
+            text_dim=self.encoder.dim, n_experts=self.n_experts, feedback=self.feedback_in_obs,
+            thumbnail_size=self.thumbnail_size if self.thumbnail else None,
+        )
 
     # ================================================================== prompts
     def _prompt_pool(self) -> list[Spec | str]:
@@ -482,6 +480,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "trace": [],
             "last_command": "",
             "last_expert": "",
+            "ended": "",
         }
         info = {"prompt": spec.prompt, "plan": plan.texts, "assertions": [a.text for a in spec.assertions()]}
         return self._obs(), info
@@ -491,6 +490,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             raise gym.error.ResetNeeded("Call reset() before step().")
         a = self._check_action(action)
         ep = self._episode
+        if ep["ended"]:
+            raise gym.error.ResetNeeded(
+                f"step() called after the episode ended ({ep['ended']} at step {ep['step']}); nothing was run. "
+                "Call reset() to start a new episode (SB3 and Gymnasium vector envs do this automatically)."
+            )
         ep["step"] += 1
         self.last_timings = {"expert": 0.0, "critic": 0.0}
         info: dict[str, Any] = {"prompt": ep["spec"].prompt, "invalid_action": False}
@@ -519,11 +523,18 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         info["reward_terms"] = terms
         self._fill_info(info)
         if terminated or truncated:
-            judge = ep["judge"]
-            info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
-            info["episode_cost"] = ep["cost"]
-            info["episode_calls"] = int(ep["calls"].sum())
+            self._end_episode(info, "terminated" if terminated else "truncated")
         return self._obs(), reward, terminated, truncated, info
+
+    def _end_episode(self, info: dict[str, Any], how: str) -> None:
+        """Mark the episode ended (``how``: "terminated" or "truncated") and add the end-of-episode info keys."""
+        ep = self._episode
+        fb: Feedback | None = ep["feedback"]
+        judge = ep["judge"]
+        info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
+        info["episode_cost"] = ep["cost"]
+        info["episode_calls"] = int(ep["calls"].sum())
+        ep["ended"] = how
 
     # ================================================================== mechanics
     def _check_action(self, action: Any) -> int:
@@ -651,10 +662,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         }
 
     # ================================================================== observation / info
-    @staticmethod
-    def _n_total(plan: Any) -> int:
-        return len(plan.pending) + len(plan.done) + len(plan.dropped)
-
     def _obs(self) -> dict[str, np.ndarray]:
         ep = self._episode
         spec: Spec = ep["spec"]
@@ -662,43 +669,16 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         emb = self.encoder([spec.prompt or "; ".join(e.phrase() for e in spec.entities),
                             cur.text if cur is not None else "done"])
         obs: dict[str, np.ndarray] = {"prompt": emb[0], "command": emb[1]}
-        fb: Feedback | None = ep["feedback"]
         if self.feedback_in_obs:
-            v = np.zeros(_FEEDBACK_DIM, dtype=np.float32)
-            kinds_present = {a.kind for a in spec.assertions()}
-            if fb is not None:
-                v[0:3] = (fb.alignment, fb.fidelity, fb.aesthetics)
-                by_kind = fb.satisfied_by_kind()
-                for i, k in enumerate(ASSERTION_KINDS):
-                    v[3 + i] = by_kind.get(k, 0.0)
-            for i, k in enumerate(ASSERTION_KINDS):
-                v[3 + _N_KINDS + i] = float(k in kinds_present)
-            o = 3 + 2 * _N_KINDS
-            if cur is not None:
-                v[o] = 1.0
-                if fb is not None and cur.assertion_ids:
-                    held = [fb.verdict(i).ok for i in cur.assertion_ids if any(x.assertion_id == i for x in fb.verdicts)]
-                    v[o + 1] = float(np.mean(held)) if held else 0.0
-                v[o + 2] = min(1.0, cur.attempts / self.max_attempts)
-                v[o + 3 + OPS.index(cur.op)] = 1.0
-            v[o + 3 + _N_OPS] = float(ep["output"] is None)
-            obs["feedback"] = v
+            obs["feedback"] = feedback_vector(spec, ep["feedback"], cur, canvas_empty=ep["output"] is None,
+                                              max_attempts=self.max_attempts)
         plan = ep["plan"]
-        total = max(1, self._n_total(plan))
-        obs["progress"] = np.array(
-            [
-                min(1.0, ep["step"] / self.max_steps),
-                len(plan.done) / total,
-                len(plan.pending) / total,
-                len(plan.dropped) / total,
-                min(1.0, (cur.attempts if cur is not None else 0) / self.max_attempts),
-            ],
-            dtype=np.float32,
+        obs["progress"] = progress_vector(
+            step=ep["step"], max_steps=self.max_steps, n_done=len(plan.done), n_pending=len(plan.pending),
+            n_dropped=len(plan.dropped), attempts=cur.attempts if cur is not None else 0,
+            max_attempts=self.max_attempts,
         )
-        hist = np.zeros(2 * self.n_experts + 2, dtype=np.float32)
-        hist[: self.n_experts] = np.minimum(1.0, ep["calls"] / self.max_steps)
-        hist[self.n_experts + 1 + ep["last_action"]] = 1.0  # -1 (no action yet) -> index n_experts
-        obs["history"] = hist
+        obs["history"] = history_vector(ep["calls"], ep["last_action"], max_steps=self.max_steps)
         if self.thumbnail:
             obs["thumbnail"] = self._thumbnail()
         return obs
@@ -725,6 +705,81 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             info["judge"] = {**ep["judge"], "verdicts": dict(ep["judge"].get("verdicts", {}))}
 
     # ================================================================== public helpers
+    @property
+    def state(self) -> EpisodeState:
+        """A read-only snapshot of the current episode (see :class:`poser_env.episode.EpisodeState`).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset()`` (or after ``close()``).
+        """
+        ep = self._episode
+        if not ep:
+            raise gym.error.ResetNeeded("there is no episode yet; call reset() before reading env.unwrapped.state.")
+        plan = ep["plan"]
+        cur: Command | None = plan.current
+        out: ExpertOutput | None = ep["output"]
+        canvas = None
+        if out is not None:
+            canvas = np.asarray(out.image).view()
+            canvas.flags.writeable = False
+        calls = ep["calls"].copy()
+        calls.flags.writeable = False
+        return EpisodeState(
+            prompt=ep["spec"].prompt, spec=ep["spec"], truth=ep["truth"], plan=plan, command=cur,
+            attempts=cur.attempts if cur is not None else 0, feedback=ep["feedback"],
+            judge=None if ep["judge"] is None else MappingProxyType(ep["judge"]), output=out, canvas=canvas,
+            step=ep["step"], max_steps=self.max_steps, calls=calls, cost=float(ep["cost"]),
+            last_action=None if ep["last_action"] < 0 else int(ep["last_action"]),
+            last_expert=ep["last_expert"], last_command=ep["last_command"],
+            history=tuple(MappingProxyType(r) for r in ep["trace"]), ended=bool(ep["ended"]),
+        )
+
+    @property
+    def feedback_layout(self) -> Mapping[str, slice] | None:
+        """Slots of ``obs["feedback"]``, name -> slice (:data:`poser_env.observation.FEEDBACK_LAYOUT`), or None
+        without the feedback key (``feedback_in_obs=False``)."""
+        return FEEDBACK_LAYOUT if self.feedback_in_obs else None
+
+    def prepare(self) -> None:
+        """Build the components now (experts, critic, judge, decomposer; loads model critics), as the first
+        ``reset()`` would. Afterwards ``experts``, ``critic``, ``judge`` and ``decomposer`` are set. Idempotent."""
+        self._setup()
+
+    def set_max_steps(self, max_steps: int) -> None:
+        """Set the step budget (1..256 steps): the episode is truncated after ``max_steps`` steps and the
+        ``progress``/``history`` observations count against it.
+
+        ``gym.make`` calls this through :class:`poser_env.wrappers.StepBudget` with the ``TimeLimit``'s
+        ``max_episode_steps``, so an env made by ``gym.make`` has one budget; call it yourself only on an env you
+        constructed directly. Takes effect from the next step.
+        """
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= 256:
+            raise EnvConfigError(f"max_steps={max_steps!r} must be an int from 1 to 256 (steps per episode).")
+        self.max_steps = int(max_steps)
+
+    def close(self) -> None:
+        """Release what the env holds: every component (experts, critic, judge, decomposer) with a ``close()``
+        frees its models, GPU memory (diffusers experts evict their pipelines from the residency manager) and
+        worker threads; the current episode is dropped. Idempotent. Objects you passed in (``experts=[...]``,
+        ``critic=...``) are closed too. A closed env may be reset again: models reload on first use.
+        """
+        errors: list[str] = []
+        if self._components_ready:
+            seen: set[int] = set()
+            for comp in [*self.experts, self.critic, self.judge, self.decomposer]:
+                closer = getattr(comp, "close", None)
+                if comp is None or id(comp) in seen or not callable(closer):
+                    continue
+                seen.add(id(comp))
+                try:
+                    closer()
+                except Exception as exc:  # release the others before reporting
+                    errors.append(f"{type(comp).__name__}: {type(exc).__name__}: {exc}")
+        self._episode = {}
+        super().close()
+        if errors:
+            raise RuntimeError("close() could not release every component: " + "; ".join(errors))
+
     @property
     def canvas(self) -> np.ndarray | None:
         """The current image (HxWx3 uint8) or None before the first successful call."""
@@ -825,3 +880,19 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         kw = {"device": self.device, "dtype": self.dtype or "float32", "local_files_only": self.local_files_only,
               **self.critic_kwargs}
         return make_critic(self._critic_arg, **kw)
+
+
+def unwrap(env: gym.Env[Any, Any]) -> ImagePoserEnv:
+    """The :class:`ImagePoserEnv` under ``env``'s wrappers (``env.unwrapped``, typed), for its public API:
+    ``state``, ``action_masks()``, ``expert_names``, ``experts``, ``prepare()``.
+
+    Raises:
+        TypeError: ``env`` is not an image-poser env.
+    """
+    u = env.unwrapped
+    if not isinstance(u, ImagePoserEnv):
+        raise TypeError(
+            f"env={env!r} is not an image-poser env (its unwrapped env is a {type(u).__name__}); make one with "
+            "gym.make('poser_env/ImagePoser-v0')."
+        )
+    return u

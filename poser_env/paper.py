@@ -92,8 +92,5 @@ class ImagePoserPaperEnv(ImagePoserEnv):
         if not terminated and self._current() is None:
             terminated = True
             truncated = False
-            judge = self._episode["judge"]
-            info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
-            info["episode_cost"] = self._episode["cost"]
-            info["episode_calls"] = int(self._episode["calls"].sum())
+            self._end_episode(info, "terminated")
         return obs, float(reward), terminated, truncated, info
