@@ -42,6 +42,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.extractor import PoserExtractor
 
+from poser_env.env import unwrap
+
 __all__ = [
     "ALGOS",
     "ALGO_CLASSES",
@@ -207,7 +209,7 @@ def make_ppo(
 
 
 def _unwrapped_action_masks(env: gym.Env) -> Any:
-    return env.unwrapped.action_masks()  # type: ignore[attr-defined]
+    return unwrap(env).action_masks()
 
 
 def make_maskable_ppo(

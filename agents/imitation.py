@@ -29,6 +29,7 @@ import numpy as np
 
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.policies import Policy, make_baseline
+from poser_env.env import unwrap
 
 __all__ = ["Demonstrations", "ImitationError", "collect_demonstrations", "make_teacher", "pretrain"]
 
@@ -127,7 +128,7 @@ def collect_demonstrations(
             done = False
             info: dict[str, Any] = {}
             while not done:
-                mask = np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
+                mask = np.asarray(unwrap(env).action_masks(), dtype=np.bool_)
                 a = int(policy.act(env, obs))
                 obs_rows.append({key: np.array(v, copy=True) for key, v in obs.items()})
                 actions.append(a)

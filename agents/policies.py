@@ -29,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from poser_env.env import unwrap
+
 __all__ = [
     "BASELINES",
     "CriticGreedyPolicy",
@@ -70,11 +72,11 @@ class _Base:
 
     @staticmethod
     def _masks(env: gym.Env[Any, Any]) -> np.ndarray:
-        return np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
+        return np.asarray(unwrap(env).action_masks(), dtype=np.bool_)
 
     @staticmethod
     def _stop(env: gym.Env[Any, Any]) -> int:
-        return int(env.unwrapped.n_experts)  # type: ignore[attr-defined]
+        return int(unwrap(env).n_experts)
 
 
 class SB3Policy(_Base):
@@ -119,7 +121,7 @@ class SingleExpertPolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        names = list(env.unwrapped.expert_names)  # type: ignore[attr-defined]
+        names = list(unwrap(env).expert_names)
         if self.expert not in names:
             import difflib
 
@@ -147,22 +149,23 @@ class FixedPipelinePolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        names = list(env.unwrapped.expert_names)  # type: ignore[attr-defined]
+        names = list(unwrap(env).expert_names)
         if self.t2i_expert not in names:
             raise ValueError(f"fixed pipeline expert {self.t2i_expert!r} is not in this env; choose one of {names}.")
         self._t2i = names.index(self.t2i_expert)
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
-        u = env.unwrapped
-        if u.canvas is None:  # type: ignore[attr-defined]
+        u = unwrap(env)
+        state = u.state
+        if state.canvas is None:
             return self._t2i
-        cur = u._current()  # type: ignore[attr-defined]
+        cur = state.command
         if cur is None:
             return self._stop(env)
         if cur.op == "generate":
             return self._t2i
         mask = self._masks(env)
-        for i, e in enumerate(u.experts):  # type: ignore[attr-defined]
+        for i, e in enumerate(u.experts):
             if e.kind == "image-to-image" and e.supports(cur.op) and mask[i]:
                 return i
         return self._stop(env)
@@ -174,7 +177,7 @@ class CriticGreedyPolicy(_Base):
     name = "critic-greedy"
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
-        u = env.unwrapped
+        u = unwrap(env)
         mask = self._masks(env)
         best_a, best_r = self._stop(env), 0.0
         for a in np.flatnonzero(mask[:-1]):
@@ -188,7 +191,7 @@ class CriticGreedyPolicy(_Base):
         if best_a != self._stop(env):
             # the chosen call is made for real by the env and counted there
             self.extra_calls -= 1
-            self.extra_cost -= float(u.experts[best_a].cost)  # type: ignore[attr-defined]
+            self.extra_cost -= float(u.experts[best_a].cost)
         return best_a
 
 
@@ -220,7 +223,7 @@ class OraclePolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        u = env.unwrapped
+        u = unwrap(env)
         if getattr(u, "judge", None) is None:
             raise ValueError("the oracle needs a judge (SceneSim); this env was made with judge=None.")
         beam: list[tuple[float, list[int], Any, float]] = [(-1e9, [], copy.deepcopy(u), 0.0)]
