@@ -13,6 +13,10 @@ from typing import Any
 
 from gymnasium.envs.registration import WrapperSpec, register, registry
 
+from poser_env.shadowing import check_shadowing
+
+check_shadowing()  # a user's critic.py / experts.py next to their script would break the env: say so now
+
 __version__ = "0.1.0"
 
 __all__ = ["ENV_IDS", "__version__", "register_envs"]

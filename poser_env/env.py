@@ -145,16 +145,21 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ``info["invalid_action"] = True``. An action outside the space raises ``ValueError``.
 
     ## Observation Space
-    ``Dict`` (SB3's ``MultiInputPolicy`` takes it as is), all ``float32`` unless noted:
+    ``Dict`` (SB3's ``MultiInputPolicy`` takes it as is), all ``float32`` unless noted. The layout lives in
+    :mod:`poser_env.observation` with the slots named (``FEEDBACK_LAYOUT``, ``PROGRESS_LAYOUT``,
+    ``history_layout(n)``, ``read_feedback(vec)``; also ``env.unwrapped.feedback_layout``):
 
     - ``"prompt"``: ``Box(-1, 1, (D,))`` embedding of the whole prompt (D = text encoder size, 384).
     - ``"command"``: ``Box(-1, 1, (D,))`` embedding of the current command ("done" when none is left).
     - ``"feedback"`` (unless ``feedback_in_obs=False``): ``Box(0, 1, (35,))``: alignment, fidelity,
       aesthetics; the satisfied fraction for each of the 9 assertion kinds and a 9-entry mask of which kinds the
       spec has; current-command status (a command is pending, fraction of its assertions that hold, attempts /
-      max_attempts); one-hot of the command's op (10 ops); canvas empty.
-    - ``"progress"``: ``Box(0, 1, (5,))``: step / max_steps, commands done, pending and dropped (each over the
-      number of commands planned so far), failed attempts on the current command / max_attempts.
+      max_attempts); one-hot of the command's op (10 ops); canvas empty. Slot names: ``alignment``,
+      ``fidelity``, ``aesthetics``, ``satisfied``, ``present``, ``command_pending``, ``command_held``,
+      ``command_attempts``, ``op``, ``canvas_empty``.
+    - ``"progress"``: ``Box(0, 1, (5,))``: step / max_steps (the one step budget, see Episode End), commands
+      done, pending and dropped (each over the number of commands planned so far), failed attempts on the
+      current command / max_attempts.
     - ``"history"``: ``Box(0, 1, (2 * n_experts + 2,))``: calls per expert / max_steps, one-hot of the last
       action (n_experts + 1 entries, STOP last) plus one entry set before the first action.
     - ``"thumbnail"`` (only with ``thumbnail=True``): ``Box(0, 255, (S, S, 3), uint8)`` the canvas resized to
@@ -178,8 +183,16 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Episode End
     Terminated when the critic says every assertion holds, or on STOP. Truncated when ``max_steps`` steps have
-    been taken: the env owns its step budget (it is registered without a ``TimeLimit`` wrapper), so
-    ``max_steps`` is the one place to change it.
+    been taken. There is one step budget: every registered id has ``max_episode_steps`` (a ``TimeLimit``: 16
+    for ``ImagePoser-v0`` and ``ImagePoserDiffusers-v0``, 24 for ``ImagePoserLong-v0``, 6 for
+    ``ImagePoserPaper-v0``) and ``gym.make`` makes it the env's ``max_steps`` (through
+    :class:`poser_env.wrappers.StepBudget`), so ``gym.make(id, max_episode_steps=N)`` truncates at N and the
+    ``progress`` observation counts against N; ``gym.make(id, max_steps=N)`` is an alias of it (both with
+    different values is an error). An env constructed directly (``ImagePoserEnv(max_steps=N)``) truncates
+    itself at ``max_steps``.
+
+    Once a step returned ``terminated`` or ``truncated``, ``step()`` raises ``gymnasium.error.ResetNeeded``
+    (nothing runs, nothing is charged) until ``reset()``; SB3 and Gymnasium vector envs reset automatically.
 
     ## Failures
     An expert that raises, or returns a blank (constant) image, costs its call, leaves the canvas and plan as
@@ -189,11 +202,32 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ``info["critic_error"]``. The episode continues in both cases.
 
     ## Info
-    ``prompt``, ``command`` (text run), ``expert``, ``cost``, ``feedback`` (the critic's text), ``verdicts``
-    (assertion id -> "yes"/"no"/"unknown"), ``alignment``, ``plan`` (pending command texts), ``reward_terms``,
-    ``error`` / ``critic_error`` when something failed, ``invalid_action``, ``judge`` (ground truth, SceneSim
-    only, for evaluation: ``{"pass", "alignment", "verdicts"}``) and, at the end of an episode, ``is_success``
-    (the judge's pass when a judge exists, else the critic's).
+    ``reset()`` returns ``prompt`` (the prompt text), ``plan`` (the planned command texts, current first) and
+    ``assertions`` (the spec's assertions as English sentences, the checklist the episode is judged on).
+
+    ``step()`` returns, every step:
+
+    - ``prompt`` (str); ``step`` (int, steps taken this episode, 1..max_steps); ``expert`` (the expert's name,
+      or ``"STOP"``); ``command`` (the command text run, ``""`` for STOP or an invalid action);
+      ``invalid_action`` (bool, a masked action was taken: a no-op with a penalty); ``plan`` (pending command
+      texts after the step); ``reward_terms`` (``{"potential_delta", "cost", "penalty"}``, summing to the
+      reward; the paper env has ``{"alignment", "step_penalty", "cost", "penalty"}``).
+    - after an expert call: ``cost`` (float, the call's cost in SceneSim units, >= 0) and ``seed`` (int, the
+      seed the expert got, drawn from ``self.np_random``: the same episode seed gives the same expert seeds).
+    - once the canvas has feedback: ``feedback`` (the critic's text), ``alignment`` (fraction of assertions
+      the critic says hold, in [0, 1]) and ``verdicts`` (assertion id -> ``"yes"``/``"no"``/``"unknown"``).
+    - with a judge and an image: ``judge`` (ground truth, for evaluation only:
+      ``{"pass": bool, "alignment": float, "verdicts": {id: holds}}``, plus ``"error"`` if the judge failed).
+    - when something failed: ``error`` (the expert raised or returned a blank image) or ``critic_error``.
+    - at the end of an episode (terminated or truncated): ``is_success`` (the judge's pass when a judge exists,
+      else the critic's), ``episode_cost`` (summed cost of the episode's calls) and ``episode_calls`` (expert
+      calls, invalid actions and STOP excluded).
+
+    ## Episode state
+    ``env.unwrapped.state`` is a read-only snapshot of the episode (:class:`poser_env.episode.EpisodeState`:
+    prompt, spec, plan, current command, attempts, feedback, judge, canvas, step, budget, calls, cost, history);
+    ``poser_env.env.unwrap(env)`` returns the typed env under the wrappers. ``prepare()`` builds the components
+    before the first reset; ``close()`` releases them (models, GPU memory, worker threads) and is idempotent.
 
     ## Arguments
     - ``prompt_source``: ``"geneval"``, ``"long"``, ``"mixed"``, a path to a GenEval-format JSONL file, or a
@@ -206,7 +240,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       over an open-vocabulary detector, for real images), None, or a callable ``(output, spec) -> Feedback``.
     - ``decomposer``: ``"rules"``, ``"llm:<path>"`` or an object with parse/plan/revise.
     - ``text_encoder``: ``"auto"`` (MiniLM if installed, else hashing), ``"minilm"``, ``"hashing"`` or an encoder.
-    - ``max_steps`` (1..256, default 16), ``max_attempts`` (1..10, default 3).
+    - ``max_steps`` (1..256, default 16; through ``gym.make`` the id's ``max_episode_steps``, see Episode End),
+      ``max_attempts`` (1..10, default 3).
     - ``cost_weight`` (>= 0, default 0.02), ``reward_weights`` (:class:`RewardWeights` or a mapping),
       ``invalid_action_penalty`` (>= 0, default 0.1).
     - ``feedback_in_obs`` (default True), ``thumbnail`` (default False), ``thumbnail_size`` (16..128, default 64).
@@ -215,7 +250,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       a tick or cross per assertion.
 
     ## Version History
-    - v0: initial release (SceneSim model cards version 1).
+    - v0: initial release (SceneSim model cards version 1). Registered with ``max_episode_steps`` (the same
+      budget the env had); stepping after the end raises instead of calling experts.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 2}  # type: ignore[misc]

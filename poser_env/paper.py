@@ -39,7 +39,8 @@ class ImagePoserPaperEnv(ImagePoserEnv):
 
     ## Episode End
     Terminated when no command is left (each is popped when it holds or dropped after ``max_attempts`` = 3
-    failed attempts) or every assertion holds; truncated after ``max_steps`` = 6 steps (owned by the env).
+    failed attempts) or every assertion holds; truncated after ``max_steps`` = 6 steps (the registered
+    ``max_episode_steps``; one budget, as in ``ImagePoser-v0``).
 
     ## Arguments
     As ``ImagePoser-v0`` plus ``step_penalty`` (>= 0, default 0.05); defaults ``max_steps=6``,
