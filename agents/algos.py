@@ -41,7 +41,6 @@ from stable_baselines3.common.env_util import make_vec_env as _sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.extractor import PoserExtractor
-
 from poser_env.env import unwrap
 
 __all__ = [

@@ -6,8 +6,8 @@ import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
@@ -20,10 +20,10 @@ from experts.diffusers import diffusers_registry, load_diffusers_experts
 from experts.registry import default_expert_names, make_expert
 from experts.sim.judge import SceneJudge
 from poser_env import prompts
-from poser_env.core.commands import OPS, Command
+from poser_env.core.commands import Command
 from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 from poser_env.core.feedback import Critic, Feedback, Verdict
-from poser_env.core.spec import ASSERTION_KINDS, Spec, SpecError, read_geneval_jsonl
+from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
 from poser_env.decomposer import make_decomposer
 from poser_env.encoders import TextEncoder, make_text_encoder
 from poser_env.episode import EpisodeState

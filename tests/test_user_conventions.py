@@ -139,7 +139,7 @@ def test_close_twice_releases_and_the_env_can_be_reset_again(env_id_kwargs: tupl
     env.close()
     env.close()
     with pytest.raises(gym.error.ResetNeeded):
-        u.state  # noqa: B018 - the episode is dropped
+        u.state
     if env_id == DIFFUSERS_ID:  # models and pipelines are released
         assert u.experts[0].memory_report().bases == () and not u.critic.loaded
     env.reset(seed=1)  # models reload on first use
@@ -210,7 +210,7 @@ def test_feedback_slots_are_named_and_cover_the_vector() -> None:
 def test_public_episode_state_is_a_read_only_snapshot() -> None:
     env = gym.make("poser_env/ImagePoser-v0", **FAST)
     with pytest.raises(gym.error.ResetNeeded):
-        unwrap(env).state  # noqa: B018
+        unwrap(env).state
     env.reset(seed=0, options={"prompt": "a red cup left of a blue dog"})
     before = unwrap(env).state
     assert before.step == 0 and before.canvas is None and before.command is not None
