@@ -26,6 +26,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.policies import Policy, make_baseline
@@ -191,7 +192,6 @@ def pretrain(
             match the model's observation space.
     """
     import torch
-    from gymnasium import spaces
 
     for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:

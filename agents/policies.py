@@ -24,6 +24,7 @@ Baselines:
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -123,8 +124,6 @@ class SingleExpertPolicy(_Base):
         super().reset(env)
         names = list(unwrap(env).expert_names)
         if self.expert not in names:
-            import difflib
-
             close = difflib.get_close_matches(self.expert, names, n=3)
             raise ValueError(f"expert={self.expert!r} is not in this env's experts {names}"
                              + (f"; did you mean {close}?" if close else "."))
@@ -280,8 +279,6 @@ def make_baseline(name: str, *, seed: int = 0, best_t2i: str | None = None, **kw
         return CriticGreedyPolicy()
     if name == "oracle":
         return OraclePolicy(**kwargs)
-    import difflib
-
     close = difflib.get_close_matches(name, ["random", "fixed", "critic-greedy", "oracle"], n=2)
     raise ValueError(f"baseline name={name!r} is unknown" + (f"; did you mean {close}?" if close else "")
                      + f". Known: {list(BASELINES)}.")
