@@ -46,7 +46,8 @@ def test_every_id_is_registered_and_module_prefix_form_works():
 def test_conformance_suite_passes(env_id):
     rep = check_conformance(env_id, env_kwargs=FAST, n_steps=100)
     assert rep.ok, str(rep)
-    assert {"gymnasium.check_env", "sb3.check_env", "determinism", "pickle", "render", "masks"} <= set(rep.passed)
+    assert {"gymnasium.check_env", "sb3.check_env", "determinism", "pickle", "render", "masks", "episode_end",
+            "close"} <= set(rep.passed)
 
 
 def test_conformance_reports_a_broken_env():
