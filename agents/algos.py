@@ -41,6 +41,7 @@ from stable_baselines3.common.env_util import make_vec_env as _sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.extractor import PoserExtractor
+from poser_env.env import unwrap
 
 __all__ = [
     "ALGOS",
@@ -207,7 +208,7 @@ def make_ppo(
 
 
 def _unwrapped_action_masks(env: gym.Env) -> Any:
-    return env.unwrapped.action_masks()  # type: ignore[attr-defined]
+    return unwrap(env).action_masks()
 
 
 def make_maskable_ppo(

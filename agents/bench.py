@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
+from poser_env.env import unwrap
 
 __all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table"]
 
@@ -185,17 +186,17 @@ def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
         n = 0
         t0 = time.perf_counter()
         for _ in range(steps):
-            mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
+            mask = unwrap(env).action_masks()
             valid = np.flatnonzero(mask[:-1])
             a = int(rng.choice(valid)) if len(valid) else int(len(mask) - 1)
             _, _, term, trunc, _ = env.step(a)
-            t_expert += env.unwrapped.last_timings["expert"]  # type: ignore[attr-defined]
-            t_critic += env.unwrapped.last_timings["critic"]  # type: ignore[attr-defined]
+            t_expert += unwrap(env).last_timings["expert"]
+            t_critic += unwrap(env).last_timings["critic"]
             n += 1
             if term or trunc:
                 env.reset(seed=int(rng.integers(1 << 30)))
         total = time.perf_counter() - t0
-        name = env.unwrapped.encoder.name  # type: ignore[attr-defined]
+        name = unwrap(env).encoder.name
         inside = t_expert + t_critic
         lines += [
             f"| SceneSim steps/s (text encoder {name}) | {n / total:.0f} |",
@@ -205,7 +206,7 @@ def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
             f"| env overhead = (step - expert - critic) / (expert + critic) ({name}) | "
             f"{(total - inside) / max(inside, 1e-9):.2%} |",
         ]
-        enc_obj = env.unwrapped.encoder  # type: ignore[attr-defined]
+        enc_obj = unwrap(env).encoder
         hits, misses = getattr(enc_obj, "hits", 0), getattr(enc_obj, "misses", 0)
         lines.append(f"| text-encoder cache hit ratio ({name}) | {hits / max(1, hits + misses):.3f} |")
         env.close()

@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.policies import Policy
 from poser_env.core.spec import GENEVAL_TAGS, Spec
+from poser_env.env import unwrap
 
 __all__ = ["EpisodeResult", "MethodSummary", "ci95", "evaluate", "paired_difference", "run_episode", "summarize",
            "summary_table"]
@@ -73,10 +74,9 @@ def run_episode(
         elif info.get("expert", "STOP") != "STOP":
             experts.append(info["expert"])
         errors += int("error" in info or "critic_error" in info)
-    u = env.unwrapped
     judge = info.get("judge")
     tag = prompt.tag if isinstance(prompt, Spec) and prompt.tag else "long" if isinstance(prompt, Spec) else "custom"
-    fb = u._episode.get("feedback")  # type: ignore[attr-defined]
+    fb = unwrap(env).state.feedback
     return EpisodeResult(
         method=method or policy.name,
         run=run,

@@ -26,9 +26,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.policies import Policy, make_baseline
+from poser_env.env import unwrap
 
 __all__ = ["Demonstrations", "ImitationError", "collect_demonstrations", "make_teacher", "pretrain"]
 
@@ -127,7 +129,7 @@ def collect_demonstrations(
             done = False
             info: dict[str, Any] = {}
             while not done:
-                mask = np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
+                mask = np.asarray(unwrap(env).action_masks(), dtype=np.bool_)
                 a = int(policy.act(env, obs))
                 obs_rows.append({key: np.array(v, copy=True) for key, v in obs.items()})
                 actions.append(a)
@@ -190,7 +192,6 @@ def pretrain(
             match the model's observation space.
     """
     import torch
-    from gymnasium import spaces
 
     for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:

@@ -15,6 +15,7 @@ import poser_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
 from agents.policies import Policy, SB3Policy, make_baseline
 from poser_env.core.spec import Spec, read_geneval_jsonl
+from poser_env.env import unwrap
 
 __all__ = [
     "MAIN_ENV_KWARGS",
@@ -62,9 +63,9 @@ def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | No
     """Every baseline for an env: random, each single text-to-image expert, the fixed pipeline starting with each
     text-to-image expert (``fixed:<expert>``), critic-greedy, oracle."""
     env = gym.make(env_id, **dict(env_kwargs or {}))
-    u = env.unwrapped
-    u._setup()  # type: ignore[attr-defined]
-    singles = [f"single:{e.name}" for e in u.experts if e.kind == "text-to-image"]  # type: ignore[attr-defined]
+    u = unwrap(env)
+    u.prepare()
+    singles = [f"single:{e.name}" for e in u.experts if e.kind == "text-to-image"]
     env.close()
     fixed = [f"fixed:{s.split(':', 1)[1]}" for s in singles]
     return ["random", *singles, *fixed, "critic-greedy", "oracle"]
@@ -218,11 +219,11 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
     while not done:
         obs, _, term, trunc, info = env.step(pol.act(env, obs))
         done = term or trunc
-    u = env.unwrapped
-    trace = u.trace  # type: ignore[attr-defined]
+    u = unwrap(env)
+    trace = u.trace
     paths = []
-    if u.canvas is not None:  # type: ignore[attr-defined]
-        Image.fromarray(u.canvas).save(out / "final.png")  # type: ignore[attr-defined]
+    if u.canvas is not None:
+        Image.fromarray(u.canvas).save(out / "final.png")
         paths.append(out / "final.png")
     text = prompt.prompt if isinstance(prompt, Spec) else prompt
     contact_sheet(trace, prompt=text).save(out / "contact_sheet.png")

@@ -24,10 +24,13 @@ Baselines:
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
+from poser_env.env import unwrap
 
 __all__ = [
     "BASELINES",
@@ -70,11 +73,11 @@ class _Base:
 
     @staticmethod
     def _masks(env: gym.Env[Any, Any]) -> np.ndarray:
-        return np.asarray(env.unwrapped.action_masks(), dtype=np.bool_)  # type: ignore[attr-defined]
+        return np.asarray(unwrap(env).action_masks(), dtype=np.bool_)
 
     @staticmethod
     def _stop(env: gym.Env[Any, Any]) -> int:
-        return int(env.unwrapped.n_experts)  # type: ignore[attr-defined]
+        return int(unwrap(env).n_experts)
 
 
 class SB3Policy(_Base):
@@ -119,10 +122,8 @@ class SingleExpertPolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        names = list(env.unwrapped.expert_names)  # type: ignore[attr-defined]
+        names = list(unwrap(env).expert_names)
         if self.expert not in names:
-            import difflib
-
             close = difflib.get_close_matches(self.expert, names, n=3)
             raise ValueError(f"expert={self.expert!r} is not in this env's experts {names}"
                              + (f"; did you mean {close}?" if close else "."))
@@ -147,22 +148,23 @@ class FixedPipelinePolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        names = list(env.unwrapped.expert_names)  # type: ignore[attr-defined]
+        names = list(unwrap(env).expert_names)
         if self.t2i_expert not in names:
             raise ValueError(f"fixed pipeline expert {self.t2i_expert!r} is not in this env; choose one of {names}.")
         self._t2i = names.index(self.t2i_expert)
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
-        u = env.unwrapped
-        if u.canvas is None:  # type: ignore[attr-defined]
+        u = unwrap(env)
+        state = u.state
+        if state.canvas is None:
             return self._t2i
-        cur = u._current()  # type: ignore[attr-defined]
+        cur = state.command
         if cur is None:
             return self._stop(env)
         if cur.op == "generate":
             return self._t2i
         mask = self._masks(env)
-        for i, e in enumerate(u.experts):  # type: ignore[attr-defined]
+        for i, e in enumerate(u.experts):
             if e.kind == "image-to-image" and e.supports(cur.op) and mask[i]:
                 return i
         return self._stop(env)
@@ -174,7 +176,7 @@ class CriticGreedyPolicy(_Base):
     name = "critic-greedy"
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
-        u = env.unwrapped
+        u = unwrap(env)
         mask = self._masks(env)
         best_a, best_r = self._stop(env), 0.0
         for a in np.flatnonzero(mask[:-1]):
@@ -188,7 +190,7 @@ class CriticGreedyPolicy(_Base):
         if best_a != self._stop(env):
             # the chosen call is made for real by the env and counted there
             self.extra_calls -= 1
-            self.extra_cost -= float(u.experts[best_a].cost)  # type: ignore[attr-defined]
+            self.extra_cost -= float(u.experts[best_a].cost)
         return best_a
 
 
@@ -220,7 +222,7 @@ class OraclePolicy(_Base):
 
     def reset(self, env: gym.Env[Any, Any]) -> None:
         super().reset(env)
-        u = env.unwrapped
+        u = unwrap(env)
         if getattr(u, "judge", None) is None:
             raise ValueError("the oracle needs a judge (SceneSim); this env was made with judge=None.")
         beam: list[tuple[float, list[int], Any, float]] = [(-1e9, [], copy.deepcopy(u), 0.0)]
@@ -277,8 +279,6 @@ def make_baseline(name: str, *, seed: int = 0, best_t2i: str | None = None, **kw
         return CriticGreedyPolicy()
     if name == "oracle":
         return OraclePolicy(**kwargs)
-    import difflib
-
     close = difflib.get_close_matches(name, ["random", "fixed", "critic-greedy", "oracle"], n=2)
     raise ValueError(f"baseline name={name!r} is unknown" + (f"; did you mean {close}?" if close else "")
                      + f". Known: {list(BASELINES)}.")

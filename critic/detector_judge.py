@@ -63,6 +63,7 @@ import numpy as np
 
 from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
 from poser_env.core.feedback import Critic, CriticError, Detection, Feedback
+from poser_env.core.hf import free_accelerator_memory
 from poser_env.core.rules import MAX_PER_CLASS, evaluate
 from poser_env.core.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
@@ -313,6 +314,15 @@ class DetectorJudge(Critic):
                 )
             self._clip_processor, self._clip = processor, model
         return self
+
+    def close(self) -> None:
+        """Free the detector and CLIP models (and the accelerator's cached memory); idempotent. They load again on
+        the next call."""
+        if self._model is None and self._clip is None:
+            return
+        self._processor = self._model = self._clip_processor = self._clip = None
+        self._clip_text = {}
+        free_accelerator_memory(self.device)
 
     # ------------------------------------------------------------------ detection
     def _raw_detections(self, image: np.ndarray, nouns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

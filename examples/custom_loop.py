@@ -3,8 +3,9 @@
     python examples/custom_loop.py --episodes 300
 
 No Stable-Baselines3 needed: the env is a standard ``gymnasium.Env``. The state here is deliberately crude
-(the current command's op, whether the canvas is empty, the attempt count), to show the observation keys;
-the action masks come from ``env.unwrapped.action_masks()``.
+(the current command's op, whether the canvas is empty, the attempt count), read by slot name through
+``poser_env.observation`` (``FEEDBACK_LAYOUT``, ``PROGRESS_LAYOUT``); the action masks come from
+``unwrap(env).action_masks()``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 
 import poser_env  # noqa: F401
+from poser_env.env import unwrap
+from poser_env.observation import PROGRESS_LAYOUT, read_feedback
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,11 @@ class Args:
 
 
 def summarize(obs: dict[str, np.ndarray]) -> tuple[int, ...]:
-    fb = obs["feedback"]
-    op = int(np.argmax(fb[24:34])) if fb[21] > 0 else -1  # current command op (one-hot), if a command is pending
-    return (op, int(fb[34]), round(4 * float(obs["progress"][4])))
+    """(current command's op index in OPS or -1 when none is pending, canvas empty, attempts in quarters)."""
+    fb = read_feedback(obs["feedback"])  # the slots of poser_env.observation.FEEDBACK_LAYOUT, by name
+    op = int(np.argmax(fb["op"])) if fb["command_pending"][0] > 0 else -1
+    attempts = float(obs["progress"][PROGRESS_LAYOUT["attempts"]][0])
+    return (op, int(fb["canvas_empty"][0]), round(4 * attempts))
 
 
 def main(args: Args) -> dict[str, float]:
@@ -44,7 +49,7 @@ def main(args: Args) -> dict[str, float]:
         obs, _ = env.reset(seed=args.seed * 100_000 + ep)
         s, done, total = summarize(obs), False, 0.0
         while not done:
-            mask = env.unwrapped.action_masks()
+            mask = unwrap(env).action_masks()
             valid = np.flatnonzero(mask)
             a = int(rng.choice(valid)) if rng.random() < args.epsilon else int(valid[np.argmax(q[s][valid])])
             obs, r, term, trunc, info = env.step(a)

@@ -52,6 +52,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,8 +76,8 @@ class Args:
     out_dir: str = "runs/gpu_episode"
 
 
-def _report(expert: object) -> str:
-    rep = expert.memory_report()  # type: ignore[attr-defined]
+def _report(expert: Any) -> str:
+    rep = expert.memory_report()
     parts = [f"{k}: {v / 2**30:.2f} GiB" for k, v in rep.per_pipeline().items()]
     cuda = rep.cuda or {}
     alloc = f"; cuda allocated {cuda.get('allocated', 0) / 2**30:.2f} GiB, peak {cuda.get('max_allocated', 0) / 2**30:.2f}"
@@ -120,6 +121,7 @@ def run_env(args: Args) -> None:
     from PIL import Image
 
     import poser_env  # noqa: F401  (registers the env ids)
+    from poser_env.env import unwrap
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,15 +136,15 @@ def run_env(args: Args) -> None:
         max_steps=args.max_steps, prompt_source=[args.prompt],
     )
     _obs, info = env.reset(seed=args.seed, options={"prompt": args.prompt})
-    base = env.unwrapped
-    names = list(base.expert_names)  # type: ignore[attr-defined]
+    base = unwrap(env)
+    names = list(base.expert_names)
     stop = len(names)
     print(f"prompt: {args.prompt!r}\nexperts: {names}")
     for step in range(args.max_steps):
-        mask = np.asarray(base.action_masks(), dtype=bool)  # type: ignore[attr-defined]
+        mask = np.asarray(base.action_masks(), dtype=bool)
         allowed = [a for a in range(stop) if mask[a]]
-        t2i = [a for a in allowed if base.experts[a].kind == "text-to-image"]  # type: ignore[attr-defined]
-        edit = [a for a in allowed if base.experts[a].kind == "image-to-image"]  # type: ignore[attr-defined]
+        t2i = [a for a in allowed if base.experts[a].kind == "text-to-image"]
+        edit = [a for a in allowed if base.experts[a].kind == "image-to-image"]
         action = (t2i or allowed or [stop])[0] if step == 0 else (edit or [stop])[0]
         t0 = time.perf_counter()
         _obs, reward, terminated, truncated, info = env.step(action)
@@ -154,11 +156,11 @@ def run_env(args: Args) -> None:
         for key in ("error", "critic_error"):
             if info.get(key):
                 print(f"      {key}: {info[key]}")
-        canvas = getattr(base, "canvas", None)
+        canvas = base.canvas
         if canvas is not None:
             Image.fromarray(canvas).save(out / f"step{step:02d}_{name}.png")
         if action < stop:
-            print(f"      {_report(base.experts[action])}")  # type: ignore[attr-defined]
+            print(f"      {_report(base.experts[action])}")
         if terminated or truncated:
             break
     (out / "last_info.json").write_text(json.dumps({k: str(v) for k, v in info.items()}, indent=1))

@@ -4,7 +4,11 @@
     report = check_conformance("poser_env/ImagePoser-v0", env_kwargs={"text_encoder": "hashing"})
     assert report.ok, report.failures
 
-Each check is a function ``(make_env, report) -> None`` that records failures instead of stopping at the first.
+Each check is a function ``(make_env, report) -> None`` that records failures instead of stopping at the first:
+``gymnasium`` and ``sb3`` (their ``check_env``), ``determinism`` (and finite values), ``pickle``, ``render``,
+``masks`` (the action mask agrees with the env), ``episode_end`` (one step budget: the ``TimeLimit``'s equals
+the env's ``max_steps``; ``step()`` after the end raises ``ResetNeeded``) and ``close`` (twice, and the env can
+be reset after it).
 """
 
 from __future__ import annotations
@@ -130,8 +134,12 @@ def _check_determinism(make_env: EnvFactory, rep: ConformanceReport, n_steps: in
 
 def _check_pickle(make_env: EnvFactory, rep: ConformanceReport, seed: int) -> None:
     env = make_env()
-    env.reset(seed=seed)
-    env.step(0)
+    for k in range(10):  # a state in the middle of an episode (stepping after the end raises)
+        env.reset(seed=seed + k)
+        if not any(env.step(0)[2:4]):
+            break
+    else:
+        env.reset(seed=seed)
     clone = pickle.loads(pickle.dumps(env))
     mask = getattr(env.unwrapped, "action_masks", None)
     action = int(np.flatnonzero(mask())[0]) if mask is not None else 0
@@ -189,13 +197,51 @@ def _check_masks(make_env: EnvFactory, rep: ConformanceReport, seed: int, n_stat
     rep.passed.append("masks")
 
 
+def _check_episode_end(make_env: EnvFactory, rep: ConformanceReport, seed: int) -> None:
+    env = make_env()
+    limit = getattr(env.spec, "max_episode_steps", None)
+    budget = getattr(env.unwrapped, "max_steps", None)
+    if limit is not None and budget is not None and limit != budget:
+        rep.failures.append(("episode_end", f"two step budgets: TimeLimit max_episode_steps={limit}, "
+                                            f"env max_steps={budget}"))
+        return
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    for _ in range(1000):
+        _, _, term, trunc, _ = env.step(int(rng.integers(n_actions)))
+        if term or trunc:
+            break
+    else:
+        rep.failures.append(("episode_end", "no episode ended within 1000 random steps"))
+        return
+    try:
+        env.step(0)
+    except gym.error.ResetNeeded:
+        rep.passed.append("episode_end")
+        return
+    rep.failures.append(("episode_end", "step() after the episode ended ran instead of raising ResetNeeded"))
+
+
+def _check_close(make_env: EnvFactory, rep: ConformanceReport, seed: int) -> None:
+    env = make_env()
+    env.close()
+    env.reset(seed=seed)
+    env.step(0)
+    env.close()
+    env.close()
+    env.reset(seed=seed)  # a closed env may be used again (models reload)
+    env.close()
+    rep.passed.append("close")
+
+
 def check_conformance(
     env_id: str | EnvFactory,
     *,
     env_kwargs: Mapping[str, Any] | None = None,
     n_steps: int = 100,
     seed: int = 0,
-    checks: tuple[str, ...] = ("gymnasium", "sb3", "determinism", "pickle", "render", "masks"),
+    checks: tuple[str, ...] = ("gymnasium", "sb3", "determinism", "pickle", "render", "masks", "episode_end", "close"),
 ) -> ConformanceReport:
     """Run the conformance checks on an env id (with ``env_kwargs``) or a zero-argument factory.
 
@@ -211,9 +257,10 @@ def check_conformance(
     """
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps={n_steps!r} must be an int >= 1.")
-    unknown = set(checks) - {"gymnasium", "sb3", "determinism", "pickle", "render", "masks"}
+    known = ("gymnasium", "sb3", "determinism", "pickle", "render", "masks", "episode_end", "close")
+    unknown = set(checks) - set(known)
     if unknown:
-        raise ValueError(f"checks {sorted(unknown)} are unknown; choose from gymnasium, sb3, determinism, pickle, render, masks.")
+        raise ValueError(f"checks {sorted(unknown)} are unknown; choose from {', '.join(known)}.")
     kwargs = {"render_mode": "rgb_array", **dict(env_kwargs or {})}
     if isinstance(env_id, str):
         name = env_id
@@ -233,6 +280,8 @@ def check_conformance(
         "pickle": lambda: _check_pickle(make_env, rep, seed),
         "render": lambda: _check_render(make_env, rep, seed),
         "masks": lambda: _check_masks(make_env, rep, seed),
+        "episode_end": lambda: _check_episode_end(make_env, rep, seed),
+        "close": lambda: _check_close(make_env, rep, seed),
     }
     for c in checks:
         try:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
@@ -19,21 +20,24 @@ from experts.diffusers import diffusers_registry, load_diffusers_experts
 from experts.registry import default_expert_names, make_expert
 from experts.sim.judge import SceneJudge
 from poser_env import prompts
-from poser_env.core.commands import OPS, Command
+from poser_env.core.commands import Command
 from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 from poser_env.core.feedback import Critic, Feedback, Verdict
-from poser_env.core.spec import ASSERTION_KINDS, Spec, SpecError, read_geneval_jsonl
+from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
 from poser_env.decomposer import make_decomposer
 from poser_env.encoders import TextEncoder, make_text_encoder
+from poser_env.episode import EpisodeState
+from poser_env.observation import (
+    FEEDBACK_LAYOUT,
+    feedback_vector,
+    history_vector,
+    observation_space,
+    progress_vector,
+)
 from poser_env.rendering import render_frame
 
-__all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights"]
+__all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
 
-_N_KINDS = len(ASSERTION_KINDS)
-_N_OPS = len(OPS)
-#: Size of the "feedback" observation: scores (3), satisfied + present per kind (2 x 9), command status (3),
-#: op one-hot (10), canvas empty (1).
-_FEEDBACK_DIM = 3 + 2 * _N_KINDS + 3 + _N_OPS + 1
 
 
 class EnvConfigError(ValueError):
@@ -108,6 +112,10 @@ class _ImageJudge:
     def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
         return self.judge(out.image, spec)
 
+    def close(self) -> None:
+        """Free the detector's models (they reload on the next call)."""
+        self.judge.close()
+
 
 class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     """Learn to orchestrate image experts for compositional prompts.
@@ -137,16 +145,21 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ``info["invalid_action"] = True``. An action outside the space raises ``ValueError``.
 
     ## Observation Space
-    ``Dict`` (SB3's ``MultiInputPolicy`` takes it as is), all ``float32`` unless noted:
+    ``Dict`` (SB3's ``MultiInputPolicy`` takes it as is), all ``float32`` unless noted. The layout lives in
+    :mod:`poser_env.observation` with the slots named (``FEEDBACK_LAYOUT``, ``PROGRESS_LAYOUT``,
+    ``history_layout(n)``, ``read_feedback(vec)``; also ``env.unwrapped.feedback_layout``):
 
     - ``"prompt"``: ``Box(-1, 1, (D,))`` embedding of the whole prompt (D = text encoder size, 384).
     - ``"command"``: ``Box(-1, 1, (D,))`` embedding of the current command ("done" when none is left).
     - ``"feedback"`` (unless ``feedback_in_obs=False``): ``Box(0, 1, (35,))``: alignment, fidelity,
       aesthetics; the satisfied fraction for each of the 9 assertion kinds and a 9-entry mask of which kinds the
       spec has; current-command status (a command is pending, fraction of its assertions that hold, attempts /
-      max_attempts); one-hot of the command's op (10 ops); canvas empty.
-    - ``"progress"``: ``Box(0, 1, (5,))``: step / max_steps, commands done, pending and dropped (each over the
-      number of commands planned so far), failed attempts on the current command / max_attempts.
+      max_attempts); one-hot of the command's op (10 ops); canvas empty. Slot names: ``alignment``,
+      ``fidelity``, ``aesthetics``, ``satisfied``, ``present``, ``command_pending``, ``command_held``,
+      ``command_attempts``, ``op``, ``canvas_empty``.
+    - ``"progress"``: ``Box(0, 1, (5,))``: step / max_steps (the one step budget, see Episode End), commands
+      done, pending and dropped (each over the number of commands planned so far), failed attempts on the
+      current command / max_attempts.
     - ``"history"``: ``Box(0, 1, (2 * n_experts + 2,))``: calls per expert / max_steps, one-hot of the last
       action (n_experts + 1 entries, STOP last) plus one entry set before the first action.
     - ``"thumbnail"`` (only with ``thumbnail=True``): ``Box(0, 255, (S, S, 3), uint8)`` the canvas resized to
@@ -170,8 +183,16 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Episode End
     Terminated when the critic says every assertion holds, or on STOP. Truncated when ``max_steps`` steps have
-    been taken: the env owns its step budget (it is registered without a ``TimeLimit`` wrapper), so
-    ``max_steps`` is the one place to change it.
+    been taken. There is one step budget: every registered id has ``max_episode_steps`` (a ``TimeLimit``: 16
+    for ``ImagePoser-v0`` and ``ImagePoserDiffusers-v0``, 24 for ``ImagePoserLong-v0``, 6 for
+    ``ImagePoserPaper-v0``) and ``gym.make`` makes it the env's ``max_steps`` (through
+    :class:`poser_env.wrappers.StepBudget`), so ``gym.make(id, max_episode_steps=N)`` truncates at N and the
+    ``progress`` observation counts against N; ``gym.make(id, max_steps=N)`` is an alias of it (both with
+    different values is an error). An env constructed directly (``ImagePoserEnv(max_steps=N)``) truncates
+    itself at ``max_steps``.
+
+    Once a step returned ``terminated`` or ``truncated``, ``step()`` raises ``gymnasium.error.ResetNeeded``
+    (nothing runs, nothing is charged) until ``reset()``; SB3 and Gymnasium vector envs reset automatically.
 
     ## Failures
     An expert that raises, or returns a blank (constant) image, costs its call, leaves the canvas and plan as
@@ -181,11 +202,32 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ``info["critic_error"]``. The episode continues in both cases.
 
     ## Info
-    ``prompt``, ``command`` (text run), ``expert``, ``cost``, ``feedback`` (the critic's text), ``verdicts``
-    (assertion id -> "yes"/"no"/"unknown"), ``alignment``, ``plan`` (pending command texts), ``reward_terms``,
-    ``error`` / ``critic_error`` when something failed, ``invalid_action``, ``judge`` (ground truth, SceneSim
-    only, for evaluation: ``{"pass", "alignment", "verdicts"}``) and, at the end of an episode, ``is_success``
-    (the judge's pass when a judge exists, else the critic's).
+    ``reset()`` returns ``prompt`` (the prompt text), ``plan`` (the planned command texts, current first) and
+    ``assertions`` (the spec's assertions as English sentences, the checklist the episode is judged on).
+
+    ``step()`` returns, every step:
+
+    - ``prompt`` (str); ``step`` (int, steps taken this episode, 1..max_steps); ``expert`` (the expert's name,
+      or ``"STOP"``); ``command`` (the command text run, ``""`` for STOP or an invalid action);
+      ``invalid_action`` (bool, a masked action was taken: a no-op with a penalty); ``plan`` (pending command
+      texts after the step); ``reward_terms`` (``{"potential_delta", "cost", "penalty"}``, summing to the
+      reward; the paper env has ``{"alignment", "step_penalty", "cost", "penalty"}``).
+    - after an expert call: ``cost`` (float, the call's cost in SceneSim units, >= 0) and ``seed`` (int, the
+      seed the expert got, drawn from ``self.np_random``: the same episode seed gives the same expert seeds).
+    - once the canvas has feedback: ``feedback`` (the critic's text), ``alignment`` (fraction of assertions
+      the critic says hold, in [0, 1]) and ``verdicts`` (assertion id -> ``"yes"``/``"no"``/``"unknown"``).
+    - with a judge and an image: ``judge`` (ground truth, for evaluation only:
+      ``{"pass": bool, "alignment": float, "verdicts": {id: holds}}``, plus ``"error"`` if the judge failed).
+    - when something failed: ``error`` (the expert raised or returned a blank image) or ``critic_error``.
+    - at the end of an episode (terminated or truncated): ``is_success`` (the judge's pass when a judge exists,
+      else the critic's), ``episode_cost`` (summed cost of the episode's calls) and ``episode_calls`` (expert
+      calls, invalid actions and STOP excluded).
+
+    ## Episode state
+    ``env.unwrapped.state`` is a read-only snapshot of the episode (:class:`poser_env.episode.EpisodeState`:
+    prompt, spec, plan, current command, attempts, feedback, judge, canvas, step, budget, calls, cost, history);
+    ``poser_env.env.unwrap(env)`` returns the typed env under the wrappers. ``prepare()`` builds the components
+    before the first reset; ``close()`` releases them (models, GPU memory, worker threads) and is idempotent.
 
     ## Arguments
     - ``prompt_source``: ``"geneval"``, ``"long"``, ``"mixed"``, a path to a GenEval-format JSONL file, or a
@@ -198,7 +240,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       over an open-vocabulary detector, for real images), None, or a callable ``(output, spec) -> Feedback``.
     - ``decomposer``: ``"rules"``, ``"llm:<path>"`` or an object with parse/plan/revise.
     - ``text_encoder``: ``"auto"`` (MiniLM if installed, else hashing), ``"minilm"``, ``"hashing"`` or an encoder.
-    - ``max_steps`` (1..256, default 16), ``max_attempts`` (1..10, default 3).
+    - ``max_steps`` (1..256, default 16; through ``gym.make`` the id's ``max_episode_steps``, see Episode End),
+      ``max_attempts`` (1..10, default 3).
     - ``cost_weight`` (>= 0, default 0.02), ``reward_weights`` (:class:`RewardWeights` or a mapping),
       ``invalid_action_penalty`` (>= 0, default 0.1).
     - ``feedback_in_obs`` (default True), ``thumbnail`` (default False), ``thumbnail_size`` (16..128, default 64).
@@ -207,7 +250,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       a tick or cross per assertion.
 
     ## Version History
-    - v0: initial release (SceneSim model cards version 1).
+    - v0: initial release (SceneSim model cards version 1). Registered with ``max_episode_steps`` (the same
+      budget the env had); stepping after the end raises instead of calling experts.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 2}  # type: ignore[misc]
@@ -373,20 +417,10 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         self._components_ready = True
 
     def _make_observation_space(self) -> spaces.Dict:
-        d = self.encoder.dim
-        n = self.n_experts
-        obs: dict[str, spaces.Space[Any]] = {
-            "prompt": spaces.Box(-1.0, 1.0, (d,), np.float32),
-            "command": spaces.Box(-1.0, 1.0, (d,), np.float32),
-        }
-        if self.feedback_in_obs:
-            obs["feedback"] = spaces.Box(0.0, 1.0, (_FEEDBACK_DIM,), np.float32)
-        obs["progress"] = spaces.Box(0.0, 1.0, (5,), np.float32)
-        obs["history"] = spaces.Box(0.0, 1.0, (2 * n + 2,), np.float32)
-        if self.thumbnail:
-            s = self.thumbnail_size
-            obs["thumbnail"] = spaces.Box(0, 255, (s, s, 3), np.uint8)
-        return spaces.Dict(obs)
+        return observation_space(
+            text_dim=self.encoder.dim, n_experts=self.n_experts, feedback=self.feedback_in_obs,
+            thumbnail_size=self.thumbnail_size if self.thumbnail else None,
+        )
 
     # ================================================================== prompts
     def _prompt_pool(self) -> list[Spec | str]:
@@ -482,6 +516,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "trace": [],
             "last_command": "",
             "last_expert": "",
+            "ended": "",
         }
         info = {"prompt": spec.prompt, "plan": plan.texts, "assertions": [a.text for a in spec.assertions()]}
         return self._obs(), info
@@ -491,6 +526,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             raise gym.error.ResetNeeded("Call reset() before step().")
         a = self._check_action(action)
         ep = self._episode
+        if ep["ended"]:
+            raise gym.error.ResetNeeded(
+                f"step() called after the episode ended ({ep['ended']} at step {ep['step']}); nothing was run. "
+                "Call reset() to start a new episode (SB3 and Gymnasium vector envs do this automatically)."
+            )
         ep["step"] += 1
         self.last_timings = {"expert": 0.0, "critic": 0.0}
         info: dict[str, Any] = {"prompt": ep["spec"].prompt, "invalid_action": False}
@@ -519,11 +559,18 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         info["reward_terms"] = terms
         self._fill_info(info)
         if terminated or truncated:
-            judge = ep["judge"]
-            info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
-            info["episode_cost"] = ep["cost"]
-            info["episode_calls"] = int(ep["calls"].sum())
+            self._end_episode(info, "terminated" if terminated else "truncated")
         return self._obs(), reward, terminated, truncated, info
+
+    def _end_episode(self, info: dict[str, Any], how: str) -> None:
+        """Mark the episode ended (``how``: "terminated" or "truncated") and add the end-of-episode info keys."""
+        ep = self._episode
+        fb: Feedback | None = ep["feedback"]
+        judge = ep["judge"]
+        info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
+        info["episode_cost"] = ep["cost"]
+        info["episode_calls"] = int(ep["calls"].sum())
+        ep["ended"] = how
 
     # ================================================================== mechanics
     def _check_action(self, action: Any) -> int:
@@ -651,10 +698,6 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         }
 
     # ================================================================== observation / info
-    @staticmethod
-    def _n_total(plan: Any) -> int:
-        return len(plan.pending) + len(plan.done) + len(plan.dropped)
-
     def _obs(self) -> dict[str, np.ndarray]:
         ep = self._episode
         spec: Spec = ep["spec"]
@@ -662,43 +705,16 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         emb = self.encoder([spec.prompt or "; ".join(e.phrase() for e in spec.entities),
                             cur.text if cur is not None else "done"])
         obs: dict[str, np.ndarray] = {"prompt": emb[0], "command": emb[1]}
-        fb: Feedback | None = ep["feedback"]
         if self.feedback_in_obs:
-            v = np.zeros(_FEEDBACK_DIM, dtype=np.float32)
-            kinds_present = {a.kind for a in spec.assertions()}
-            if fb is not None:
-                v[0:3] = (fb.alignment, fb.fidelity, fb.aesthetics)
-                by_kind = fb.satisfied_by_kind()
-                for i, k in enumerate(ASSERTION_KINDS):
-                    v[3 + i] = by_kind.get(k, 0.0)
-            for i, k in enumerate(ASSERTION_KINDS):
-                v[3 + _N_KINDS + i] = float(k in kinds_present)
-            o = 3 + 2 * _N_KINDS
-            if cur is not None:
-                v[o] = 1.0
-                if fb is not None and cur.assertion_ids:
-                    held = [fb.verdict(i).ok for i in cur.assertion_ids if any(x.assertion_id == i for x in fb.verdicts)]
-                    v[o + 1] = float(np.mean(held)) if held else 0.0
-                v[o + 2] = min(1.0, cur.attempts / self.max_attempts)
-                v[o + 3 + OPS.index(cur.op)] = 1.0
-            v[o + 3 + _N_OPS] = float(ep["output"] is None)
-            obs["feedback"] = v
+            obs["feedback"] = feedback_vector(spec, ep["feedback"], cur, canvas_empty=ep["output"] is None,
+                                              max_attempts=self.max_attempts)
         plan = ep["plan"]
-        total = max(1, self._n_total(plan))
-        obs["progress"] = np.array(
-            [
-                min(1.0, ep["step"] / self.max_steps),
-                len(plan.done) / total,
-                len(plan.pending) / total,
-                len(plan.dropped) / total,
-                min(1.0, (cur.attempts if cur is not None else 0) / self.max_attempts),
-            ],
-            dtype=np.float32,
+        obs["progress"] = progress_vector(
+            step=ep["step"], max_steps=self.max_steps, n_done=len(plan.done), n_pending=len(plan.pending),
+            n_dropped=len(plan.dropped), attempts=cur.attempts if cur is not None else 0,
+            max_attempts=self.max_attempts,
         )
-        hist = np.zeros(2 * self.n_experts + 2, dtype=np.float32)
-        hist[: self.n_experts] = np.minimum(1.0, ep["calls"] / self.max_steps)
-        hist[self.n_experts + 1 + ep["last_action"]] = 1.0  # -1 (no action yet) -> index n_experts
-        obs["history"] = hist
+        obs["history"] = history_vector(ep["calls"], ep["last_action"], max_steps=self.max_steps)
         if self.thumbnail:
             obs["thumbnail"] = self._thumbnail()
         return obs
@@ -725,6 +741,81 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             info["judge"] = {**ep["judge"], "verdicts": dict(ep["judge"].get("verdicts", {}))}
 
     # ================================================================== public helpers
+    @property
+    def state(self) -> EpisodeState:
+        """A read-only snapshot of the current episode (see :class:`poser_env.episode.EpisodeState`).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset()`` (or after ``close()``).
+        """
+        ep = self._episode
+        if not ep:
+            raise gym.error.ResetNeeded("there is no episode yet; call reset() before reading env.unwrapped.state.")
+        plan = ep["plan"]
+        cur: Command | None = plan.current
+        out: ExpertOutput | None = ep["output"]
+        canvas = None
+        if out is not None:
+            canvas = np.asarray(out.image).view()
+            canvas.flags.writeable = False
+        calls = ep["calls"].copy()
+        calls.flags.writeable = False
+        return EpisodeState(
+            prompt=ep["spec"].prompt, spec=ep["spec"], truth=ep["truth"], plan=plan, command=cur,
+            attempts=cur.attempts if cur is not None else 0, feedback=ep["feedback"],
+            judge=None if ep["judge"] is None else MappingProxyType(ep["judge"]), output=out, canvas=canvas,
+            step=ep["step"], max_steps=self.max_steps, calls=calls, cost=float(ep["cost"]),
+            last_action=None if ep["last_action"] < 0 else int(ep["last_action"]),
+            last_expert=ep["last_expert"], last_command=ep["last_command"],
+            history=tuple(MappingProxyType(r) for r in ep["trace"]), ended=bool(ep["ended"]),
+        )
+
+    @property
+    def feedback_layout(self) -> Mapping[str, slice] | None:
+        """Slots of ``obs["feedback"]``, name -> slice (:data:`poser_env.observation.FEEDBACK_LAYOUT`), or None
+        without the feedback key (``feedback_in_obs=False``)."""
+        return FEEDBACK_LAYOUT if self.feedback_in_obs else None
+
+    def prepare(self) -> None:
+        """Build the components now (experts, critic, judge, decomposer; loads model critics), as the first
+        ``reset()`` would. Afterwards ``experts``, ``critic``, ``judge`` and ``decomposer`` are set. Idempotent."""
+        self._setup()
+
+    def set_max_steps(self, max_steps: int) -> None:
+        """Set the step budget (1..256 steps): the episode is truncated after ``max_steps`` steps and the
+        ``progress``/``history`` observations count against it.
+
+        ``gym.make`` calls this through :class:`poser_env.wrappers.StepBudget` with the ``TimeLimit``'s
+        ``max_episode_steps``, so an env made by ``gym.make`` has one budget; call it yourself only on an env you
+        constructed directly. Takes effect from the next step.
+        """
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= 256:
+            raise EnvConfigError(f"max_steps={max_steps!r} must be an int from 1 to 256 (steps per episode).")
+        self.max_steps = int(max_steps)
+
+    def close(self) -> None:
+        """Release what the env holds: every component (experts, critic, judge, decomposer) with a ``close()``
+        frees its models, GPU memory (diffusers experts evict their pipelines from the residency manager) and
+        worker threads; the current episode is dropped. Idempotent. Objects you passed in (``experts=[...]``,
+        ``critic=...``) are closed too. A closed env may be reset again: models reload on first use.
+        """
+        errors: list[str] = []
+        if self._components_ready:
+            seen: set[int] = set()
+            for comp in [*self.experts, self.critic, self.judge, self.decomposer]:
+                closer = getattr(comp, "close", None)
+                if comp is None or id(comp) in seen or not callable(closer):
+                    continue
+                seen.add(id(comp))
+                try:
+                    closer()
+                except Exception as exc:  # release the others before reporting
+                    errors.append(f"{type(comp).__name__}: {type(exc).__name__}: {exc}")
+        self._episode = {}
+        super().close()
+        if errors:
+            raise RuntimeError("close() could not release every component: " + "; ".join(errors))
+
     @property
     def canvas(self) -> np.ndarray | None:
         """The current image (HxWx3 uint8) or None before the first successful call."""
@@ -825,3 +916,19 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         kw = {"device": self.device, "dtype": self.dtype or "float32", "local_files_only": self.local_files_only,
               **self.critic_kwargs}
         return make_critic(self._critic_arg, **kw)
+
+
+def unwrap(env: gym.Env[Any, Any]) -> ImagePoserEnv:
+    """The :class:`ImagePoserEnv` under ``env``'s wrappers (``env.unwrapped``, typed), for its public API:
+    ``state``, ``action_masks()``, ``expert_names``, ``experts``, ``prepare()``.
+
+    Raises:
+        TypeError: ``env`` is not an image-poser env.
+    """
+    u = env.unwrapped
+    if not isinstance(u, ImagePoserEnv):
+        raise TypeError(
+            f"env={env!r} is not an image-poser env (its unwrapped env is a {type(u).__name__}); make one with "
+            "gym.make('poser_env/ImagePoser-v0')."
+        )
+    return u

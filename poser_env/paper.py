@@ -39,7 +39,8 @@ class ImagePoserPaperEnv(ImagePoserEnv):
 
     ## Episode End
     Terminated when no command is left (each is popped when it holds or dropped after ``max_attempts`` = 3
-    failed attempts) or every assertion holds; truncated after ``max_steps`` = 6 steps (owned by the env).
+    failed attempts) or every assertion holds; truncated after ``max_steps`` = 6 steps (the registered
+    ``max_episode_steps``; one budget, as in ``ImagePoser-v0``).
 
     ## Arguments
     As ``ImagePoser-v0`` plus ``step_penalty`` (>= 0, default 0.05); defaults ``max_steps=6``,
@@ -92,8 +93,5 @@ class ImagePoserPaperEnv(ImagePoserEnv):
         if not terminated and self._current() is None:
             terminated = True
             truncated = False
-            judge = self._episode["judge"]
-            info["is_success"] = bool(judge["pass"]) if judge is not None else bool(fb is not None and fb.all_hold)
-            info["episode_cost"] = self._episode["cost"]
-            info["episode_calls"] = int(self._episode["calls"].sum())
+            self._end_episode(info, "terminated")
         return obs, float(reward), terminated, truncated, info

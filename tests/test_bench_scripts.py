@@ -52,7 +52,7 @@ def test_restart_policy_regenerates_once_a_command_is_dropped(specs):
         pol.reset(env)
         done = False
         while not done:
-            dropped = bool(u._episode["plan"].dropped) and u.canvas is not None
+            dropped = bool(u.state.plan.dropped) and u.canvas is not None
             a = pol.act(env, obs)
             if dropped:
                 assert a == u.expert_names.index("sim/layout")

@@ -46,7 +46,8 @@ def test_every_id_is_registered_and_module_prefix_form_works():
 def test_conformance_suite_passes(env_id):
     rep = check_conformance(env_id, env_kwargs=FAST, n_steps=100)
     assert rep.ok, str(rep)
-    assert {"gymnasium.check_env", "sb3.check_env", "determinism", "pickle", "render", "masks"} <= set(rep.passed)
+    assert {"gymnasium.check_env", "sb3.check_env", "determinism", "pickle", "render", "masks", "episode_end",
+            "close"} <= set(rep.passed)
 
 
 def test_conformance_reports_a_broken_env():
@@ -166,7 +167,7 @@ def test_return_telescopes_to_final_potential_minus_costs():
         penalties += info["reward_terms"]["penalty"]
         done = term or trunc
     u = env.unwrapped
-    expected = u.reward_weights.potential(u._episode["feedback"]) - 0.05 * info["episode_cost"] + penalties
+    expected = u.reward_weights.potential(u.state.feedback) - 0.05 * info["episode_cost"] + penalties
     assert total == pytest.approx(expected, abs=1e-9)
     assert "is_success" in info and isinstance(info["is_success"], bool)
 
@@ -196,11 +197,11 @@ def test_expert_fault_mid_episode_is_reported_and_nothing_is_lost(mode):
     env.reset(seed=0, options={"prompt": "three red kites left of four blue benches on grass"})
     env.step(0)
     before = env.unwrapped.canvas.copy()
-    fb_before = env.unwrapped._episode["feedback"]
+    fb_before = env.unwrapped.state.feedback
     _, r, term, trunc, info = env.step(0)
     assert "error" in info and not term and not trunc
     assert np.array_equal(env.unwrapped.canvas, before)
-    assert env.unwrapped._episode["feedback"] is fb_before
+    assert env.unwrapped.state.feedback is fb_before
     assert r == pytest.approx(-0.1 * t2i.cost)
     _, r, _, _, info = env.step(0)  # the env goes on
     assert "error" not in info and math.isfinite(r)
@@ -226,12 +227,13 @@ def test_critic_fault_keeps_the_image_and_the_previous_feedback(mode):
     from critic.factory import make_critic
 
     env = make(critic=FlakyCritic(make_critic("scene"), {2}, mode))
-    env.reset(seed=0, options={"prompt": "a photo of three cups"})
+    # (a prompt the first call does not finish: stepping after the end raises)
+    env.reset(seed=0, options={"prompt": "two red clocks left of a blue dog"})
     env.step(0)
-    fb = env.unwrapped._episode["feedback"]
+    fb = env.unwrapped.state.feedback
     obs, r, term, trunc, info = env.step(0)
     assert "critic_error" in info
-    assert env.unwrapped.canvas is not None and env.unwrapped._episode["feedback"] is fb
+    assert env.unwrapped.canvas is not None and env.unwrapped.state.feedback is fb
     assert r == pytest.approx(info["reward_terms"]["cost"])
     assert all(np.isfinite(v).all() for v in obs.values())
 

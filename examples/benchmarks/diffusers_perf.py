@@ -117,7 +117,8 @@ def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, f
                    critic=f"clip:{clip}", local_files_only=True, text_encoder="hashing", max_steps=steps + 1,
                    prompt_source=["a red cup left of a blue dog"])
     env.reset(seed=0)
-    env.step(0)  # warm up
+    if any(env.step(0)[2:4]):  # warm up (stepping after the end raises: start a new episode if it ended)
+        env.reset(seed=1)
     total = inside = 0.0
     for _ in range(steps):
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import numpy as np
 import experts.sim.experts as sim
 from experts.registry import SIM_EXPERT_NAMES, make_expert
 from experts.sim.render import render
+from poser_env.core.expert import ExpertOutput
 
 PROMPT = ("generate: two red clocks left of a blue dog, a small striped cup, a green book above the dog, "
           "a large yellow kite and a dotted vase")  # 6 groups, 7 objects
@@ -65,13 +66,13 @@ def main(args: Args) -> None:
         if e.kind == "text-to-image":
             cmd = PROMPT
 
-            def call(s: int, e=e, cmd=cmd) -> object:
+            def call(s: int, e=e, cmd=cmd) -> ExpertOutput:
                 return e(cmd, seed=s)
         else:
             op = sorted(e.ops)[0]
             cmd = EDITS[op]
 
-            def call(s: int, e=e, cmd=cmd) -> object:
+            def call(s: int, e=e, cmd=cmd) -> ExpertOutput:
                 return e(cmd, base.image, seed=s, state=base.state)
         full = median_ms(call, args.repeats)
         blank = np.zeros((args.canvas_size, args.canvas_size, 3), np.uint8)
@@ -80,7 +81,7 @@ def main(args: Args) -> None:
             scene_only = median_ms(call, args.repeats)
         finally:
             sim._render = real_render
-        state = call(0).state  # type: ignore[attr-defined]
+        state = call(0).state
         rend = median_ms(lambda s, st=state: render(st), args.repeats)
         print(f"| {name} | `{cmd.split(':')[0]}` | {full:.2f} | {scene_only:.2f} | {rend:.2f} |")
 

@@ -33,6 +33,7 @@ from agents.evaluate import run_episode
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy
 from poser_env.core.spec import Spec
+from poser_env.env import unwrap
 
 
 class FixedWithRestart(FixedPipelinePolicy):
@@ -44,9 +45,8 @@ class FixedWithRestart(FixedPipelinePolicy):
         self.margin = margin
 
     def act(self, env: gym.Env[Any, Any], obs: Any) -> int:
-        u: Any = env.unwrapped
-        ep = u._episode
-        if u.canvas is not None and ep["plan"].dropped and u.max_steps - ep["step"] >= self.margin:
+        s = unwrap(env).state
+        if s.canvas is not None and s.plan.dropped and s.steps_left >= self.margin:
             return int(self._t2i)
         return super().act(env, obs)
 
@@ -63,20 +63,21 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 def run(policy: FixedPipelinePolicy, specs: list[Spec], max_steps: int, attempts: int = 3) -> dict[str, Any]:
     env = gym.make(MAIN_ENV_ID, **{**MAIN_ENV_KWARGS, "max_steps": max_steps, "max_attempts": attempts})
-    u: Any = env.unwrapped
+    u = unwrap(env)
     results = []
     why: collections.Counter[str] = collections.Counter()
     for i, spec in enumerate(specs):
         results.append(run_episode(env, policy, spec, seed=100 + i))
-        ep = u._episode  # the finished episode's state: why do its failing assertions fail?
-        critic = {v.assertion_id: v.holds for v in ep["feedback"].verdicts} if ep["feedback"] else {}
-        for aid, holds in ep["judge"]["verdicts"].items():
+        s = u.state  # the finished episode's state: why do its failing assertions fail?
+        critic = {v.assertion_id: v.holds for v in s.feedback.verdicts} if s.feedback else {}
+        assert s.judge is not None, "the main job's world has a ground-truth judge"
+        for aid, holds in s.judge["verdicts"].items():
             if holds == "yes":
                 continue
             kind = spec.assertion(aid).kind
             if critic.get(aid) == "yes":
                 why[f"{kind}: critic said yes"] += 1
-            elif aid in ep["plan"].given_up:
+            elif aid in s.plan.given_up:
                 why[f"{kind}: given up"] += 1
             else:
                 why[f"{kind}: pending or unrepairable"] += 1

@@ -25,10 +25,11 @@ import numpy as np
 import poser_env  # noqa: F401
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy, Policy, SB3Policy
+from poser_env.env import unwrap
 
 
 def mean_return(policy: Policy, env: gym.Env[Any, Any], specs: list[Any]) -> dict[str, float]:
-    u: Any = env.unwrapped
+    u = unwrap(env)
     totals: dict[str, list[float]] = {"return": [], "potential_delta": [], "cost": [], "pass": []}
     for i, spec in enumerate(specs):
         obs, _ = env.reset(seed=100 + i, options={"prompt": spec})
@@ -41,7 +42,9 @@ def mean_return(policy: Policy, env: gym.Env[Any, Any], specs: list[Any]) -> dic
             for k in parts:
                 parts[k] += float(info["reward_terms"][k])
         totals["return"].append(ret)
-        totals["pass"].append(float(u._episode["judge"]["pass"]))
+        judge = u.state.judge
+        assert judge is not None, "the main job's world has a ground-truth judge"
+        totals["pass"].append(float(judge["pass"]))
         for k, v in parts.items():
             totals[k].append(v)
     return {k: float(np.mean(v)) for k, v in totals.items()}

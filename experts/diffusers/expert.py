@@ -327,6 +327,13 @@ class DiffusersExpert(Expert):
         """Memory in use by this expert's manager."""
         return self.manager.memory_report()
 
+    def close(self) -> None:
+        """Drop this expert's pipeline from its residency manager (device and host memory; other experts of the
+        same base lose it too and reload it on their next call). Idempotent; the expert still works afterwards
+        (it reloads from disk). A pipeline in use by another thread is left alone."""
+        if self._manager is not None:
+            self._manager.evict(self.spec, release=True)
+
     def generate_many(
         self, requests: Sequence[ExpertRequest], *, return_exceptions: bool = False
     ) -> list[ExpertOutput | ExpertError]:

@@ -10,6 +10,7 @@ or loaded before :meth:`HFModel.load`; torch is not imported to check arguments.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from typing import Any, ClassVar, Self, TypedDict
@@ -17,7 +18,8 @@ from typing import Any, ClassVar, Self, TypedDict
 from poser_env.core.feedback import CriticError
 from poser_env.core.optional import require
 
-__all__ = ["HFModel", "HFOptions", "ModelLoadError", "check_device", "check_dtype", "check_model_id", "fetch_hint", "resolve_dtype"]
+__all__ = ["HFModel", "HFOptions", "ModelLoadError", "check_device", "check_dtype", "check_model_id", "fetch_hint", "free_accelerator_memory",
+           "resolve_dtype"]
 
 _DTYPES = ("float32", "float16", "bfloat16", "auto")
 _DEVICE_RE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
@@ -74,6 +76,16 @@ def fetch_hint(model: str, local_files_only: bool) -> str:
     if local_files_only:
         hint += ", or pass local_files_only=False to download it from the hub"
     return hint + "."
+
+
+def free_accelerator_memory(device: str) -> None:
+    """Collect garbage and return the CUDA caching allocator's free blocks to the driver (no-op off CUDA)."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class HFOptions(TypedDict, total=False):
@@ -141,6 +153,13 @@ class HFModel:
     def loaded(self) -> bool:
         """True once the model and its preprocessor are in memory."""
         return self._model is not None
+
+    def close(self) -> None:
+        """Free the model (and the accelerator's cached memory); idempotent. It loads again on next use."""
+        if self._model is None:
+            return
+        self._model = None
+        free_accelerator_memory(self.device)
 
     def _accept(self, preprocessor: Any, model: Any) -> None:
         """Check the freshly loaded pair (raising :attr:`load_error`-style errors) and store the preprocessor."""
