@@ -16,12 +16,12 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from poser_env.core.lru import LRUCache
 from poser_env.core.optional import require
 from poser_env.core.text import stable_hash
 
@@ -30,7 +30,7 @@ __all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_
 _WORD = re.compile(r"[a-z0-9]+")
 _LOADED: dict[tuple[str, str], Any] = {}
 #: MiniLM caches are shared by every encoder of a process (vector envs encode the same prompts and commands).
-_SHARED_CACHES: dict[tuple[str, str], OrderedDict[str, np.ndarray]] = {}
+_SHARED_CACHES: dict[tuple[str, str], LRUCache[str, np.ndarray]] = {}
 
 
 @runtime_checkable
@@ -49,10 +49,8 @@ class _Cached:
     dim: int = 0
 
     def __init__(self, cache_size: int) -> None:
-        if not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size={cache_size!r} must be an int >= 0 (0 disables the cache).")
+        self._cache: LRUCache[str, np.ndarray] = LRUCache(cache_size)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -69,7 +67,6 @@ class _Cached:
             if v is None:
                 todo.append((i, t))
             else:
-                self._cache.move_to_end(t)
                 out[i] = v
                 self.hits += 1
         if todo:
@@ -79,16 +76,13 @@ class _Cached:
             vecs = dict(zip(unique, self._encode(unique)))
             for i, t in todo:
                 out[i] = vecs[t]
-            if self.cache_size:
-                for t, v in vecs.items():
-                    self._cache[t] = v
-                    if len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            for t, v in vecs.items():
+                self._cache.put(t, v)
         return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = OrderedDict()
+        state["_cache"] = LRUCache(self.cache_size)
         return state
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Cached:
@@ -146,7 +140,7 @@ class MiniLMTextEncoder(_Cached):
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1 or None (torch's setting).")
         self.device = device
         self.num_threads = num_threads
-        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), OrderedDict())
+        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), LRUCache(cache_size))
         self.model_path = model_path
         self.dim = 384
         self._model: Any = None
@@ -185,7 +179,8 @@ class MiniLMTextEncoder(_Cached):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device), OrderedDict())
+        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device),
+                                                LRUCache(self.cache_size))
 
 
 def minilm_available() -> bool:
