@@ -22,8 +22,8 @@ __all__ = ["Registry", "RegistryEntry", "RegistryError", "import_target"]
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """An unknown name or a malformed registry entry."""
+class RegistryError(KeyError, ValueError):
+    """An unknown name or a malformed registry entry (a KeyError for lookups, a ValueError for bad arguments)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
@@ -249,6 +249,59 @@ class Registry(Generic[T]):
         factory = self.resolve(name)
         kwargs = {**self.entry(name).kwargs, **overrides}
         return factory(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def split(self, value: Any, *, argument_name: str | None = None) -> tuple[str, str | None]:
+        """``(name, argument)`` of a configuration string: ``"scene"`` -> ``("scene", None)``,
+        ``"vlm:/models/llava"`` -> ``("vlm", "/models/llava")``.
+
+        An entry takes an argument when its card has ``argument`` (what its constructor's first parameter is, e.g.
+        ``"model"``) and then requires one; ``card["placeholder"]`` (default ``"path-or-id"``) names it in the
+        accepted forms and ``card["example"]`` is shown in the error.
+
+        Raises:
+            RegistryError: not a string, an unknown name (with "did you mean ..."), a missing or unexpected
+                argument; the message names ``argument_name`` (default: the registry's kind), the value and the fix.
+        """
+        arg_name = argument_name or f"{self.kind} name"
+        if not isinstance(value, str) or not value.strip():
+            raise RegistryError(
+                f"{arg_name}={value!r} must be a string naming a {self.kind} (non-empty); known: {self.forms()}."
+            )
+        head, sep, arg = value.strip().partition(":")
+        self._load_entry_points()
+        if head not in self._entries:
+            close = difflib.get_close_matches(head, list(self._entries), n=3, cutoff=0.5)
+            hint = ""
+            if close:
+                hint = " Did you mean " + ", ".join(repr(self._form(c, arg.strip() or None)) for c in close) + "?"
+            raise RegistryError(f"unknown {self.kind} name={value!r}.{hint} Known: {self.forms()}.")
+        card = self._entries[head].card
+        takes = card.get("argument")
+        arg = arg.strip()
+        if takes and not arg:
+            raise RegistryError(
+                f"{arg_name}={value!r} names no {takes}; write '{head}:<{card.get('placeholder', 'path-or-id')}>'"
+                + (f", e.g. {card['example']!r}." if card.get("example") else ".")
+            )
+        if not takes and sep:
+            raise RegistryError(f"{arg_name}={value!r}: {self.kind} {head!r} takes no argument after ':'; write {head!r}.")
+        return head, (arg or None)
+
+    def _form(self, name: str, arg: str | None = None) -> str:
+        takes = self._entries[name].card.get("argument")
+        placeholder = self._entries[name].card.get("placeholder", "path-or-id")
+        return f"{name}:{arg or '<' + str(placeholder) + '>'}" if takes else name
+
+    def forms(self) -> list[str]:
+        """Every accepted configuration form, e.g. ``['scene', 'vlm:<model>', 'clip:<model>']``."""
+        self._load_entry_points()
+        return [self._form(n) for n in self._entries]
+
+    def make(self, value: str, *, argument_name: str | None = None, **overrides: Any) -> T:
+        """Build from a configuration string (see :meth:`split`): the argument after ``:`` is passed as the
+        first positional argument, ``overrides`` update the entry's kwargs."""
+        name, arg = self.split(value, argument_name=argument_name)
+        return self.build(name, *(() if arg is None else (arg,)), **overrides)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
