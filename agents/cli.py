@@ -131,7 +131,7 @@ def eval_(
 def generate(
     prompt: Annotated[str, typer.Argument(help="The prompt to draw.")],
     policy: Annotated[str, typer.Option(help="A trained model .zip or a baseline name.")] = "fixed",
-    env: EnvOpt = "poser_env/ImagePoser-v0",
+    env: EnvOpt = "poser_env/ImagePoserMain-v0",  # the main job's world (was ImagePoser-v0 + its kwargs)
     algo: Annotated[str, typer.Option(help="Algorithm of the model file.")] = "maskable-ppo",
     seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
     out: OutOpt = Path("runs/generate"),

