@@ -274,7 +274,9 @@ class Registry(Generic[T]):
             hint = ""
             if close:
                 hint = " Did you mean " + ", ".join(repr(self._form(c, arg.strip() or None)) for c in close) + "?"
-            raise RegistryError(f"unknown {self.kind} name={value!r}.{hint} Known: {self.forms()}.")
+            head_msg = (f"{argument_name}={value!r} is not a registered {self.kind}." if argument_name
+                        else f"unknown {self.kind} name={value!r}.")
+            raise RegistryError(f"{head_msg}{hint} Known: {self.forms()}.")
         card = self._entries[head].card
         takes = card.get("argument")
         arg = arg.strip()
