@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
-import poser_env  # noqa: F401  (registers the env ids)
+import poser_env
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
 from agents.policies import Policy, SB3Policy, make_baseline
 from poser_env import registered_config

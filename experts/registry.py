@@ -110,7 +110,7 @@ def load_sim_cards(path: str | os.PathLike[str], *, base: Registry[Expert] | Non
             e = base.entry(n)
             reg.register(n, e.target, e.kwargs, e.card, source=e.source)
     before = set(reg.names())
-    names = reg.load_toml(path)
+    names = reg.load_toml(Path(path))
     for n in names:
         if n in before:
             continue

@@ -129,7 +129,7 @@ class RewardWeights:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)) or v < 0:
                 raise EnvConfigError(f"reward weight {f.name}={v!r} must be a finite number >= 0.")
         if self.alignment + self.fidelity + self.aesthetics + self.success <= 0:
             raise EnvConfigError("reward weights must not all be 0; set alignment=1.0 for the default.")
@@ -266,9 +266,8 @@ def check_env_args(
     if expert_timeout is not None:
         check_number("expert_timeout", expert_timeout, lo=0.001, hi=86_400.0,
                      unit="seconds (None for no limit)")
-    if cards is not None:
-        if not isinstance(cards, (str, Path)) or not Path(cards).is_file():
-            raise EnvConfigError(
-                f"cards={cards!r} must be the path of an existing SceneSim card TOML file (like experts/sim/cards.toml)"
-                " or None for the shipped cards."
-            )
+    if cards is not None and (not isinstance(cards, (str, Path)) or not Path(cards).is_file()):
+        raise EnvConfigError(
+            f"cards={cards!r} must be the path of an existing SceneSim card TOML file (like experts/sim/cards.toml)"
+            " or None for the shipped cards."
+        )

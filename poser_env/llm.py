@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Unpack
 
-from poser_env.core.lru import LRUCache
 from poser_env.core.hf import HFModel, HFOptions
+from poser_env.core.lru import LRUCache
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from typing import Any, SupportsFloat
 import numpy as np
 from gymnasium import spaces
 
-from poser_env.core.feedback import Feedback
 from poser_env.config import PAPER, EnvConfigError, check_number
+from poser_env.core.feedback import Feedback
 from poser_env.env import ImagePoserEnv
 
 __all__ = ["ImagePoserPaperEnv"]

@@ -24,8 +24,8 @@ import numpy as np
 
 import poser_env  # noqa: F401
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
-from poser_env.config import MAIN
 from agents.policies import FixedPipelinePolicy, Policy, SB3Policy
+from poser_env.config import MAIN
 
 
 def mean_return(policy: Policy, env: gym.Env[Any, Any], specs: list[Any]) -> dict[str, float]:
