@@ -107,6 +107,93 @@ def _gym_make(env_id: str, **env_kwargs: Any) -> gym.Env:
     return gym.make(env_id, **env_kwargs)
 
 
+class VecEnvWorkerError(RuntimeError):
+    """An env in a ``SubprocVecEnv`` worker raised; the message holds the worker's exception and traceback."""
+
+
+class _ErrorReporting(gym.Wrapper):  # type: ignore[type-arg]
+    """Writes an exception of ``reset``/``step`` to ``path`` before it propagates (the worker then dies and SB3's
+    parent only sees an ``EOFError``; :class:`_ReportingSubprocVecEnv` reads the file and raises the cause)."""
+
+    def __init__(self, env: gym.Env, path: str) -> None:  # type: ignore[type-arg]
+        super().__init__(env)
+        self._path = path
+
+    def _report(self, where: str) -> None:
+        import traceback
+
+        Path(self._path).write_text(f"{where}: {traceback.format_exc()}", encoding="utf-8")
+
+    def reset(self, **kwargs: Any) -> Any:
+        try:
+            return self.env.reset(**kwargs)
+        except Exception:
+            self._report("reset()")
+            raise
+
+    def step(self, action: Any) -> Any:
+        try:
+            return self.env.step(action)
+        except Exception:
+            self._report(f"step({action!r})")
+            raise
+
+
+def _worker_errors(report_dir: str) -> str:
+    msgs = [f.read_text(encoding="utf-8").strip() for f in sorted(Path(report_dir).glob("worker-*.txt"))]
+    return "\n".join(msgs) or "(the worker died without reporting an exception; it may have been killed)"
+
+
+def _reporting_factory(factory: Callable[..., gym.Env], report_dir: str, **kwargs: Any) -> gym.Env:  # type: ignore[type-arg]
+    import os
+
+    path = str(Path(report_dir) / f"worker-{os.getpid()}.txt")
+    try:
+        env = factory(**kwargs)
+    except Exception:
+        import traceback
+
+        Path(path).write_text(f"constructing the env: {traceback.format_exc()}", encoding="utf-8")
+        raise
+    return _ErrorReporting(env, path)
+
+
+class _ReportingSubprocVecEnv(SubprocVecEnv):
+    """``SubprocVecEnv`` whose worker errors surface as :class:`VecEnvWorkerError` with the worker's exception and
+    traceback instead of a bare ``EOFError`` / ``BrokenPipeError``."""
+
+    _report_dir: str = ""
+
+    def _raise_cause(self, exc: BaseException) -> None:
+        cause = _worker_errors(self._report_dir)
+        raise VecEnvWorkerError(f"a SubprocVecEnv worker failed ({type(exc).__name__}); its error:\n{cause}") from exc
+
+    def step_wait(self) -> Any:
+        try:
+            return super().step_wait()
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+            self._raise_cause(exc)
+            raise
+
+    def reset(self) -> Any:
+        try:
+            return super().reset()
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+            self._raise_cause(exc)
+            raise
+
+    def close(self) -> None:
+        """Close the workers; after a worker died, end the others instead of failing on the dead pipe."""
+        try:
+            super().close()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            for p in self.processes:
+                if p.is_alive():
+                    p.terminate()
+                p.join(timeout=5)
+            self.closed = True
+
+
 def make_vec_env(
     env_id: str | Callable[..., gym.Env],
     n_envs: int = 1,
@@ -140,9 +227,24 @@ def make_vec_env(
         factory = env_id
     else:
         raise AlgoConfigError(f"env_id={env_id!r} must be a registered env id string or a callable returning an env.")
-    return _sb3_make_vec_env(
-        factory, n_envs=n_envs, seed=seed, env_kwargs=dict(env_kwargs or {}), vec_env_cls=classes[vec_cls]
-    )
+    if vec_cls != "subproc":
+        return _sb3_make_vec_env(
+            factory, n_envs=n_envs, seed=seed, env_kwargs=dict(env_kwargs or {}), vec_env_cls=classes[vec_cls]
+        )
+    import tempfile
+
+    report_dir = tempfile.mkdtemp(prefix="poser-vecenv-")
+    try:
+        venv = _sb3_make_vec_env(
+            functools.partial(_reporting_factory, factory, report_dir), n_envs=n_envs, seed=seed,
+            env_kwargs=dict(env_kwargs or {}), vec_env_cls=_ReportingSubprocVecEnv,
+        )
+    except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+        raise VecEnvWorkerError(
+            f"a SubprocVecEnv worker failed while starting; its error:\n{_worker_errors(report_dir)}") from exc
+    assert isinstance(venv, _ReportingSubprocVecEnv)
+    venv._report_dir = report_dir
+    return venv
 
 
 def _as_env(env: EnvLike, seed: int) -> gym.Env | VecEnv:

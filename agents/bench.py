@@ -15,7 +15,46 @@ import numpy as np
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
 from poser_env.env import unwrap
 
-__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table"]
+__all__ = ["BENCH_KINDS", "BenchKind", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
+           "paired_table"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchKind:
+    """One benchmark family of ``poser bench <name>``: how its files are read and its command's defaults.
+
+    Attributes:
+        name: ``"geneval"``, ``"compbench"`` or ``"long"`` (the subcommand and ``kind`` of :func:`bench_file`).
+        summary: The command's help line.
+        files_help: Help of the file arguments.
+        needs_file: Whether at least one file is required (``long`` defaults to the generated test split).
+        images: Default images per prompt.
+        limit: Default prompt limit (0 = all).
+        limit_help: Help of ``--limit``.
+    """
+
+    name: str
+    summary: str
+    files_help: str
+    needs_file: bool
+    images: int
+    limit: int
+    limit_help: str
+
+
+#: The benchmark families, one parametrized ``poser bench`` command each (see :mod:`agents.cli`).
+BENCH_KINDS: dict[str, BenchKind] = {
+    "geneval": BenchKind(
+        "geneval", "Evaluate on GenEval-format files (judge and critic side by side); write JSON and a markdown table.",
+        "GenEval-format JSONL files (e.g. ../shared/benchmarks/geneval/evaluation_metadata.jsonl).", True, 4, 0,
+        "Use only the first N prompts of each file (0 = all)."),
+    "compbench": BenchKind(
+        "compbench", "Evaluate on T2I-CompBench-style text files, parsed by the decomposer, scored per category (file).",
+        "T2I-CompBench-style text files (one prompt a line).", True, 1, 50, "Prompts per file (0 = all)."),
+    "long": BenchKind(
+        "long", "Long prompts: all-assertions rate and per-assertion accuracy.",
+        "Long-prompt JSONL files (default: the generated test split).", False, 1, 100, "Prompts (0 = all)."),
+}
 
 
 def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit: int = 0) -> list[Any]:
@@ -25,10 +64,12 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
     from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
     from poser_env.parser import parse
 
-    if kind not in ("geneval", "compbench", "long"):
-        raise ValueError(f"kind={kind!r} must be 'geneval', 'compbench' or 'long'.")
+    if kind not in BENCH_KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {list(BENCH_KINDS)}.")
+    if files is not None and not isinstance(files, (str, Path)) and not list(files):
+        files = None
     if files is None:
-        if kind != "long":
+        if BENCH_KINDS[kind].needs_file:
             raise ValueError(f"kind={kind!r} needs a file; pass the benchmark's path.")
         from poser_env.prompts import long_prompts
 
@@ -135,21 +176,24 @@ def bench_file(
     runs: int = 3,
     limit: int = 0,
     out: str | Path = "runs/bench",
-    env_id: str = "poser_env/ImagePoser-v0",
+    env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     workers: int = 1,
 ) -> str:
     """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown.
 
-    ``workers`` > 1 evaluates (method, run) jobs in parallel processes (same results as one worker)."""
-    from agents.pipeline import MAIN_ENV_KWARGS, evaluate_methods
+    ``env_id`` defaults to the main job's world (``poser_env/ImagePoserMain-v0``); ``workers`` > 1 evaluates
+    (method, run) jobs in parallel processes (same results as one worker)."""
+    from agents.pipeline import MAIN_ENV_ID, evaluate_methods
+
+    env_id = MAIN_ENV_ID if env_id is None else env_id
 
     specs = load_bench_prompts(files, kind, limit=limit)
     if not specs:
         raise ValueError(f"no usable prompts in {files!s}; check the file format for kind={kind!r}.")
-    kw = dict(MAIN_ENV_KWARGS if env_kwargs is None else env_kwargs)
-    kw["prompt_source"] = "geneval"
+    kw = dict(env_kwargs or {})
+    kw["prompt_source"] = "geneval"  # the benchmark's prompts are passed explicitly; no pool is generated
     t0 = time.perf_counter()
     results = evaluate_methods(methods, specs, env_id=env_id, algo=algo, env_kwargs=kw, images=images, runs=runs,
                                progress=progress, workers=workers)

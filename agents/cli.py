@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from agents.bench import BENCH_KINDS
+
 app = typer.Typer(
     name="poser",
     help=(
@@ -131,7 +133,7 @@ def eval_(
 def generate(
     prompt: Annotated[str, typer.Argument(help="The prompt to draw.")],
     policy: Annotated[str, typer.Option(help="A trained model .zip or a baseline name.")] = "fixed",
-    env: EnvOpt = "poser_env/ImagePoser-v0",
+    env: EnvOpt = "poser_env/ImagePoserMain-v0",  # the main job's world (was ImagePoser-v0 + its kwargs)
     algo: Annotated[str, typer.Option(help="Algorithm of the model file.")] = "maskable-ppo",
     seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
     out: OutOpt = Path("runs/generate"),
@@ -192,62 +194,41 @@ def ablations(
     typer.echo(path.read_text())
 
 
-@bench_app.command("geneval")
-def bench_geneval(
-    file: Annotated[Path, typer.Argument(help="A GenEval-format JSONL file (e.g. ../shared/benchmarks/geneval/"
-                                              "evaluation_metadata.jsonl).")],
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
-    algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
-    images: Annotated[int, typer.Option(help="Images per prompt (GenEval: 4).")] = 4,
-    runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
-    limit: Annotated[int, typer.Option(help="Use only the first N prompts (0 = all).")] = 0,
-    out: OutOpt = Path("runs/bench-geneval"),
-    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
-) -> None:
-    """Evaluate on a GenEval-format file (judge and critic side by side); write JSON and a markdown table."""
-    from agents.bench import bench_file
+def _bench_command(kind: str) -> Any:
+    """The ``poser bench <kind>`` command: one implementation for every family of :data:`agents.bench.BENCH_KINDS`
+    (annotations are built here, per kind, so that each command shows its own help and defaults)."""
+    k = BENCH_KINDS[kind]
 
-    md = bench_file(file, kind="geneval", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
-    typer.echo(md)
+    def command(files: Any = None, policy: Any = None, algo: str = "maskable-ppo", images: int = k.images,
+                runs: int = 3, limit: int = k.limit, out: Path = Path(f"runs/bench-{kind}"), workers: int = 1) -> None:
+        from agents.bench import bench_file
 
+        if k.needs_file and not files:
+            raise typer.BadParameter(f"`poser bench {kind}` needs at least one file; {k.files_help}",
+                                     param_hint="FILES")
+        md = bench_file(files or None, kind=kind, methods=policy or ["baselines"], algo=algo, images=images,
+                        runs=runs, limit=limit, out=out, workers=workers)
+        typer.echo(md)
 
-@bench_app.command("compbench")
-def bench_compbench(
-    files: Annotated[list[Path], typer.Argument(help="T2I-CompBench-style text files (one prompt a line).")],
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
-    algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
-    images: Annotated[int, typer.Option(help="Images per prompt.")] = 1,
-    runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
-    limit: Annotated[int, typer.Option(help="Prompts per file (0 = all).")] = 50,
-    out: OutOpt = Path("runs/bench-compbench"),
-    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
-) -> None:
-    """Evaluate on T2I-CompBench-style text files, parsed by the decomposer, scored per category (file)."""
-    from agents.bench import bench_file
-
-    md = bench_file(files, kind="compbench", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
-    typer.echo(md)
+    command.__annotations__ = {
+        "files": Annotated[list[Path] | None, typer.Argument(help=k.files_help, show_default=False)],
+        "policy": Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")],
+        "algo": Annotated[str, typer.Option(help="Algorithm of the model files.")],
+        "images": Annotated[int, typer.Option(help="Images per prompt.")],
+        "runs": Annotated[int, typer.Option(help="Runs (seeds).")],
+        "limit": Annotated[int, typer.Option(help=k.limit_help)],
+        "out": OutOpt,
+        "workers": Annotated[int, typer.Option(help="Parallel evaluation processes.")],
+        "return": None,
+    }
+    command.__name__ = command.__qualname__ = f"bench_{kind}"
+    command.__doc__ = k.summary
+    return bench_app.command(kind)(command)
 
 
-@bench_app.command("long")
-def bench_long(
-    file: Annotated[Path | None, typer.Argument(help="A long-prompt JSONL file (default: the generated test split).")] = None,
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
-    algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
-    images: Annotated[int, typer.Option(help="Images per prompt.")] = 1,
-    runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
-    limit: Annotated[int, typer.Option(help="Prompts (0 = all).")] = 100,
-    out: OutOpt = Path("runs/bench-long"),
-    workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
-) -> None:
-    """Long prompts: all-assertions rate and per-assertion accuracy."""
-    from agents.bench import bench_file
-
-    md = bench_file(file, kind="long", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
-    typer.echo(md)
+bench_geneval = _bench_command("geneval")
+bench_compbench = _bench_command("compbench")
+bench_long = _bench_command("long")
 
 
 @bench_app.command("perf")

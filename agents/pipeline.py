@@ -7,17 +7,22 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import gymnasium as gym
 
-import poser_env  # noqa: F401  (registers the env ids)
+import poser_env
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
 from agents.policies import Policy, SB3Policy, make_baseline
+from poser_env import registered_config
+from poser_env.components import generated_pool
+from poser_env.config import GENERATED_SOURCES, pool_size
 from poser_env.core.spec import Spec, read_geneval_jsonl
 from poser_env.env import unwrap
 
 __all__ = [
+    "MAIN_ENV_ID",
     "MAIN_ENV_KWARGS",
     "baseline_names",
     "best_single_expert",
@@ -28,35 +33,29 @@ __all__ = [
     "run_main",
 ]
 
-#: The main job's world: SceneSim, GenEval-style and long prompts mixed. It uses the hashing text encoder:
-#: on 2 CPU cores MiniLM embeddings cut training throughput about 3x (47 vs 130 steps/s with 4 envs), and the
-#: budget of the main job is 15 minutes. Policies must be evaluated with the encoder they were trained with.
-#: The reward puts completing a prompt first (success weight 2.0, cost weight 0.005): with the env's default
-#: (0.5, 0.02) the 15-20 repairs a long prompt needs cost more than its expected success pays, so the optimal
-#: policy under that reward gives long prompts up after two calls (measured; see the README).
-#: The step budget is 30: a long prompt's plan needs 15-25 calls, and at 20 steps 46% of the assertions that
-#: failed were still pending (or never reached) when the budget ran out (examples/benchmarks/long_ceiling.py).
-MAIN_ENV_ID = "poser_env/ImagePoser-v0"
-MAIN_ENV_KWARGS: dict[str, Any] = {"prompt_source": "mixed", "max_steps": 30, "text_encoder": "hashing",
-                                   "cost_weight": 0.005, "reward_weights": {"success": 2.0}}
+#: The main job's world is the registered id ``poser_env/ImagePoserMain-v0`` (:data:`poser_env.config.MAIN`:
+#: GenEval-style and long prompts mixed, 30 steps, hashing text encoder, cost weight 0.005, success weight 2.0;
+#: the reasons for each are in that module). ``gym.make(MAIN_ENV_ID)`` with default arguments is the world of the
+#: README's headline numbers.
+MAIN_ENV_ID: str = poser_env.MAIN_ENV_ID
+#: Kept for old callers that merged it into ``gym.make(MAIN_ENV_ID, ...)``: empty, the configuration is the id.
+MAIN_ENV_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 def load_prompts(env_id: str, *, split: str = "test", path: str | Path | None = None, n: int = 100,
                  family: str | None = None) -> list[Spec]:
-    """Prompts with ground truth: from a GenEval-format JSONL ``path``, else the generated ``split`` of the
-    env's family (``"geneval"`` for ImagePoser-v0/Paper, ``"long"`` for ImagePoserLong-v0); ``n`` = 0 means all."""
-    from poser_env import prompts as gen
-
+    """Prompts with ground truth: from a GenEval-format JSONL ``path``, else ``n`` generated prompts of the
+    ``split`` of ``family`` (default: the registered id's ``prompt_source`` when it is generated, else
+    ``"geneval"``). ``"mixed"`` means ``n // 2`` GenEval-style then ``n - n // 2`` long prompts, as in the env
+    (:func:`poser_env.components.generated_pool`). ``n`` = 0 means all (the default pool size of the split)."""
     if path is not None:
         specs = read_geneval_jsonl(str(path))
         return specs[:n] if n else specs
-    fam = family or ("long" if "Long" in env_id else "geneval")
-    count = n or (500 if split == "test" else 2000)
-    if fam == "long":
-        return list(gen.long_prompts(split, count))
-    if fam == "mixed":
-        return list(gen.geneval_style(split, count)) + list(gen.long_prompts(split, count))
-    return list(gen.geneval_style(split, count))
+    fam = family
+    if fam is None:
+        src = registered_config(env_id).prompt_source if env_id in poser_env.ENV_IDS else "geneval"
+        fam = src if src in GENERATED_SOURCES else "geneval"
+    return list(generated_pool(fam, split, pool_size(split, n or None)))
 
 
 def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | None = None) -> list[str]:
@@ -209,8 +208,7 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(env_id, **{**MAIN_ENV_KWARGS, **dict(env_kwargs or {})}) if env_id == MAIN_ENV_ID else \
-        gym.make(env_id, **dict(env_kwargs or {}))
+    env = gym.make(env_id, **dict(env_kwargs or {}))
     pol = _resolve_policy(policy, env_id, algo, env_kwargs)
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"prompt": prompt})
@@ -269,7 +267,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
     if quick:
         steps, seeds, n_prompts = min(steps, 512), min(seeds, 2), min(n_prompts, 4)
     t0 = time.perf_counter()
-    env_kwargs = dict(MAIN_ENV_KWARGS)
+    env_kwargs: dict[str, Any] = {}  # the configuration is the registered id
     teacher = f"fixed:{best_single_expert(MAIN_ENV_ID, env_kwargs)}" if warm_start else None
     models = train_runs(env_id=MAIN_ENV_ID, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
                         out=out / "maskable-ppo", env_kwargs=env_kwargs, progress=workers == 1, workers=workers,
@@ -281,7 +279,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
         if cf.is_file():
             curves[m.parent.name] = json.loads(cf.read_text())
     (out / "curves.json").write_text(json.dumps(curves))
-    specs = load_prompts(MAIN_ENV_ID, split="test", n=n_prompts, family="mixed")
+    specs = load_prompts(MAIN_ENV_ID, split="test", n=2 * n_prompts, family="mixed")  # n_prompts per family
     oracle_kwargs = {"depth": 2, "beam": 2} if quick else {"depth": 4, "beam": 3}
     t1 = time.perf_counter()
     results = evaluate_methods(["baselines", *[str(m) for m in models]], specs, env_id=MAIN_ENV_ID,
@@ -307,7 +305,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
 
 
 
-#: Ablations of issue 7: name -> (env id, algorithm, env kwargs on top of the main job's, warm start from the
+#: Ablations of issue 7: name -> (env id, algorithm, env kwargs on top of the id's, warm start from the
 #: fixed pipeline). DQN has no warm start (see :mod:`agents.imitation`).
 ABLATIONS: dict[str, tuple[str, str, dict[str, Any], bool]] = {
     "ours: MaskablePPO, warm start, feedback in obs": (MAIN_ENV_ID, "maskable-ppo", {}, True),
@@ -334,12 +332,12 @@ def run_ablations(out: str | Path = "runs/ablations", *, steps: int = 20_000, se
     unknown = [n for n in chosen if n not in ABLATIONS]
     if unknown:
         raise ValueError(f"ablations {unknown} are unknown; choose from {list(ABLATIONS)}.")
-    specs = load_prompts(MAIN_ENV_ID, split="test", n=n_prompts, family="mixed")
-    teacher = f"fixed:{best_single_expert(MAIN_ENV_ID, MAIN_ENV_KWARGS)}"
+    specs = load_prompts(MAIN_ENV_ID, split="test", n=2 * n_prompts, family="mixed")  # n_prompts per family
+    teacher = f"fixed:{best_single_expert(MAIN_ENV_ID)}"
     rows: dict[str, Any] = {}
     for i, name in enumerate(chosen):
         env_id, algo, extra, warm = ABLATIONS[name]
-        kw = {**MAIN_ENV_KWARGS, **extra} if env_id == MAIN_ENV_ID else dict(extra)
+        kw = dict(extra)
         t0 = time.perf_counter()
         models = train_runs(env_id=env_id, algo=algo, steps=steps, seeds=list(range(seeds)), out=out / f"abl{i}",
                             env_kwargs=kw, workers=workers, warm_start=teacher if warm else None,

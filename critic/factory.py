@@ -1,32 +1,41 @@
-"""Build a critic from its configuration name.
+"""The critic registry: build a critic from its configuration name.
 
-Accepted names:
+Registered names (:data:`CRITICS`, a :class:`poser_env.core.registry.Registry` with entry-point group
+``image_poser.critics``; a target must be a :class:`~poser_env.core.feedback.Critic` subclass):
 
 * ``"scene"`` -> :class:`critic.scene.SceneCritic` (pixel critic of SceneSim images, no model),
 * ``"vlm:<folder-or-hub-id>"`` -> :class:`critic.vlm.VLMCritic`,
 * ``"clip:<folder-or-hub-id>"`` -> :class:`critic.clip.CLIPCritic`.
 
-Keyword arguments go to the critic's constructor. The model-loading arguments of :data:`MODEL_KWARGS`
-(``device``, ``dtype``, ``local_files_only``, ``trust_remote_code``) are dropped for ``"scene"``, which runs
-no model, so one configuration works for every critic. Nothing heavy is imported or loaded here.
+A third party registers ``"mine:<model>"`` with an entry point returning
+``{"mine": {"target": "pkg.mod:MyCritic", "card": {"argument": "model"}}}``. Keyword arguments go to the
+critic's constructor. The model-loading arguments of :data:`MODEL_KWARGS` are dropped for critics whose card says
+``model_free`` (``"scene"``), so one configuration works for every critic. Nothing heavy is imported or loaded here.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from critic.clip import CLIPCritic
-from critic.scene import SceneCritic
-from critic.vlm import VLMCritic
 from poser_env.core.feedback import Critic
+from poser_env.core.registry import Registry
 
-__all__ = ["CRITIC_FORMS", "MODEL_KWARGS", "make_critic"]
+__all__ = ["CRITICS", "CRITIC_FORMS", "MODEL_KWARGS", "make_critic"]
 
-#: The accepted name forms, for error messages and docs.
+#: Critics by name.
+CRITICS: Registry[Critic] = Registry("critic", entry_point_group="image_poser.critics", base=Critic)
+CRITICS.register("scene", "critic.scene:SceneCritic",
+                 card={"model_free": True, "summary": "pixel critic of SceneSim images (no model)"})
+CRITICS.register("vlm", "critic.vlm:VLMCritic",
+                 card={"argument": "model", "example": "vlm:/models/llava-1.5-7b-hf",
+                       "summary": "yes/no questions to a vision-language model"})
+CRITICS.register("clip", "critic.clip:CLIPCritic",
+                 card={"argument": "model", "example": "clip:openai/clip-vit-large-patch14",
+                       "summary": "CLIP similarity of each assertion against its negation"})
+
+#: The accepted name forms of the shipped critics, for docs (``CRITICS.forms()`` includes plugins).
 CRITIC_FORMS: tuple[str, ...] = ("scene", "vlm:<path-or-id>", "clip:<path-or-id>")
-_PREFIXES = ("scene", "vlm", "clip")
-#: Arguments only model-backed critics take (ignored by ``"scene"``).
+#: Arguments only model-backed critics take (ignored by critics whose card says ``model_free``).
 MODEL_KWARGS: frozenset[str] = frozenset({"device", "dtype", "local_files_only", "trust_remote_code"})
 
 
@@ -34,27 +43,13 @@ def make_critic(name: str, **kwargs: Any) -> Critic:
     """The critic named ``name`` (see the module docstring), built with ``kwargs``.
 
     Raises:
-        ValueError: an unknown name or a ``vlm:``/``clip:`` name without a model (the message lists the
-            accepted forms and suggests the closest one).
+        poser_env.core.registry.RegistryError: (a ValueError) an unknown name with "did you mean", a
+            ``vlm:``/``clip:`` name without a model, or a target that is not a Critic subclass.
     """
-    if not isinstance(name, str):
-        raise ValueError(f"critic name={name!r} must be a string, one of {list(CRITIC_FORMS)}.")
-    key = name.strip()
-    head, sep, model = key.partition(":")
-    if key == "scene":
-        return SceneCritic(**{k: v for k, v in kwargs.items() if k not in MODEL_KWARGS})
-    if sep and head in ("vlm", "clip"):
-        if not model.strip():
-            raise ValueError(
-                f"critic name={name!r} names no model; write '{head}:<folder-or-hub-id>', e.g. "
-                f"'{head}:{'/models/llava-1.5-7b-hf' if head == 'vlm' else 'openai/clip-vit-large-patch14'}'."
-            )
-        if head == "vlm":
-            return VLMCritic(model.strip(), **kwargs)
-        return CLIPCritic(model.strip(), **kwargs)
-    guess = difflib.get_close_matches(head.lower(), _PREFIXES, n=1, cutoff=0.5)
-    hint = ""
-    if guess:
-        g = guess[0]
-        hint = f" Did you mean {g!r}?" if g == "scene" else f" Did you mean '{g}:{model or '<path-or-id>'}'?"
-    raise ValueError(f"unknown critic name={name!r}; accepted forms: {list(CRITIC_FORMS)}.{hint}")
+    head, _ = CRITICS.split(name)
+    if CRITICS.entry(head).card.get("model_free"):
+        kwargs = {k: v for k, v in kwargs.items() if k not in MODEL_KWARGS}
+    critic = CRITICS.make(name, **kwargs)
+    if not isinstance(critic, Critic):  # a factory target would be refused by resolve(); defensive
+        raise TypeError(f"critic={name!r} built a {type(critic).__name__}, not a Critic.")
+    return critic

@@ -2,14 +2,16 @@
 
 A decomposer is anything with ``parse``, ``plan`` and ``revise`` (the :class:`Decomposer` protocol).
 :class:`RuleDecomposer` (the default, dependency-free) joins :func:`poser_env.parser.parse` and
-:class:`poser_env.planner.Planner`; :func:`make_decomposer` builds one by name (``"rules"``, or
-``"llm:<path>"`` for :class:`poser_env.llm.LLMDecomposer`, imported only then).
+:class:`poser_env.planner.Planner`. Decomposers are built by name through the registry
+:data:`poser_env.components.DECOMPOSERS` (``"rules"``, or ``"llm:<path>"`` for :class:`poser_env.llm.LLMDecomposer`,
+imported only then); :func:`make_decomposer` is a thin alias.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from poser_env.components import make_decomposer as _make
 from poser_env.core.commands import Command
 from poser_env.core.feedback import Feedback
 from poser_env.core.spec import Spec
@@ -80,34 +82,10 @@ class RuleDecomposer:
 
 
 def make_decomposer(name: str = "rules", **kwargs: Any) -> Any:
-    """A decomposer by name.
-
-    Args:
-        name: ``"rules"`` (:class:`RuleDecomposer`) or ``"llm:<path>"`` (:class:`poser_env.llm.LLMDecomposer`
-            on the model at ``<path>``, a local folder or hub id; it falls back to the rules).
-        **kwargs: Passed to the decomposer's constructor (e.g. ``max_attempts=3``). For ``"llm:..."`` the
-            planner's arguments (``max_attempts``, ``core_entities``, ``refine``) go to the
-            :class:`RuleDecomposer` it plans and falls back with; the rest go to the LLM decomposer.
+    """A decomposer by name: a thin alias of :func:`poser_env.components.make_decomposer` (the registry
+    :data:`poser_env.components.DECOMPOSERS`: ``"rules"``, ``"llm:<model>"``, plugins).
 
     Raises:
-        ValueError: an unknown name, or ``"llm:"`` without a path.
+        poser_env.core.registry.RegistryError: (a ValueError) an unknown name, or ``"llm:"`` without a model.
     """
-    if not isinstance(name, str):
-        raise ValueError(f"decomposer name={name!r} must be a string, one of {list(DECOMPOSER_NAMES)}.")
-    key = name.strip()
-    if key.lower() in ("rules", "rule", "rule-based"):
-        return RuleDecomposer(**kwargs)
-    if key.lower().startswith("llm:"):
-        path = key[4:].strip()
-        if not path:
-            raise ValueError(
-                f"decomposer name={name!r} has no model path after 'llm:'; write e.g. 'llm:/models/qwen2.5-0.5b'."
-            )
-        from poser_env.llm import LLMDecomposer  # lazy: needs transformers only when used
-
-        rule_kwargs = {k: kwargs.pop(k) for k in ("max_attempts", "core_entities", "refine") if k in kwargs}
-        kwargs.setdefault("rules", RuleDecomposer(**rule_kwargs))
-        return LLMDecomposer(path, **kwargs)
-    raise ValueError(
-        f"decomposer name={name!r} is unknown; use one of {list(DECOMPOSER_NAMES)} (did you mean 'rules'?)."
-    )
+    return _make(name, **kwargs)

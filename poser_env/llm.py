@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Unpack
 
 from poser_env.core.hf import HFModel, HFOptions
+from poser_env.core.lru import LRUCache
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class LLMDecomposer(HFModel):
         self.cache_size = cache_size
         self._rules = rules
         self._tokenizer: Any = None
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache: LRUCache[str, str] = LRUCache(cache_size)
         self.last_fallback_reason: str | None = None
         self.last_output: str | None = None
 
@@ -318,15 +318,12 @@ class LLMDecomposer(HFModel):
         """Decompose ``prompt`` into a spec (see the module docstring)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise SpecError(f"prompt={prompt!r} must be a non-empty string such as 'two red clocks'.")
-        if prompt in self._cache:
-            self._cache.move_to_end(prompt)
-            return self.parse_output(self._cache[prompt], prompt)
+        cached = self._cache.get(prompt)
+        if cached is not None:
+            return self.parse_output(cached, prompt)
         text = self.generate(prompt)
         spec = self.parse_output(text, prompt)
-        if self.cache_size:
-            self._cache[prompt] = text
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(prompt, text)
         return spec
 
     def plan(self, spec: Spec) -> Plan:

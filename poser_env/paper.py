@@ -7,8 +7,9 @@ from typing import Any, SupportsFloat
 import numpy as np
 from gymnasium import spaces
 
+from poser_env.config import PAPER, EnvConfigError, check_number
 from poser_env.core.feedback import Feedback
-from poser_env.env import EnvConfigError, ImagePoserEnv
+from poser_env.env import ImagePoserEnv
 
 __all__ = ["ImagePoserPaperEnv"]
 
@@ -43,21 +44,30 @@ class ImagePoserPaperEnv(ImagePoserEnv):
     ``max_episode_steps``; one budget, as in ``ImagePoser-v0``).
 
     ## Arguments
-    As ``ImagePoser-v0`` plus ``step_penalty`` (>= 0, default 0.05); defaults ``max_steps=6``,
-    ``max_attempts=3``, ``cost_weight=0``, ``feedback_in_obs=False``.
+    As ``ImagePoser-v0`` plus ``step_penalty`` (>= 0, default 0.05); defaults from
+    :data:`poser_env.config.PAPER`: ``max_steps=6``, ``max_attempts=3``, ``cost_weight=0``; ``feedback_in_obs`` and
+    ``thumbnail`` are False (passing True is an error: it was silently ignored before).
 
     ## Version History
     - v0: initial release.
     """
 
     def __init__(self, *, step_penalty: float = 0.05, **kwargs: Any) -> None:
-        if not isinstance(step_penalty, (int, float)) or not np.isfinite(step_penalty) or step_penalty < 0:
-            raise EnvConfigError(f"step_penalty={step_penalty!r} must be a finite number >= 0.")
-        self.step_penalty = float(step_penalty)
-        kwargs.setdefault("max_steps", 6)
-        kwargs.setdefault("max_attempts", 3)
-        kwargs.setdefault("cost_weight", 0.0)
-        kwargs["feedback_in_obs"] = False
+        self.step_penalty = check_number("step_penalty", step_penalty, lo=0)
+        kwargs.setdefault("max_steps", PAPER.max_steps)
+        kwargs.setdefault("max_attempts", PAPER.max_attempts)
+        kwargs.setdefault("cost_weight", PAPER.cost_weight)
+        if kwargs.get("feedback_in_obs", False) is not False:
+            raise EnvConfigError(
+                f"feedback_in_obs={kwargs['feedback_in_obs']!r}: the paper's state is text only; leave it out "
+                "(or use poser_env/ImagePoser-v0 for feedback in the observation)."
+            )
+        if kwargs.get("thumbnail", False) is not False:
+            raise EnvConfigError(
+                f"thumbnail={kwargs['thumbnail']!r}: the paper's state is text only; leave it out (or use "
+                "poser_env/ImagePoser-v0 with thumbnail=True)."
+            )
+        kwargs["feedback_in_obs"] = PAPER.feedback_in_obs
         kwargs["thumbnail"] = False
         super().__init__(**kwargs)
         self.action_space = spaces.Discrete(self.n_experts)  # type: ignore[assignment]

@@ -307,7 +307,7 @@ def test_factory_unknown_names(name, hint):
 
 
 def test_factory_missing_model():
-    with pytest.raises(ValueError, match="names no model; write 'vlm:<folder-or-hub-id>'"):
+    with pytest.raises(ValueError, match="names no model; write 'vlm:<path-or-id>'"):
         make_critic("vlm:")
     with pytest.raises(ValueError, match="must be a string"):
         make_critic(3)  # type: ignore[arg-type]

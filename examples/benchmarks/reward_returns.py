@@ -25,6 +25,7 @@ import numpy as np
 import poser_env  # noqa: F401
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy, Policy, SB3Policy
+from poser_env.config import MAIN
 from poser_env.env import unwrap
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--cost-weight", type=float, default=0.02, help="the env's cost_weight")
     ap.add_argument("--success", type=float, default=0.5, help="success weight of the potential")
     ap.add_argument("--n-long", type=int, default=40, help="long test prompts")
-    ap.add_argument("--max-steps", type=int, default=int(MAIN_ENV_KWARGS["max_steps"]),
+    ap.add_argument("--max-steps", type=int, default=MAIN.max_steps,
                     help="step budget (the README's numbers: 20)")
     ap.add_argument("--model", action="append", default=[], help="a MaskablePPO .zip trained in this world")
     args = ap.parse_args()

@@ -595,7 +595,8 @@ def _check_denoised_steps(task: str, steps: int, strength: float) -> None:
 def diffusers_registry(path: str | os.PathLike[str] | None = None) -> Registry[DiffusersExpert]:
     """A :class:`~poser_env.core.registry.Registry` of diffusers experts read from ``path`` (default: the packaged
     ``registry.toml``)."""
-    reg: Registry[DiffusersExpert] = Registry("diffusers expert", entry_point_group="image_poser.diffusers_experts")
+    reg: Registry[DiffusersExpert] = Registry("diffusers expert", entry_point_group="image_poser.diffusers_experts",
+                                             base=Expert)
     reg.load_toml(DEFAULT_REGISTRY if path is None else Path(path))
     return reg
 
