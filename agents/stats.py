@@ -122,15 +122,15 @@ def rliable_summary(results: Sequence[EpisodeResult], *, reference: str | None =
         # rliable's API takes, so the warning is expected and silenced here only
         # rliable 1.2's StratifiedBootstrap draws its indices from numpy's global RNG whatever random_state
         # says, so the global state is seeded for the call and restored afterwards
-        saved = np.random.get_state()
-        np.random.seed(seed + offset)
+        saved = np.random.get_state()  # noqa: NPY002
+        np.random.seed(seed + offset)  # noqa: NPY002
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
                 return rly.get_interval_estimates(scores, func, reps=reps,  # type: ignore[arg-type]
                                                   random_state=np.random.RandomState(seed + offset))
         finally:
-            np.random.set_state(saved)
+            np.random.set_state(saved)  # noqa: NPY002
 
     points, cis = estimates(mats, agg, 0)  # type: ignore[arg-type]
     iqm = {m: (float(points[m][0]), float(cis[m][0, 0]), float(cis[m][1, 0])) for m in mats}

@@ -241,8 +241,8 @@ def episode_frames(
     texts = []
     for i, rec in enumerate(steps):
         head = [(t, _INK, None) for t in _wrap(probe, f"prompt: {prompt}", panel_width - 16, _caption_font())]
-        texts.append(head + [("", _INK, None)] + _step_caption(rec, i, len(steps), panel_width - 16, probe,
-                                                                assertions))
+        body = _step_caption(rec, i, len(steps), panel_width - 16, probe, assertions)
+        texts.append([*head, ("", _INK, None), *body])
     h = max([side, *(_LINE_H * len(t) + 16 for t in texts)])
     frames = []
     for rec, lines in zip(steps, texts):
