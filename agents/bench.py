@@ -14,7 +14,8 @@ import numpy as np
 
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
 
-__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table"]
+__all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table",
+           "rliable_section"]
 
 
 def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit: int = 0) -> list[Any]:
@@ -124,6 +125,22 @@ def paired_table(summaries: dict[str, MethodSummary], results: Sequence[EpisodeR
                       "over runs):", "", "| method | difference | 95% CI | runs |", "|---|---|---|---|", *rows])
 
 
+def rliable_section(results: Sequence[EpisodeResult], learned: str = "learned"
+                    ) -> tuple[dict[str, Any], str] | None:
+    """rliable's aggregates of ``results`` (:func:`agents.stats.rliable_summary`: IQM and mean with 95%
+    stratified bootstrap intervals, probability of improvement of ``learned`` over each method) as (JSON, markdown
+    section); a markdown note and no JSON when rliable is not installed; None when no method covers every tag."""
+    from agents.stats import rliable_json, rliable_markdown, rliable_summary
+
+    try:
+        s = rliable_summary(results, reference=learned)
+    except ImportError as e:
+        return {}, f"rliable aggregates skipped: {e}"
+    if s is None:
+        return None
+    return rliable_json(s), "Aggregate results (rliable):\n\n" + rliable_markdown(s)
+
+
 def bench_file(
     files: Path | Sequence[Path] | None,
     *,
@@ -139,7 +156,8 @@ def bench_file(
     progress: bool = True,
     workers: int = 1,
 ) -> str:
-    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown.
+    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown. Both
+    end with rliable's aggregates (:func:`rliable_section`; key ``"rliable"`` in the JSON).
 
     ``workers`` > 1 evaluates (method, run) jobs in parallel processes (same results as one worker)."""
     from agents.pipeline import MAIN_ENV_KWARGS, evaluate_methods
@@ -159,8 +177,12 @@ def bench_file(
             "images_per_prompt": images, "runs": runs, "seconds": round(time.perf_counter() - t0, 1),
             "methods": {m: bench_json(s, results) for m, s in summaries.items()},
             "episodes": [asdict(r) for r in results]}
-    (outp / "bench.json").write_text(json.dumps(data, indent=1))
     md = bench_markdown(summaries, results)
+    rl_md = rliable_section(results)
+    if rl_md is not None:
+        data["rliable"], text = rl_md
+        md += "\n\n" + text
+    (outp / "bench.json").write_text(json.dumps(data, indent=1))
     (outp / "bench.md").write_text(md + "\n")
     return md
 
