@@ -13,7 +13,13 @@ from PIL import Image, ImageDraw
 
 from agents.evaluate import summarize
 from agents.report import OKABE_ITO, ROLE_COLORS, TABLEAU_CB10, method_colors, write_report
-from agents.stats import probability_of_improvement, rliable_markdown, rliable_summary, score_matrices
+from agents.stats import (
+    interquartile_mean,
+    probability_of_improvement,
+    rliable_markdown,
+    rliable_summary,
+    score_matrices,
+)
 from poser_env.rendering import _wrap, contact_sheet, episode_frames
 from tests.report_fixture import METHODS, TAGS, synthetic_curve, synthetic_results
 
@@ -62,12 +68,18 @@ def test_rliable_estimates_are_rliable_s_and_seeded() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_probability_of_improvement_matches_rliable(seed: int) -> None:
-    from rliable import metrics
+def test_fast_estimators_match_rliable(seed: int) -> None:
+    from rliable import library, metrics
 
     rng = np.random.default_rng(seed)
-    x, y = rng.integers(0, 5, (3, 7)) / 4, rng.integers(0, 5, (2, 7)) / 4  # ties included
+    x, y = rng.integers(0, 5, (3, 7)) / 4, rng.integers(0, 5, (2 + seed % 2, 7)) / 4  # ties included
     assert probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert interquartile_mean(x) == pytest.approx(metrics.aggregate_iqm(x))
+    assert interquartile_mean(y) == pytest.approx(metrics.aggregate_iqm(y))
+    s = rliable_summary(synthetic_results(runs=2, prompts_per_tag=2, seed=seed), reps=100)
+    mats, _ = score_matrices(synthetic_results(runs=2, prompts_per_tag=2, seed=seed))
+    for m, mat in mats.items():
+        assert s.profiles[m][0] == pytest.approx([library.run_score_deviation(mat, t) for t in s.taus])
 
 
 # ---------------------------------------------------------------- colours

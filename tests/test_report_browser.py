@@ -17,13 +17,11 @@ import pytest
 from agents.pipeline import report_from_dir
 from tests.report_fixture import make_run_dir
 
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium on PATH: install it with `apt-get install chromium` (Debian) to run the browser test")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is missing: `pip install playwright` (the dev extra has it)")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH: `apt-get install chromium` (Debian; .ci/setup does it in CI)")
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +32,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_html_in_headless_chromium(report: Path, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is missing: `pip install playwright` (the dev extra has it)")
-    exe = _chromium()
+    assert CHROMIUM is not None
     errors: list[str] = []
     requests: list[str] = []
     with sync_api.sync_playwright() as pw:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-        browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
