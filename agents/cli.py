@@ -267,3 +267,7 @@ def bench_perf(
 def main() -> None:
     """Console-script entry point (``poser``)."""
     app()
+
+
+if __name__ == "__main__":  # `python -m agents.cli ...` (it exited silently without this)
+    main()

@@ -109,7 +109,8 @@ th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.85rem; color: #444; margin-top: 0.2rem; }
 .gallery { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
-.gallery figure { flex: 1 1 380px; max-width: 100%; }
+.gallery figure { flex: 0 1 auto; max-width: 100%; }  /* images at their own size, never wider than the page */
+.gallery figcaption { max-width: 576px; }
 pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; }
 """
 

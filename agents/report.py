@@ -313,8 +313,9 @@ def _example_items(sheets: Sequence[Path]) -> list[Figure]:
         if trace.is_file():
             t = json.loads(trace.read_text())
             verdict = "passes" if t.get("is_success") else "fails"
+            n = len(t.get("steps", []))
             caption = f"{d.name}: \"{t.get('prompt', '')}\" ({t.get('policy', 'policy')}, seed {t.get('seed')}): " \
-                      f"the judge says it {verdict}; {len(t.get('steps', []))} steps."
+                      f"the judge says it {verdict}; {n} step{'' if n == 1 else 's'}."
         if (d / "episode.gif").is_file():
             items.append(Figure(d / "episode.gif", f"{caption} Animated: one frame per step.", f"{d.name} GIF"))
         items.append(Figure(sheet, f"{caption} Contact sheet: every step with its expert, command and each "
