@@ -2,7 +2,7 @@
 and training curves.
 
 Every chart gives each method the same colour (:func:`method_colors`): the Okabe-Ito palette (Okabe & Ito, 2008),
-readable with the common colour-vision deficiencies, extended with tableau-colorblind10's colours for more than eight
+readable with the common colour-vision deficiencies, extended with Paul Tol's muted scheme for more than eight
 methods; the learned policy is always vermillion, the oracle black, critic-greedy blue and random grey.
 """
 
@@ -20,27 +20,27 @@ import numpy as np
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summary_table
 from agents.html_report import Figure, Gallery, Section, Text, html_document, markdown_document
 
-__all__ = ["OKABE_ITO", "PALETTE", "claims_table", "method_colors", "plot_expert_heatmap", "plot_learning_curves",
+__all__ = ["OKABE_ITO", "PALETTE", "ROLE_COLORS", "TOL_MUTED", "claims_table", "method_colors", "plot_expert_heatmap", "plot_learning_curves",
            "plot_rliable", "plot_tag_bars", "write_report"]
 
 #: Okabe-Ito: orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple, black.
 OKABE_ITO: tuple[str, ...] = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-#: tableau-colorblind10 (matplotlib's style of that name), used after the Okabe-Ito colours.
-TABLEAU_CB10: tuple[str, ...] = ("#006BA4", "#FF800E", "#ABABAB", "#595959", "#5F9ED1", "#C85200", "#898989",
-                                 "#A2C8EC", "#FFBC79", "#CFCFCF")
+#: Paul Tol's "muted" scheme (colour-blind safe; https://personal.sron.nl/~pault/), after the Okabe-Ito colours:
+#: wine, indigo, olive, teal, rose, sand, cyan, green, purple.
+TOL_MUTED: tuple[str, ...] = ("#882255", "#332288", "#999933", "#44AA99", "#CC6677", "#DDCC77", "#88CCEE",
+                              "#117733", "#AA4499")
 #: Fixed colours of the methods every report has.
 ROLE_COLORS: dict[str, str] = {"learned": "#D55E00", "oracle": "#000000", "critic-greedy": "#0072B2",
                                "random": "#ABABAB"}
-#: The colours other methods take, in order (Okabe-Ito, then tableau-colorblind10 without the role colours and
-#: the near-duplicates of Okabe-Ito's blue and vermillion).
-PALETTE: tuple[str, ...] = tuple(c for c in (*OKABE_ITO, *TABLEAU_CB10)
-                                 if c not in ROLE_COLORS.values() and c not in ("#006BA4", "#C85200"))
+#: The colours other methods take, in order: Okabe-Ito's without the role colours, then Tol's muted scheme
+#: (tableau-colorblind10 was tried: its blues and oranges are too close to Okabe-Ito's to tell 12 methods apart).
+PALETTE: tuple[str, ...] = tuple(c for c in (*OKABE_ITO, *TOL_MUTED) if c not in ROLE_COLORS.values())
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
     """A colour per method, the same in every chart of a report: the role colours (:data:`ROLE_COLORS`) for the
     learned policy, the oracle, critic-greedy and random; the other methods, sorted by name, take :data:`PALETTE`
-    in order (it repeats after its 12 colours; charts then also differ by hatch or line style)."""
+    in order (it repeats after its 14 colours; charts then also differ by hatch or line style)."""
     out: dict[str, str] = {}
     rest = sorted(m for m in dict.fromkeys(methods) if m not in ROLE_COLORS)
     for m in methods:

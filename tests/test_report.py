@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from agents.evaluate import summarize
-from agents.report import OKABE_ITO, ROLE_COLORS, TABLEAU_CB10, method_colors, write_report
+from agents.report import OKABE_ITO, PALETTE, ROLE_COLORS, TOL_MUTED, method_colors, write_report
 from agents.stats import (
     interquartile_mean,
     probability_of_improvement,
@@ -90,7 +90,8 @@ def test_method_colors_fixed_distinct_colour_blind_safe() -> None:
     c = method_colors(methods)
     assert len(set(c.values())) == len(methods)  # one colour per method
     assert {c[m] for m in ROLE_COLORS} == set(ROLE_COLORS.values()) and c["learned"] == "#D55E00"
-    assert set(c.values()) <= set(OKABE_ITO) | set(TABLEAU_CB10)
+    assert set(c.values()) <= set(OKABE_ITO) | set(TOL_MUTED) | set(ROLE_COLORS.values())
+    assert len(set(PALETTE)) == len(PALETTE) == 14 and not set(PALETTE) & set(ROLE_COLORS.values())
     assert method_colors(list(reversed(methods))) == c  # the order methods come in does not matter
 
 
