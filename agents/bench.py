@@ -16,7 +16,8 @@ from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, sum
 from poser_env.env import unwrap
 
 __all__ = ["BENCH_KINDS", "BenchKind", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
-           "paired_table"]
+           "paired_table",
+           "rliable_section"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,22 @@ def paired_table(summaries: dict[str, MethodSummary], results: Sequence[EpisodeR
                       "over runs):", "", "| method | difference | 95% CI | runs |", "|---|---|---|---|", *rows])
 
 
+def rliable_section(results: Sequence[EpisodeResult], learned: str = "learned"
+                    ) -> tuple[dict[str, Any], str] | None:
+    """rliable's aggregates of ``results`` (:func:`agents.stats.rliable_summary`: IQM and mean with 95%
+    stratified bootstrap intervals, probability of improvement of ``learned`` over each method) as (JSON, markdown
+    section); a markdown note and no JSON when rliable is not installed; None when no method covers every tag."""
+    from agents.stats import rliable_json, rliable_markdown, rliable_summary
+
+    try:
+        s = rliable_summary(results, reference=learned)
+    except ImportError as e:
+        return {}, f"rliable aggregates skipped: {e}"
+    if s is None:
+        return None
+    return rliable_json(s), "Aggregate results (rliable):\n\n" + rliable_markdown(s)
+
+
 def bench_file(
     files: Path | Sequence[Path] | None,
     *,
@@ -181,7 +198,8 @@ def bench_file(
     progress: bool = True,
     workers: int = 1,
 ) -> str:
-    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown.
+    """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown. Both
+    end with rliable's aggregates (:func:`rliable_section`; key ``"rliable"`` in the JSON).
 
     ``env_id`` defaults to the main job's world (``poser_env/ImagePoserMain-v0``); ``workers`` > 1 evaluates
     (method, run) jobs in parallel processes (same results as one worker)."""
@@ -204,8 +222,12 @@ def bench_file(
             "images_per_prompt": images, "runs": runs, "seconds": round(time.perf_counter() - t0, 1),
             "methods": {m: bench_json(s, results) for m, s in summaries.items()},
             "episodes": [asdict(r) for r in results]}
-    (outp / "bench.json").write_text(json.dumps(data, indent=1))
     md = bench_markdown(summaries, results)
+    rl_md = rliable_section(results)
+    if rl_md is not None:
+        data["rliable"], text = rl_md
+        md += "\n\n" + text
+    (outp / "bench.json").write_text(json.dumps(data, indent=1))
     (outp / "bench.md").write_text(md + "\n")
     return md
 

@@ -5,10 +5,15 @@ aggregates them per episode, and at each episode end records rolling means over 
 SB3's logger, which writes them wherever the model logs (stdout, CSV, TensorBoard when ``tensorboard_log`` is set)
 at its next dump. Keys (all in [0, 1] unless noted):
 
-- ``poser/success``: ``info["is_success"]`` (judge pass when the env has a judge, else the critic's).
-- ``poser/judge_pass``, ``poser/judge_alignment``: ground truth (``info["judge"]``), averaged over the episodes whose
-  final info has it (an episode stopped before any image was made has none, so ``judge_pass`` can exceed
-  ``success``, which counts such episodes as failures).
+- Success: SB3's own ``rollout/success_rate`` is THE success metric (SB3 reads ``info["is_success"]`` at every
+  episode end: the judge's pass when the env has a judge, else the critic's; an episode stopped before any image
+  counts as a failure). Its denominator is every finished episode in the last ``stats_window_size`` (100 by
+  default). The callback does not log a second success number; its learning curve's ``success`` column and
+  :meth:`PoserMetricsCallback.means` use the same window (the model's ``stats_window_size`` unless ``window`` is
+  given) and the same denominator, so they equal ``rollout/success_rate`` at the same timestep.
+- ``poser/judge_alignment``: ground truth (``info["judge"]["alignment"]``), the fraction of the prompt's
+  assertions that hold, over the same episodes; an episode that made no image counts 0 (nothing of it holds),
+  as in :func:`agents.evaluate.summarize`. Episodes of an env without a judge that made an image are left out.
 - ``poser/alignment``: the critic's alignment of the final image (0 when no image was made).
 - ``poser/cost`` (the experts' cost units, >= 0), ``poser/calls`` (expert calls, >= 0), ``poser/ep_return`` (reward
   units; Monitor's return when the env is Monitor-wrapped), ``poser/ep_length`` (steps), ``poser/episodes`` (count
@@ -58,7 +63,7 @@ CURVE_FIELDS: tuple[str, ...] = (
 )
 
 _EPISODE_SCALARS: tuple[str, ...] = (
-    "success", "judge_pass", "judge_alignment", "alignment", "cost", "calls", "ep_return", "ep_length",
+    "success", "judge_alignment", "alignment", "cost", "calls", "ep_return", "ep_length",
     "invalid_rate", "error_rate", "critic_error_rate",
 )
 
@@ -80,8 +85,8 @@ class _EpisodeAcc:
 class PoserMetricsCallback(BaseCallback):
     """Log ``poser/*`` episode metrics from ``info`` and keep a learning curve (see the module docstring).
 
-    :param window: number of most recent episodes the logged means are over (>= 1, default 100, as SB3's
-        ``rollout/ep_rew_mean``).
+    :param window: number of most recent episodes the logged means are over (>= 1; default None: the model's
+        ``stats_window_size``, 100 unless set, the window of SB3's ``rollout/success_rate`` and ``ep_rew_mean``).
     :param curve_interval: timesteps between learning-curve points (>= 1, default 1000).
     :param expert_names: expert names to always log under ``poser/expert/<name>`` (0 when unused); names seen in
         ``info["expert"]`` are added as they appear.
@@ -90,19 +95,22 @@ class PoserMetricsCallback(BaseCallback):
 
     def __init__(
         self,
-        window: int = 100,
+        window: int | None = None,
         curve_interval: int = 1000,
         expert_names: Sequence[str] | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
         for name, value in (("window", window), ("curve_interval", curve_interval)):
+            if value is None and name == "window":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an int >= 1.")
-        self.window = window
+        self._window_arg = window
+        self.window = window or 100
         self.curve_interval = curve_interval
         self.expert_names: list[str] = list(expert_names or [])
-        self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
+        self.episodes: deque[dict[str, Any]] = deque(maxlen=self.window)
         self.n_episodes = 0
         self.curve: list[dict[str, float]] = []
         self._acc: list[_EpisodeAcc] = []
@@ -110,6 +118,10 @@ class PoserMetricsCallback(BaseCallback):
 
     # ------------------------------------------------------------------ SB3 hooks
     def _on_training_start(self) -> None:
+        if self._window_arg is None:
+            self.window = int(getattr(self.model, "_stats_window_size", 100))
+        if self.episodes.maxlen != self.window:
+            self.episodes = deque(self.episodes, maxlen=self.window)
         n = self.training_env.num_envs if self.training_env is not None else 1
         self._acc = [_EpisodeAcc() for _ in range(n)]
         self._next_curve_point = (self.num_timesteps // self.curve_interval + 1) * self.curve_interval
@@ -154,14 +166,14 @@ class PoserMetricsCallback(BaseCallback):
         monitor = info.get("episode")
         judge = info.get("judge")
         steps = max(acc.steps, 1)
+        calls = int(info.get("episode_calls", sum(n for k, n in acc.experts.items() if k != "STOP")))
         ep: dict[str, Any] = {
             "success": float(bool(info.get("is_success", False))),
-            "judge_pass": float(bool(judge["pass"])) if isinstance(judge, Mapping) and "pass" in judge else None,
-            "judge_alignment": float(judge["alignment"])
-            if isinstance(judge, Mapping) and "alignment" in judge else None,
+            "judge_alignment": float(judge["alignment"]) if isinstance(judge, Mapping) and "alignment" in judge
+            else 0.0 if calls == 0 else None,
             "alignment": float(info.get("alignment", 0.0)),
             "cost": float(info.get("episode_cost", 0.0)),
-            "calls": float(info.get("episode_calls", sum(n for k, n in acc.experts.items() if k != "STOP"))),
+            "calls": float(calls),
             # Monitor's numbers are the ground truth for return/length (they survive callback restarts mid-episode)
             "ep_return": float(monitor["r"]) if isinstance(monitor, Mapping) else acc.ret,
             "ep_length": float(monitor["l"]) if isinstance(monitor, Mapping) else float(acc.steps),
@@ -191,7 +203,8 @@ class PoserMetricsCallback(BaseCallback):
 
     def _record(self) -> None:
         for key, value in self.means().items():
-            self.logger.record(f"poser/{key}", value)
+            if key != "success":  # SB3 logs it as rollout/success_rate (one success metric, see the module doc)
+                self.logger.record(f"poser/{key}", value)
         self.logger.record("poser/episodes", self.n_episodes)
 
     def _add_curve_point(self, timesteps: int) -> None:

@@ -111,6 +111,7 @@ def eval_(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write results.json here.")] = None,
 ) -> None:
     """Evaluate policies and baselines: judge- and critic-scored tables with 95% CIs, calls, cost, wall time."""
+    from agents.bench import rliable_section
     from agents.evaluate import save_results, summarize, summary_table
     from agents.pipeline import evaluate_methods, load_prompts
 
@@ -118,15 +119,18 @@ def eval_(
     results = evaluate_methods(policy or ["baselines"], specs, env_id=env, algo=algo, env_kwargs=_parse_kv(env_arg),
                                images=images, runs=runs, progress=not json_out)
     summaries = summarize(results)
+    rl = rliable_section(results)  # IQM, mean, probability of improvement (rliable)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         save_results(out / "results.json", results, summaries)
+        if rl is not None and rl[0]:
+            (out / "rliable.json").write_text(json.dumps(rl[0], indent=1))
     if json_out:
         from dataclasses import asdict
 
         typer.echo(json.dumps({k: asdict(v) for k, v in summaries.items()}, indent=1))
     else:
-        typer.echo(summary_table(summaries))
+        typer.echo(summary_table(summaries) + (f"\n\n{rl[1]}" if rl is not None else ""))
 
 
 @app.command()
@@ -152,7 +156,7 @@ def generate(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A folder written by `poser main` (results.json, curves).")],
 ) -> None:
-    """(Re)write report.md and its charts from a main-job folder."""
+    """(Re)write report.md, the self-contained report.html and their charts from a main-job folder."""
     from agents.pipeline import report_from_dir
 
     typer.echo(f"wrote {report_from_dir(run_dir)}")
@@ -169,7 +173,7 @@ def main_job(
     warm_start: Annotated[bool, typer.Option(help="Clone the fixed pipeline before PPO (see agents.imitation).")] = True,
 ) -> None:
     """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
-    baseline on the test split, and write report.md."""
+    baseline on the test split, and write report.md and report.html."""
     from agents.pipeline import run_main
 
     path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers,
@@ -244,3 +248,7 @@ def bench_perf(
 def main() -> None:
     """Console-script entry point (``poser``)."""
     app()
+
+
+if __name__ == "__main__":  # `python -m agents.cli ...` (it exited silently without this)
+    main()

@@ -30,7 +30,9 @@ class EpisodeResult:
         method: Policy name.
         run: Run index (a training seed for learned policies, an evaluation seed for baselines).
         prompt: The prompt text. tag: GenEval tag or "long".
-        judge_pass: Ground truth says every assertion holds (False when no judge).
+        judge_pass: Ground truth says every assertion holds (False when no judge, and False for an episode that
+            stopped before making any image: every episode counts in the denominator, as in training's
+            ``rollout/success_rate``).
         judge_alignment: Fraction of assertions that hold by the judge, in [0, 1] (nan without judge).
         critic_pass / critic_alignment: The same by the critic.
         calls: Expert calls (including a policy's probes). cost: Their cost (SceneSim units).

@@ -200,11 +200,12 @@ def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str
 def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAIN_ENV_ID, algo: str = "maskable-ppo",
                  seed: int = 0, out: str | Path = "runs/generate",
                  env_kwargs: Mapping[str, Any] | None = None) -> list[Path]:
-    """Run a policy on one prompt; write ``final.png``, ``contact_sheet.png`` (every step with its expert and
-    feedback) and ``trace.json``. Returns the paths."""
+    """Run a policy on one prompt; write ``final.png``, ``contact_sheet.png`` (every step with its expert, command
+    and assertions), ``episode.gif`` (the same, one captioned frame per step) and ``trace.json``. Returns the
+    paths."""
     from PIL import Image
 
-    from poser_env.rendering import contact_sheet
+    from poser_env.rendering import contact_sheet, episode_frames, save_gif
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +213,7 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
     pol = _resolve_policy(policy, env_id, algo, env_kwargs)
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"prompt": prompt})
+    assertions = list(info.get("assertions", []))
     pol.reset(env)
     done = False
     while not done:
@@ -224,11 +226,13 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
         Image.fromarray(u.canvas).save(out / "final.png")
         paths.append(out / "final.png")
     text = prompt.prompt if isinstance(prompt, Spec) else prompt
-    contact_sheet(trace, prompt=text).save(out / "contact_sheet.png")
+    contact_sheet(trace, prompt=text, assertions=assertions).save(out / "contact_sheet.png")
     paths.append(out / "contact_sheet.png")
+    if trace:
+        paths.append(save_gif(episode_frames(trace, prompt=text, assertions=assertions), out / "episode.gif", fps=1.0))
     light = [{k: v for k, v in r.items() if k != "image"} for r in trace]
     (out / "trace.json").write_text(json.dumps(
-        {"prompt": text, "policy": policy, "seed": seed, "is_success": info.get("is_success"),
+        {"prompt": text, "policy": policy, "seed": seed, "assertions": assertions, "is_success": info.get("is_success"),
          "judge": info.get("judge"), "feedback": info.get("feedback"), "wall_time": time.perf_counter() - t0,
          "steps": light}, indent=1, default=str))
     paths.append(out / "trace.json")
@@ -237,7 +241,9 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
 
 
 def report_from_dir(run_dir: str | Path) -> Path:
-    """Rewrite ``report.md`` from ``results.json`` and ``curves.json`` in a main-job folder."""
+    """Rewrite ``report.md`` and ``report.html`` from a main-job folder: ``results.json`` (required), and when
+    present ``curves.json``, ``config.json`` and ``examples/*/contact_sheet.png`` (with ``episode.gif`` and
+    ``trace.json`` beside each)."""
     from agents.report import write_report
 
     d = Path(run_dir)

@@ -34,7 +34,8 @@ def train_one(
     Args:
         env_id: A registered env id (``"poser_env/ImagePoser-v0"``, ``"poser_env/ImagePoserPaper-v0"`` for DQN...).
         algo: ``"ppo"``, ``"maskable-ppo"`` or ``"dqn"``.
-        steps: Environment steps (>= 1) to train for (on top of the checkpoint's when resuming).
+        steps: Environment steps (>= 1) to train for (on top of the checkpoint's when resuming); PPO and
+            MaskablePPO round it up to whole rollouts (a multiple of ``n_steps * n_envs``), as SB3 trains anyway.
         seed: Training seed (env seeds are ``seed * 1000 + i``; the model's RNG is seeded with ``seed``).
         n_envs: Parallel envs (DummyVecEnv; SceneSim steps are about a millisecond).
         resume: A checkpoint ``.zip`` to continue from (the timestep count continues too).
@@ -77,14 +78,20 @@ def train_one(
     metrics = PoserMetricsCallback()
     ckpt = CheckpointCallback(save_freq=max(1, checkpoint_every // n), save_path=str(out / "checkpoints"),
                               name_prefix="model")
+    # PPO-family models collect whole rollouts (n_steps per env), so they train a multiple of n_steps * n_envs
+    # timesteps whatever is asked; the budget is rounded up to that here, so the progress bar's total is what
+    # runs (it read 1,024/512 for 512 steps with 4 envs x 256 steps) and train.json says both numbers
+    rollout = int(getattr(model, "n_steps", 1)) * n if hasattr(model, "n_steps") else 1
+    budget = -(-steps // rollout) * rollout
     t0 = time.perf_counter()
-    model.learn(total_timesteps=steps, callback=CallbackList([metrics, ckpt]), progress_bar=progress,
+    model.learn(total_timesteps=budget, callback=CallbackList([metrics, ckpt]), progress_bar=progress,
                 reset_num_timesteps=resume is None, tb_log_name=f"seed{seed}")
     path = out / "model.zip"
     model.save(path)
     metrics.save_curve(out / "curve.json")
     (out / "train.json").write_text(json.dumps({
-        "env_id": env_id, "algo": algo, "steps": steps, "seed": seed, "n_envs": n,
+        "env_id": env_id, "algo": algo, "steps": steps, "steps_rounded_to_rollouts": budget, "seed": seed,
+        "n_envs": n,
         "env_kwargs": dict(env_kwargs or {}), "seconds": round(time.perf_counter() - t0, 2),
         "num_timesteps": int(model.num_timesteps), "resumed_from": str(resume) if resume else None,
         "warm_start": warm,

@@ -355,7 +355,7 @@ def test_callback_metrics_reach_the_logger_csv(tmp_path):
     with open(tmp_path / "progress.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2  # one dump per rollout of 2 x 64 steps
-    expected = {"poser/success", "poser/judge_pass", "poser/judge_alignment", "poser/alignment", "poser/cost",
+    expected = {"rollout/success_rate", "poser/judge_alignment", "poser/alignment", "poser/cost",
                 "poser/calls", "poser/ep_return", "poser/ep_length", "poser/invalid_rate", "poser/error_rate",
                 "poser/critic_error_rate", "poser/episodes", "poser/expert/sketch", "poser/expert/layout",
                 "poser/expert/recolor", "poser/expert/STOP", "poser/expert/never_used"}
@@ -364,7 +364,9 @@ def test_callback_metrics_reach_the_logger_csv(tmp_path):
     assert last["poser/expert/never_used"] == 0.0
     usage = sum(v for k, v in last.items() if k.startswith("poser/expert/")) + last["poser/invalid_rate"]
     assert usage == pytest.approx(1.0)
-    assert last["poser/success"] == pytest.approx(last["poser/judge_pass"])  # same thing in the fake env
+    # one success metric: SB3's rollout/success_rate; the callback's own mean (same window) is the same number
+    assert "poser/success" not in rows[-1] and "poser/judge_pass" not in rows[-1]
+    assert float(rows[-1]["rollout/success_rate"]) == pytest.approx(cb.means()["success"])
     assert 0 < last["poser/episodes"] == cb.n_episodes
 
 
@@ -392,7 +394,7 @@ def test_callback_aggregates_exactly():
          [1, 1], [0.6, 0.0])
     m = cb.means()
     assert cb.n_episodes == 2
-    assert m["success"] == 0.5 and m["judge_pass"] == 1.0 and m["judge_alignment"] == 0.9
+    assert m["success"] == 0.5 and m["judge_alignment"] == 0.9 and "judge_pass" not in m
     assert m["alignment"] == pytest.approx(0.5) and m["cost"] == pytest.approx(0.25) and m["calls"] == 1.5
     assert m["ep_return"] == pytest.approx((0.5 + 0.5) / 2)  # env 0 summed rewards, env 1 from Monitor
     assert m["ep_length"] == 3
@@ -401,9 +403,33 @@ def test_callback_aggregates_exactly():
     assert m["expert/layout"] == pytest.approx((2 / 3) / 2)
     assert m["expert/sketch"] == pytest.approx((1 / 3) / 2)
     assert m["expert/STOP"] == pytest.approx((2 / 3) / 2)
-    assert model.logger.name_to_value["poser/success"] == 0.5
+    assert "poser/success" not in model.logger.name_to_value  # SB3's rollout/success_rate is the one metric
+    assert model.logger.name_to_value["poser/judge_alignment"] == 0.9
     cb.on_training_end()
     assert cb.curve[-1]["timesteps"] == 6 and cb.curve[-1]["success"] == 0.5
+
+
+def test_callback_success_has_one_denominator():
+    """An episode stopped before any image counts as a failure and as 0 assertions holding (not left out), and
+    the window is the model's stats_window_size, so the curve's success equals SB3's rollout/success_rate."""
+    venv = fake_venv(n_envs=2)
+    model = make_ppo(venv, seed=0, stats_window_size=3, **SMALL_PPO)
+    model.set_logger(configure(None, []))
+    cb = PoserMetricsCallback()
+    cb.init_callback(model)
+    cb.on_training_start({}, {})
+    assert cb.window == 3
+    judged = {"expert": "layout", "judge": {"pass": True, "alignment": 1.0}, "is_success": True,
+              "episode_calls": 1}
+    no_image = {"expert": "STOP", "is_success": False, "episode_calls": 0}  # stopped at once: no judge info
+    for infos in ([judged, no_image], [judged, judged]):
+        model.num_timesteps += 2
+        cb.update_locals({"infos": infos, "dones": np.array([1, 1]), "rewards": np.zeros(2)})
+        cb.on_step()
+    m = cb.means()  # window 3: the last three episodes are no_image, judged, judged
+    assert m["success"] == pytest.approx(2 / 3) and m["judge_alignment"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"window=0 must be an int >= 1"):
+        PoserMetricsCallback(window=0)
 
 
 def test_metrics_reach_tensorboard(tmp_path):
@@ -415,8 +441,9 @@ def test_metrics_reach_tensorboard(tmp_path):
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"poser/success", "poser/cost", "poser/calls", "poser/expert/sketch", "rollout/ep_rew_mean"} <= tags
-    assert [e.step for e in acc.Scalars("poser/success")] == [64, 128]
+    assert {"rollout/success_rate", "poser/cost", "poser/calls", "poser/expert/sketch", "rollout/ep_rew_mean"} <= tags
+    assert "poser/success" not in tags
+    assert [e.step for e in acc.Scalars("poser/cost")] == [64, 128]
 
 
 def test_learning_curve_files_round_trip(tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -53,6 +55,21 @@ def test_notebook_quickstart_executes(tmp_path):
               if "image/png" in o.get("data", {})]
     assert len(images) >= 3
 
+    def text_of(marker: str) -> str:
+        cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+        return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+
+    # the random episode as pictures shows several steps (it used to end after one)
+    steps = int(re.search(r"^steps: (\d+)$", text_of("rng = np.random.default_rng(0)"), re.M).group(1))
+    assert steps >= 2
+    # the training cell prints the scalar metrics and every expert's share (its filter used to drop all but STOP)
+    out = text_of("metrics = PoserMetricsCallback()")
+    scalars = ast.literal_eval(re.search(r"^training metrics: (\{.*\})$", out, re.M).group(1))
+    usage = ast.literal_eval(re.search(r"^expert usage \(share of steps\): (\{.*\})$", out, re.M).group(1))
+    assert {"success", "judge_alignment", "cost", "calls", "ep_return", "invalid_rate"} <= set(scalars)
+    assert {"STOP", "sim/layout", "sim/dense"} <= set(usage)
+    assert sum(usage.values()) + scalars["invalid_rate"] == pytest.approx(1.0, abs=0.01)
+
 
 def _cli(*args: str):
     from agents.cli import app
@@ -92,7 +109,13 @@ def test_cli_main_quick_writes_report(tmp_path):
     config = json.loads((tmp_path / "main" / "config.json").read_text())
     assert config["warm_start"].startswith("fixed:sim/")
     assert (tmp_path / "main" / "per_tag.png").is_file()
+    assert "## Aggregate results (rliable)" in report and "P(learned > method)" in report
+    html = (tmp_path / "main" / "report.html").read_text()
+    assert "data:image/gif;base64," in html and "data:image/png;base64," in html  # GIFs and charts inlined
+    assert (tmp_path / "main" / "examples" / "example-0" / "episode.gif").is_file()
+    (tmp_path / "main" / "report.html").unlink()
     _cli("report", str(tmp_path / "main"))
+    assert (tmp_path / "main" / "report.html").is_file()
 
 
 def test_cli_train_with_warm_start(tmp_path):
@@ -118,6 +141,7 @@ def test_cli_bench_perf_and_geneval_fixture(tmp_path):
     rec = data["methods"]["random"]
     assert {"overall", "per_tag", "mean_calls", "mean_cost", "n_prompts", "method"} <= set(rec)
     assert rec["n_prompts"] == 2
+    assert set(data["rliable"]["iqm"]) == {"random"} and "IQM (95% CI)" in md  # rliable aggregates
 
 
 def test_cli_bench_long_and_compbench_with_workers(tmp_path):

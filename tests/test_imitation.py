@@ -81,10 +81,13 @@ def test_pretrain_works_for_plain_ppo(demos):
 def test_train_one_with_warm_start_records_it(tmp_path):
     from agents.train import train_one
 
-    path = train_one(env_id=ENV_ID, algo="maskable-ppo", steps=64, seed=0, out=tmp_path, n_envs=1, env_kwargs=KW,
+    path = train_one(env_id=ENV_ID, algo="maskable-ppo", steps=40, seed=0, out=tmp_path, n_envs=1, env_kwargs=KW,
                      model_kwargs={"n_steps": 32, "batch_size": 16}, warm_start="fixed:sim/layout",
                      warm_start_episodes=6, warm_start_epochs=20)
-    info = json.loads((tmp_path / "train.json").read_text())["warm_start"]
+    record = json.loads((tmp_path / "train.json").read_text())
+    info = record["warm_start"]
+    # 40 steps round up to whole rollouts of 32 (the progress bar's total is what runs: it read 1,024/512)
+    assert record["steps"] == 40 and record["steps_rounded_to_rollouts"] == 64 == record["num_timesteps"]
     assert path.is_file()
     assert info["teacher"] == "fixed:sim/layout" and info["episodes"] == 6 and info["accuracy"] > 0.5
 
