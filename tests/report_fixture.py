@@ -63,7 +63,7 @@ def make_run_dir(d: Path, *, examples: int = 2) -> Path:
     results = synthetic_results()
     save_results(d / "results.json", results, summarize(results))
     (d / "curves.json").write_text(json.dumps({f"seed{s}": synthetic_curve(s) for s in range(2)}))
-    (d / "config.json").write_text(json.dumps({"env_id": MAIN_ENV_ID, "env_kwargs": MAIN_ENV_KWARGS,
+    (d / "config.json").write_text(json.dumps({"env_id": MAIN_ENV_ID, "env_kwargs": dict(MAIN_ENV_KWARGS),
                                                "note": "synthetic fixture for report tests"}, indent=1))
     specs = load_prompts(MAIN_ENV_ID, split="test", n=3, family="mixed")
     for i, spec in enumerate([specs[0], specs[4]][:examples]):
