@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poser_env.spec import COLORS, SIZES, Spec, SpecError
+from poser_env.spec import COLORS, Spec, SpecError
 from poser_env.text import singular
 
 __all__ = [

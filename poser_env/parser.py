@@ -1,4 +1,4 @@
-"""Rule-based prompt parser: English prompt -> :class:`poser_env.spec.Spec`, command text -> ParsedCommand.
+"""Rule-based prompt parser: English prompt -> :class:`poser_env.spec.Spec`.
 
 Dependency-free and deterministic. It reads:
 
@@ -30,9 +30,8 @@ Dependency-free and deterministic. It reads:
 GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks) get GenEval's tag;
 other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
 
-Command texts (see :mod:`poser_env.commands`) are read by :func:`parse_command_text`. Ordinals ("the
-second clock") count objects of that noun **from left to right** (by box centre x), 0-based in
-:attr:`poser_env.commands.ParsedCommand.index`; "the last clock" gives index -1.
+Word lists are data (``poser_env/data/lexicon.toml``); command texts are read by
+:func:`poser_env.grammar.parse_command_text`, which reuses this module's noun-phrase scanner.
 """
 
 from __future__ import annotations
@@ -41,14 +40,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from poser_env.commands import CommandError, ParsedCommand, split_op
+from poser_env import lexicon
 from poser_env.spec import (
-    BACKGROUNDS,
-    COLORS,
-    PATTERNS,
     RELATIONS,
-    SIZES,
-    STYLES,
     Entity,
     Exclusion,
     Relation,
@@ -62,7 +56,6 @@ __all__ = [
     "ORDINALS",
     "ParseError",
     "parse",
-    "parse_command_text",
 ]
 
 #: Longest prompt :func:`parse` accepts, in characters.
@@ -74,176 +67,49 @@ class ParseError(SpecError):
 
 
 # ---------------------------------------------------------------------------------------------- vocab
-_NUMBERS: dict[str, int] = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "twenty": 20,
-}
+# Word lists are data (poser_env/data/lexicon.toml, read by poser_env/lexicon.py).
+_NUMBERS = lexicon.NUMBERS
 #: Ordinal words -> 0-based index (``"last"`` is -1).
-ORDINALS: dict[str, int] = {
-    "first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "seventh": 6,
-    "eighth": 7, "ninth": 8, "tenth": 9, "1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4, "6th": 5,
-    "7th": 6, "8th": 7, "9th": 8, "10th": 9, "last": -1,
-}
-_COLOR_WORDS: dict[str, str] = {c: c for c in COLORS}
-_COLOR_WORDS.update({"grey": "gray", "violet": "purple", "golden": "yellow", "gold": "yellow"})
-_COLOR_MODS = {"dark", "light", "bright", "pale", "deep", "pastel", "vivid", "navy", "sky", "hot"}
-_PATTERN_WORDS: dict[str, str] = {
-    "striped": "striped", "stripy": "striped", "stripey": "striped", "pinstriped": "striped",
-    "dotted": "dotted", "polka-dot": "dotted", "polka-dotted": "dotted", "spotted": "dotted",
-    "spotty": "dotted", "dotty": "dotted", "polkadot": "dotted",
-    "checkered": "checkered", "chequered": "checkered", "checked": "checkered", "plaid": "checkered",
-    "tartan": "checkered", "gingham": "checkered", "checkerboard": "checkered",
-    "plain": "plain", "solid": "plain", "patternless": "plain",
-}
-_PATTERN_NOUNS: dict[str, str] = {
-    "stripes": "striped", "stripe": "striped", "dots": "dotted", "spots": "dotted",
-    "polka-dots": "dotted", "checks": "checkered", "checkers": "checkered", "plaid": "checkered",
-}
-_SIZE_WORDS: dict[str, str] = {
-    "small": "small", "tiny": "small", "little": "small", "mini": "small", "miniature": "small",
-    "smaller": "small", "medium": "medium", "medium-sized": "medium", "mid-sized": "medium",
-    "midsize": "medium", "large": "large", "big": "large", "huge": "large", "giant": "large",
-    "enormous": "large", "massive": "large", "larger": "large", "bigger": "large",
-    "small-sized": "small", "large-sized": "large",
-}
+ORDINALS: dict[str, int] = lexicon.ORDINALS
+_COLOR_WORDS = lexicon.COLOR_WORDS
+_PATTERN_WORDS = lexicon.PATTERN_WORDS
+_PATTERN_NOUNS = lexicon.PATTERN_NOUNS
+_SIZE_WORDS = lexicon.SIZE_WORDS
 _ATTR_WORDS = set(_COLOR_WORDS) | set(_PATTERN_WORDS) | set(_SIZE_WORDS)
-
-# relation phrases (token sequences), longest first; None = a relation the spec cannot hold
-_REL_PHRASES: list[tuple[tuple[str, ...], str | None]] = []
-
-
-def _add_rel(rel: str | None, *phrases: str) -> None:
-    for p in phrases:
-        _REL_PHRASES.append((tuple(p.split()), rel))
-
-
-for _side in ("left", "right"):
-    _add_rel(
-        f"{_side} of",
-        f"to the {_side} of", f"on the {_side} of", f"at the {_side} of", f"to the {_side} side of",
-        f"on the {_side} side of", f"on the {_side} hand side of", f"to the {_side} hand side of",
-        f"on the {_side}-hand side of", f"to the {_side}-hand side of", f"at the {_side} side of",
-        f"{_side} of", f"{_side} side of", f"{_side}ward of",
-    )
-_add_rel("on top of", "on the top of", "on top of", "at the top of", "atop", "on", "upon", "onto")
-_add_rel("above", "above", "over", "higher than")
-_add_rel("below", "below", "beneath", "lower than")
-_add_rel("under", "underneath", "under")
-_add_rel(
-    "next to", "next to", "beside", "besides", "alongside", "near", "close to", "adjacent to",
-    "by the side of", "on the side of", "on side of", "at the side of", "nearby",
-)
-_add_rel(None, "in front of", "behind", "in back of", "at the back of", "inside of", "inside", "in", "into",
-         "within", "between", "among", "amongst", "around", "across from", "opposite", "facing", "against")
-_REL_PHRASES.sort(key=lambda pr: -len(pr[0]))
+_W = lexicon.WORDS
+_COLOR_MODS = _W["color_modifiers"]
+_REL_PHRASES = lexicon.REL_PHRASES
 assert all(r is None or r in RELATIONS for _, r in _REL_PHRASES)
 _REL_FIRST = {p[0] for p, _ in _REL_PHRASES}
 _REL_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str | None]]] = {}
 for _rseq, _rel in _REL_PHRASES:
     _REL_BY_FIRST.setdefault(_rseq[0], []).append((_rseq, _rel))
-
-_QUANT_PHRASES: list[tuple[tuple[str, ...], int | None]] = [
-    (("a", "pair", "of"), 2), (("a", "couple", "of"), 2), (("pair", "of"), 2), (("couple", "of"), 2),
-    (("a", "group", "of"), None), (("a", "bunch", "of"), None), (("a", "set", "of"), None),
-    (("a", "row", "of"), None), (("a", "few"), None), (("a", "lot", "of"), None), (("lots", "of"), None),
-    (("a", "number", "of"), None), (("a", "handful", "of"), None), (("a", "stack", "of"), None),
-    (("a", "pile", "of"), None), (("a", "flock", "of"), None), (("a", "herd", "of"), None),
-    (("a", "collection", "of"), None), (("a", "cluster", "of"), None), (("a", "line", "of"), None),
-    (("a", "dozen"), 10), (("a", "piece", "of"), None), (("a", "slice", "of"), None),
-    (("group", "of"), None), (("groups", "of"), None), (("a", "variety", "of"), None),
-]
-_QUANT_PHRASES.sort(key=lambda pr: -len(pr[0]))
+_QUANT_PHRASES = lexicon.QUANT_PHRASES
 _QUANT_BY_FIRST: dict[str, list[tuple[tuple[str, ...], int | None]]] = {}
 for _seq, _n in _QUANT_PHRASES:
     _QUANT_BY_FIRST.setdefault(_seq[0], []).append((_seq, _n))
-_VAGUE_QUANT = {"some", "several", "many", "multiple", "various", "numerous", "few", "both"}
-_DEFINITE = {"the", "this", "that", "these", "those", "all", "each", "every", "both"}
-_POSSESSIVE = {"its", "their", "his", "her", "my", "your", "our"}
-_PRONOUN_SING = {"it"}
-_PRONOUN_PLUR = {"they", "them"}
-_EXCL_WORDS = {"no", "without", "zero", "nor"}
-
-_STOP = {
-    # prepositions / particles
-    "of", "in", "on", "at", "by", "with", "for", "from", "to", "into", "onto", "near", "beside", "behind",
-    "under", "over", "above", "below", "beneath", "underneath", "between", "among", "across", "through",
-    "around", "against", "along", "atop", "inside", "outside", "upon", "within", "toward", "towards",
-    "next", "about", "off", "up", "down", "out", "like", "as", "via", "per", "amid", "amidst", "beyond",
-    "past", "throughout", "during", "before", "after", "while", "alongside", "besides", "nearby",
-    "without", "except", "than", "opposite", "facing",
-    # conjunctions, relatives
-    "and", "or", "but", "nor", "so", "yet", "that", "which", "who", "whom", "whose", "where", "when",
-    "because", "if", "although", "though", "whereas", "then", "plus", "either", "neither",
-    # auxiliaries and common verbs
-    "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did",
-    "can", "could", "will", "would", "should", "may", "might", "must", "shall", "sits", "sit", "sat",
-    "stands", "stand", "stood", "lies", "lie", "lay", "rests", "rest", "hangs", "hang", "hung",
-    "appears", "appear", "looks", "look", "seems", "seem", "placed", "positioned", "located", "set",
-    "put", "make", "makes", "made", "show", "shows", "shown", "showing", "depict", "depicts", "depicting",
-    "draw", "drawn", "imagine", "create", "generate", "render", "feature", "features", "featuring",
-    "contains", "contain", "containing", "holds", "hold", "holding", "wears", "wear", "wearing",
-    "get", "gets", "give", "gives", "add", "remove", "move", "change", "turn", "paint", "painted",
-    "colored", "coloured", "let", "keep", "see", "seen", "there", "here",
-    # pronouns and determiners
-    "it", "they", "them", "its", "their", "his", "her", "he", "she", "him", "we", "us", "you", "i", "me",
-    "my", "your", "our", "this", "these", "those", "the", "a", "an", "some", "any", "all", "each",
-    "every", "both", "another", "other", "such", "no", "not", "none", "own", "one's", "itself",
-    "themselves", "what", "whatever",
-    # adverbs
-    "very", "also", "just", "only", "too", "quite", "rather", "really", "slightly", "directly",
-    "together", "again", "still", "even", "well", "almost", "nearly", "exactly", "instead",
-    "perhaps", "maybe", "now", "always", "never", "often", "partly", "mostly", "fully", "entirely",
-    "everything", "something", "nothing", "anything", "everyone", "someone", "anyone", "everybody",
-    "somebody", "nobody", "overall", "including", "includes", "include", "included", "use", "uses",
-}
-_LY_NOUNS = {"fly", "butterfly", "dragonfly", "firefly", "housefly", "lily", "jelly", "belly", "family",
-             "holly", "bully", "ally", "rally", "gully", "dolly", "trolly", "tally", "folly", "filly",
-             "grizzly", "italy", "assembly", "supply", "reply", "anomaly", "monopoly", "doily", "ugly"}
-
-
-_LY_ADJ = {"elderly", "friendly", "lovely", "lonely", "curly", "woolly", "wooly", "silly", "holy", "chilly",
-           "early", "daily", "lively", "costly", "deadly", "hilly", "oily", "wrinkly", "sparkly", "bubbly",
-           "prickly", "jolly", "burly", "surly", "stately", "comely", "ghostly", "portly", "homely", "scaly",
-           "smelly", "frilly", "wiggly", "squiggly", "knobbly", "gnarly", "womanly", "manly", "saintly"}
+_VAGUE_QUANT = _W["vague_quantifiers"]
+_DEFINITE = _W["definite"]
+_POSSESSIVE = _W["possessive"]
+_PRONOUN_SING = _W["pronouns_singular"]
+_PRONOUN_PLUR = _W["pronouns_plural"]
+_EXCL_WORDS = _W["exclusion_words"]
+_STOP = _W["stop_words"]
+_LY_NOUNS = _W["ly_nouns"]
+_LY_ADJ = _W["ly_adjectives"]
+_FRAMING_NOUNS = _W["framing_nouns"]
+_NON_OBJECTS = _W["non_objects"]
+_ING_NOUNS = _W["ing_nouns"]
+_ED_NOUNS = _W["ed_nouns"]
+_COMMON_ADJ = _W["common_adjectives"]
+_COPULA = _W["copula"]
 
 
 def _is_adverb(w: str) -> bool:
     return w.endswith("ly") and w not in _LY_NOUNS and w not in _LY_ADJ and not w.endswith("fly")
-_FRAMING_NOUNS = {"photo", "image", "picture", "photograph", "shot", "rendering", "render", "scene",
-                  "view", "painting", "illustration", "drawing", "depiction", "snapshot", "portrait",
-                  "close-up", "closeup", "sketch", "watercolor", "watercolour"}
-_NON_OBJECTS = {
-    "left", "right", "top", "bottom", "middle", "center", "centre", "foreground", "background", "side",
-    "front", "back", "corner", "edge", "distance", "image", "picture", "photo", "scene", "frame",
-    "composition", "view", "air", "way", "time", "moment", "style", "color", "colour", "shape",
-    "texture", "pattern", "size", "rest", "other", "others", "one", "ones", "lot", "kind", "sort",
-    "type", "part", "piece", "number", "place", "spot", "area", "space", "setting", "atmosphere",
-    "mood", "light", "lighting", "shadow", "shadows", "sky", "grass", "night", "sand", "beach",
-}
-_ING_NOUNS = {"building", "painting", "ring", "king", "ceiling", "string", "wing", "swing", "spring",
-              "thing", "sling", "wedding", "clothing", "stuffing", "icing", "frosting", "railing",
-              "parking", "dining", "sibling", "duckling", "pudding", "dumpling", "earring", "drawing",
-              "sing", "bing", "ping", "evening", "morning", "sapling", "ling", "bedding", "awning",
-              "lightning", "stocking", "topping", "filling", "dressing", "seedling", "wring"}
-_ED_NOUNS = {"bed", "shed", "sled", "seed", "weed", "reed", "steed", "sofabed", "flowerbed", "seabed",
-             "hundred", "red", "bread", "thread", "head", "bled", "fled", "speed", "feed",
-             "need", "creed", "deed", "breed", "tweed", "greed"}
-_COMMON_ADJ = {
-    "beautiful", "pretty", "cute", "old", "young", "new", "tall", "short", "long", "wide", "narrow",
-    "fluffy", "shiny", "bright", "dark", "majestic", "elegant", "cozy", "vintage", "modern", "ancient",
-    "antique", "rustic", "colorful", "colourful", "vibrant", "lush", "serene", "tranquil", "quaint",
-    "ornate", "sleek", "smooth", "rough", "soft", "hard", "fresh", "ripe", "happy", "sad", "angry",
-    "friendly", "playful", "curious", "lone", "single", "lovely", "gorgeous", "charming", "adorable",
-    "stunning", "picturesque", "weathered", "worn", "rusty", "rusted", "glossy", "fuzzy", "furry",
-    "delicate", "sturdy", "heavy", "light", "thin", "thick", "fat", "slender", "realistic", "detailed",
-    "silly", "elderly", "lonely", "curly", "jolly", "sparkly", "floofy",
-    "wuzzy", "shallow", "square-shaped", "round", "square", "triangular", "circular", "oval", "wet", "dry",
-    "plump", "stout", "warm", "cold", "cool", "rich", "quiet", "calm", "busy", "empty", "full", "stark",
-    "immaculate", "vivid", "gentle", "golden", "silver", "wooden", "metallic", "plastic",
-}
+
+
 _END_WORDS = {",", "|", ":"}
-_COPULA = {"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears", "appear",
-           "seems", "seem", "colored", "coloured", "painted", "dyed", "becomes", "become", "turns", "turn"}
 
 
 # ------------------------------------------------------------------------------- scene phrases (regex)
@@ -820,190 +686,3 @@ def parse(prompt: str) -> Spec:
 
 def _short(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------ commands
-_BG_WORDS: list[tuple[str, re.Pattern[str]]] = [
-    ("wooden table", _rx(r"wooden table", r"wood table", r"wooden", r"table(?:top)?", r"wood")),
-    ("night", _rx(r"night(?:time)?", r"starry sky", r"dark")),
-    ("sky", _rx(r"sky", r"clouds?", r"air")),
-    ("grass", _rx(r"grass", r"grassy", r"lawn", r"meadow", r"field")),
-    ("sand", _rx(r"sand", r"sandy", r"beach", r"desert", r"dunes?")),
-    ("plain", _rx(r"plain", r"blank", r"empty", r"simple", r"neutral", r"white")),
-]
-_STYLE_WORDS: list[tuple[str, re.Pattern[str]]] = [
-    ("watercolor", _rx(r"watercolou?rs?")),
-    ("pixel art", _rx(r"pixel[- ]?art", r"pixelated", r"pixels?", r"8-bit")),
-    ("sketch", _rx(r"sketch(?:ed|y|es)?", r"pencil", r"charcoal", r"line drawing", r"drawing")),
-    ("photo", _rx(r"photo(?:graph)?s?", r"photo[- ]?realistic", r"photographic", r"realistic", r"real")),
-]
-_COMMAND_EXAMPLES: dict[str, str] = {
-    "generate": "generate: two red clocks left of a blue dog",
-    "add": "add: a blue dog right of the clock",
-    "remove": "remove: one clock",
-    "recolor": "recolor: make the second clock blue",
-    "retexture": "retexture: make the clocks striped",
-    "resize": "resize: make the dog large",
-    "move": "move: put the dog right of the clock",
-    "background": "background: change the background to a wooden table",
-    "restyle": "restyle: make it a watercolor",
-    "refine": "refine: improve the details",
-}
-
-
-def _cmd_error(text: str, what: str, op: str) -> CommandError:
-    return CommandError(f"command {_short(text)!r} {what}; write e.g. {_COMMAND_EXAMPLES[op]!r}.")
-
-
-def _first_target(tokens: list[str]) -> _NP | None:
-    """The first noun phrase of an edit instruction ("the second clock", "it", "them", "all cats")."""
-    sc = _Scanner(tokens)
-    i = 0
-    while i < len(tokens):
-        w = tokens[i]
-        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
-            return _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
-        np = sc.np_at(i, require_det=False, allow_bare=w not in _STOP)
-        if np is not None and np.noun and np.noun not in _NON_OBJECTS and np.noun not in _FRAMING_NOUNS:
-            return np
-        i += 1
-    return None
-
-
-def _value_after(tokens: list[str], target: _NP | None, table: dict[str, str]) -> str | None:
-    """The last attribute word of ``table`` outside the target noun phrase (the new value)."""
-    found = None
-    for k, w in enumerate(tokens):
-        if target is not None and target.start <= k < target.end:
-            continue
-        if w in table:
-            found = table[w]
-    return found
-
-
-def _edit_spec(noun: str | None, count: int | None, **attrs: str | None) -> Spec:
-    if noun is None:
-        return Spec(entities=())
-    return Spec(entities=(Entity(noun, max(1, min(10, count or 1)), **attrs),))
-
-
-def parse_command_text(text: str) -> ParsedCommand:
-    """Parse a command text ``"<op>: <instruction>"`` (grammar in :mod:`poser_env.commands`).
-
-    Ordinals count objects of the noun from left to right, 0-based ("the second clock" -> index 1,
-    "the last clock" -> -1). A text without a known op prefix is a ``generate``.
-
-    Raises:
-        CommandError: not a string, empty, or the instruction lacks what its op needs (a target noun, a
-            colour, a pattern, a size, a relation, a background or a style); the message shows an example.
-    """
-    if not isinstance(text, str):
-        raise CommandError(f"command text={text!r} must be a string such as {_COMMAND_EXAMPLES['add']!r}.")
-    op, rest = split_op(text)
-    if op != "refine" and not rest.strip():
-        raise _cmd_error(text, f"has an empty instruction after {op!r}", op)
-    if len(rest) > MAX_PROMPT_CHARS:
-        raise _cmd_error(text, f"is longer than {MAX_PROMPT_CHARS} characters", op)
-    if op == "generate":
-        try:
-            return ParsedCommand(op, parse(rest))
-        except ParseError as exc:
-            raise _cmd_error(text, f"describes nothing to draw ({exc})", op) from exc
-    if op == "refine":
-        return ParsedCommand(op, Spec(entities=(), prompt=rest))
-    low = _normalise(rest)
-    if op in ("background", "restyle"):
-        table = _BG_WORDS if op == "background" else _STYLE_WORDS
-        for name, rx in table:
-            if rx.search(low):
-                spec = Spec(entities=(), background=name if op == "background" else None,
-                            style=name if op == "restyle" else None, prompt=rest)
-                return ParsedCommand(op, spec, value=name)
-        choices = BACKGROUNDS if op == "background" else STYLES
-        kind = "background" if op == "background" else "style"
-        raise _cmd_error(text, f"names no {kind} (one of {list(choices)})", op)
-    if op == "add":
-        return _parse_add(text, rest)
-    if op == "move":
-        return _parse_move(text, low)
-    tokens = _TOKEN_RE.findall(low)
-    target = _first_target(tokens)
-    if target is None:
-        raise _cmd_error(text, "names no object to edit", op)
-    noun = target.noun or None
-    index = target.ordinal
-    if op == "remove":
-        count: int | None = None
-        if index is not None:
-            count = 1
-        elif not target.definite and not target.pronoun:
-            count = target.count
-        return ParsedCommand(op, _edit_spec(noun, count), noun=noun, index=index, count=count)
-    values: dict[str, str] = {"recolor": _COLOR_WORDS, "retexture": {**_PATTERN_WORDS, **_PATTERN_NOUNS},
-                              "resize": _SIZE_WORDS}[op]
-    if not target.pronoun and target.end - target.start >= 2 and tokens[target.end - 1] in values:
-        # "make the orange blue": the trailing attribute is the new value, not the noun
-        shorter = _first_target(tokens[: target.end - 1])
-        if shorter is not None and shorter.start == target.start:
-            target = shorter
-            noun = target.noun or None
-            index = target.ordinal
-    value = _value_after(tokens, target, values)
-    if value is None:
-        value = {"recolor": target.color, "retexture": target.pattern, "resize": target.size}[op]
-    if value is None:
-        kinds = {"recolor": ("colour", COLORS), "retexture": ("pattern", PATTERNS), "resize": ("size", SIZES)}[op]
-        raise _cmd_error(text, f"names no new {kinds[0]} (one of {list(kinds[1])})", op)
-    key = {"recolor": "color", "retexture": "pattern", "resize": "size"}[op]
-    return ParsedCommand(op, _edit_spec(noun, None, **{key: value}), noun=noun, index=index, value=value)
-
-
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
-            "on top of": "under", "under": "on top of", "next to": "next to"}
-
-
-def _parse_add(text: str, rest: str) -> ParsedCommand:
-    res = _run(rest, allow_framing=False)
-    if not res.groups:
-        raise _cmd_error(text, "names no object to add", "add")
-    new = [gi for gi, g in enumerate(res.groups) if not g.definite] or [0]
-    relation = reference = None
-    for s, r, o in res.relations:
-        if r is None:
-            continue
-        if s in new and o not in new:
-            relation, reference = r, res.groups[o].noun
-            break
-        if o in new and s not in new:
-            relation, reference = _INVERSE[r], res.groups[s].noun
-            break
-    keep = {gi: k for k, gi in enumerate(new)}
-    ents = tuple(Entity(res.groups[gi].noun, res.groups[gi].count, res.groups[gi].color,
-                        res.groups[gi].pattern, res.groups[gi].size) for gi in new)
-    rels = tuple(Relation(keep[s], r, keep[o]) for s, r, o in res.relations if r and s in keep and o in keep)
-    spec = Spec(ents, rels, (), res.background, res.style, rest)
-    return ParsedCommand("add", spec, noun=ents[0].noun, relation=relation, reference=reference)
-
-
-def _parse_move(text: str, low: str) -> ParsedCommand:
-    tokens = _TOKEN_RE.findall(low)
-    target = _first_target(tokens)
-    if target is None:
-        raise _cmd_error(text, "names no object to move", "move")
-    i = target.end
-    relation = None
-    while i < len(tokens):
-        rel = _relation_at(tokens, i)
-        if rel is not None and rel[1] is not None:
-            relation = rel[1]
-            i += rel[0]
-            break
-        i += 1
-    if relation is None:
-        raise _cmd_error(text, f"names no relation (one of {list(RELATIONS)})", "move")
-    ref = _first_target(tokens[i:])
-    if ref is None or ref.pronoun:
-        raise _cmd_error(text, f"names no reference object after {relation!r}", "move")
-    noun = target.noun or None
-    return ParsedCommand("move", _edit_spec(noun, None), noun=noun, index=target.ordinal,
-                         relation=relation, reference=ref.noun)

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poser_env.commands import CommandError, parse_command
-from poser_env.parser import MAX_PROMPT_CHARS, ParseError, parse, parse_command_text
+from poser_env.grammar import parse_command_text
+from poser_env.parser import MAX_PROMPT_CHARS, ParseError, parse
 from poser_env.spec import COLORS, RELATIONS, Entity, Exclusion, Relation, Spec, SpecError
 
 GENEVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from critic.feedback import Detection, Feedback, Holds, Verdict
 from poser_env.commands import Command
 from poser_env.decomposer import Decomposer, RuleDecomposer, make_decomposer
-from poser_env.parser import parse, parse_command_text
+from poser_env.grammar import parse_command_text
+from poser_env.parser import parse
 from poser_env.planner import Plan, PlanError, Planner
 from poser_env.spec import Spec
 
