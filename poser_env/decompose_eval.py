@@ -10,7 +10,9 @@ Three gold sources:
   ========== ======================================================= ==========================================
   entity     ``entity - whole (X)``                                  every entity's noun; correct when it
                                                                      matches an ``entity - whole`` or
-                                                                     ``entity - part`` tuple of the prompt
+                                                                     ``entity - part`` tuple of the prompt;
+                                                                     a background (sky, grass, sand, wooden
+                                                                     table) counts as that noun
   color      ``attribute - color (X, c)`` with ``c`` naming one of    every entity colour; correct when a
              the spec's colours (after :data:`COLOR_SYNONYMS`)       gold colour tuple of the same noun has it
   count      ``other/attribute - count (X, ==N)``, 2 <= N <= 10       every exact count (entity with count N
@@ -86,8 +88,11 @@ RELATION_SYNONYMS: dict[str, str] = {
 }
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
             "on top of": "under", "under": "on top of", "next to": "next to"}
+#: Spec background -> the entity noun it stands for in DSG-1k's entity tuples (scored as a predicted entity).
+BACKGROUND_NOUNS: dict[str, str] = {"sky": "sky", "grass": "grass", "sand": "sand", "wooden table": "table"}
 #: Head-noun synonyms applied on both sides before matching (a small, fixed list; document any change).
 NOUN_SYNONYMS: dict[str, str] = {
+    "beach": "sand", "desert": "sand", "lawn": "grass", "field": "grass", "meadow": "grass",
     "people": "person", "man": "man", "men": "man", "women": "woman", "guy": "man", "lady": "woman",
     "kid": "child", "children": "child", "puppy": "dog", "kitten": "cat", "automobile": "car",
     "t-shirt": "shirt", "tshirt": "shirt", "bicycle": "bike", "cellphone": "phone", "telephone": "phone",
@@ -229,12 +234,16 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
     """Per-category counts for one prompt (``spec`` None: the decomposer failed; nothing predicted)."""
     out = {c: PRCounts() for c in DSG_CATEGORIES}
     ents = list(spec.entities) if spec is not None else []
-    # entity
+    # entity (a background counts as the entity it names, unless an entity already has that noun)
     c = out["entity"]
-    c.n_pred = len(ents)
-    c.tp_pred = sum(any(_noun_match(e.noun, g) for g in item.entities + item.parts) for e in ents)
+    nouns = [e.noun for e in ents]
+    bg = BACKGROUND_NOUNS.get(spec.background or "") if spec is not None else None
+    if bg is not None and all(head(n) != bg for n in nouns):
+        nouns.append(bg)
+    c.n_pred = len(nouns)
+    c.tp_pred = sum(any(_noun_match(n, g) for g in item.entities + item.parts) for n in nouns)
     c.n_gold = len(item.entities)
-    c.tp_gold = sum(any(_noun_match(e.noun, g) for e in ents) for g in item.entities)
+    c.tp_gold = sum(any(_noun_match(n, g) for n in nouns) for g in item.entities)
     # color and size
     for cat, attr_name in (("color", "color"), ("size", "size")):
         c = out[cat]

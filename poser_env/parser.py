@@ -36,9 +36,12 @@ Word lists are data (``poser_env/data/lexicon.toml``); command texts are read by
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from lemminflect import getAllLemmas
 
 from poser_env import lexicon
 from poser_env.spec import (
@@ -103,6 +106,20 @@ _ING_NOUNS = _W["ing_nouns"]
 _ED_NOUNS = _W["ed_nouns"]
 _COMMON_ADJ = _W["common_adjectives"]
 _COPULA = _W["copula"]
+_NOT_NOUNS = _W["not_nouns"]
+_RENDER_WORDS = _W["render_words"]
+
+
+@functools.lru_cache(maxsize=65536)
+def _pos(w: str) -> frozenset[str]:
+    """Parts of speech an English word can have (lemminflect's dictionary; empty when unknown)."""
+    return frozenset(getAllLemmas(w.replace("'s", "")))
+
+
+def _cannot_be_noun(w: str) -> bool:
+    """A known word that is never a noun (a verb form, an adverb ...)."""
+    pos = _pos(w) | _pos(singular(w))
+    return bool(pos) and "NOUN" not in pos and "PROPN" not in pos
 
 
 def _is_adverb(w: str) -> bool:
@@ -208,6 +225,7 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
+    t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
                r"\1", t)
@@ -267,7 +285,8 @@ def _not_a_noun(w: str) -> bool:
     """A lone word that cannot be the noun of a phrase (an adjective or participle)."""
     if w in _ATTR_WORDS:
         return w != "orange"
-    return _is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
+    return (_is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
+            or _cannot_be_noun(w) or len(w) < 2 or w[0].isdigit() or w in _NOT_NOUNS)
 
 
 def _is_content(tokens: Sequence[str], i: int) -> bool:
@@ -347,6 +366,8 @@ class _Scanner:
                 break
             if words and (_is_participle(w) or w in _ATTR_WORDS or w in _PATTERN_NOUNS):
                 break
+            if words and (w in _NOT_NOUNS or (_pos(w) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})):
+                break  # "the message written in ...": a verb ends the noun phrase
             words.append(w)
             i += 1
         # drop leading common adjectives while a noun remains
@@ -557,7 +578,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if np is not None:
-            if np.noun in _NON_OBJECTS or (np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
+            if np.noun in _NON_OBJECTS or np.noun.split()[-1] in _RENDER_WORDS or (
+                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
                 i = np.end
                 slot = True
                 if np.noun in _FRAMING_NOUNS:
@@ -579,7 +601,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if w in ("and", ",", "with", "of", "|", ":", "or", "plus"):
-            slot = w in ("and", "with", "|", ":", "or", "plus")
+            slot = w in ("and", "with", "|", ":", "or", "plus", ",")
             if w in ("|",):
                 pending_rel = None
         elif w in _POSSESSIVE:
@@ -591,7 +613,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         else:
-            slot = False
+            # after a verb or particle ("we can see chairs", "person has hat") a bare noun may start
+            slot = w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE
         i += 1
 
 
