@@ -225,6 +225,7 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
+    t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
     t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
@@ -471,6 +472,9 @@ def _sentence(t: list[str], res: _Result) -> None:
     last: int | None = None  # group of the most recent noun phrase in this clause
     pending_rel: str | None = None
     rel_subject: int | None = None
+    rel_subjects: list[int] = []  # "chairs and lamps on the wall": the relation holds for every conjunct
+    run: list[int] = []  # groups of the coordination ("A, B and C") that ends at token run_end
+    run_end = -1
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -519,6 +523,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
             if nxt is not None or pron:
                 pending_rel, rel_subject = name, last
+                rel_subjects = list(run) if run_end == i and last is not None and run and run[-1] == last else []
             i = j
             slot = True
             continue
@@ -594,8 +599,15 @@ def _sentence(t: list[str], res: _Result) -> None:
             else:
                 gi = _new_group(res, np)
             res.nps.append((np, gi))
+            for subj in rel_subjects[:-1]:
+                _link(res, gi, pending_rel, subj)
             _link(res, gi, pending_rel, rel_subject)
+            joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
+                run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
+            run = [*run, gi] if joined and pending_rel is None else [gi]
+            run_end = np.end
             pending_rel = None
+            rel_subjects = []
             last = gi
             i = np.end
             slot = False
