@@ -72,8 +72,7 @@ __all__ = [
 DSG_CATEGORIES: tuple[str, ...] = ("entity", "color", "size", "count", "spatial", "open_attr", "open_rel")
 #: Gold colour words -> spec colour (a gold value is expressible when one of its words is here).
 COLOR_SYNONYMS: dict[str, str] = {c: c for c in COLORS}
-COLOR_SYNONYMS.update({"grey": "gray", "violet": "purple", "golden": "yellow", "gold": "yellow",
-                       "silver": "gray", "tan": "brown", "beige": "brown", "navy": "blue"})
+COLOR_SYNONYMS.update({"grey": "gray", "violet": "purple", "golden": "yellow", "gold": "yellow"})
 #: Gold size words -> spec size.
 SIZE_SYNONYMS: dict[str, str] = {"small": "small", "tiny": "small", "little": "small", "large": "large",
                                  "big": "large", "huge": "large", "giant": "large", "medium": "medium"}

@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lemminflect import getAllLemmas
 
@@ -48,6 +48,8 @@ from poser_env.spec import (
     RELATIONS,
     Entity,
     Exclusion,
+    OpenAttribute,
+    OpenRelation,
     Relation,
     Spec,
     SpecError,
@@ -55,14 +57,20 @@ from poser_env.spec import (
 from poser_env.text import singular
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_PROMPT_CHARS",
     "ORDINALS",
     "ParseError",
     "parse",
 ]
 
-#: Longest prompt :func:`parse` accepts, in characters.
-MAX_PROMPT_CHARS = 100_000
+#: Longest prompt :func:`parse` accepts, in characters (LongBench-T2I's longest is about 9,000; parsing
+#: 12,000 characters takes a few milliseconds, so the env's reset stays cheap).
+MAX_PROMPT_CHARS = 12_000
+#: Most objects in one group (the spec's limit); an explicit larger count is an error.
+MAX_COUNT = 10
+_LLM_HINT = ("the rule parser reads English only; for other prompts use an LLM decomposer, "
+             "decomposer='llm:<path>' (poser_env.llm.LLMDecomposer)")
 
 
 class ParseError(SpecError):
@@ -127,6 +135,9 @@ def _is_adverb(w: str) -> bool:
 
 
 _END_WORDS = {",", "|", ":"}
+#: Words after which a verb, not a bare noun, comes ("a sign that reads ...", "she runs").
+_BEFORE_VERB = frozenset({"that", "which", "who", "he", "she", "it", "they", "we", "you", "i", "can", "could",
+                          "will", "would", "should", "may", "might", "must", "to"})
 
 
 # ------------------------------------------------------------------------------- scene phrases (regex)
@@ -186,6 +197,8 @@ class _Group:
     definite: bool = False
     explicit: bool = False  # count came from an explicit cardinal (two..ten, digits)
     plural: bool = False
+    open_attrs: list[str] = field(default_factory=list)  # adjectives outside the spec's vocabulary
+    extra: list[str] = field(default_factory=list)  # attribute words the spec could not hold (second colour ...)
 
 
 @dataclass
@@ -206,6 +219,8 @@ class _NP:
     pronoun: bool = False
     exclusion: bool = False
     possessive: bool = False
+    adjectives: tuple[str, ...] = ()  # adjectives outside the spec's vocabulary ("wooden", "teal")
+    extra: tuple[str, ...] = ()  # attribute words the spec cannot also hold ("white" of "a red and white cup")
 
 
 @dataclass
@@ -216,6 +231,8 @@ class _Result:
     background: str | None = None
     style: str | None = None
     framed: bool = False  # started with GenEval's "a photo of"
+    open_relations: list[tuple[int, str, int]] = field(default_factory=list)  # relations outside RELATIONS
+    unexpressed: list[str] = field(default_factory=list)
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
 
 
@@ -226,12 +243,17 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
     t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
+    t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
+    t = re.sub(r"\b(\d{1,3}),(\d{3})\b", r"\1\2", t)  # "1,000 cats"
     t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
                r"\1", t)
-    t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r\b",
+    t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r(?:ed|s)?\b",
                r"\1", t)
+    # "black-white cat", "red/blue car": the first colour of a two-colour compound
+    t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)[-/]"
+               r"(?:red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)\b", r"\1", t)
     return t
 
 
@@ -263,9 +285,7 @@ def _quant_at(tokens: Sequence[str], i: int) -> tuple[int, int | None, bool, boo
         return 1, _NUMBERS[t], True, False
     if t.isdigit():
         n = int(t)
-        if 1 <= n <= 1000:
-            return 1, n, n >= 2, False
-        return None
+        return 1, n, n >= 2, False
     if t in _VAGUE_QUANT:
         return 1, None, False, t == "both"
     if t in _DEFINITE:
@@ -338,6 +358,8 @@ class _Scanner:
             i += 1
         color = pattern = size = None
         words: list[str] = []
+        adjectives: list[str] = []
+        extra: list[str] = []
         while i < n:
             w = t[i]
             if w in _COLOR_MODS and not words and i + 1 < n and t[i + 1] in _COLOR_WORDS:
@@ -352,16 +374,29 @@ class _Scanner:
                 i += 2
                 continue
             if w in _ATTR_WORDS and _is_content(t, i + 1) and not (words and words[-1].endswith("'s")):
-                words.clear()  # "a sleek black pencil": words before an attribute were adjectives
+                adjectives += words  # "a sleek black pencil": words before an attribute were adjectives
+                words.clear()
                 if w in _COLOR_WORDS:
+                    if color is not None and _COLOR_WORDS[w] != color:
+                        if t[i - 1] not in ("and", ","):
+                            raise ParseError(
+                                f"{' '.join(t[start:i + 1])!r} names two colours ({color!r} and {_COLOR_WORDS[w]!r}) "
+                                "for one object; a spec holds one colour per group: keep one, or write "
+                                f"'{color} and {_COLOR_WORDS[w]}' to record the second as not expressible."
+                            )
+                        extra.append(_COLOR_WORDS[w])
                     color = color or _COLOR_WORDS[w]
                 elif w in _PATTERN_WORDS:
+                    if pattern is not None and _PATTERN_WORDS[w] != pattern:
+                        extra.append(_PATTERN_WORDS[w])
                     pattern = pattern or _PATTERN_WORDS[w]
                 else:
+                    if size is not None and _SIZE_WORDS[w] != size:
+                        extra.append(_SIZE_WORDS[w])
                     size = size or _SIZE_WORDS[w]
                 i += 1
                 if i < n and t[i] in ("and", ",") and i + 1 < n and t[i + 1] in _ATTR_WORDS and _is_content(t, i + 2):
-                    i += 1  # "a red and white cup": keep the first colour
+                    i += 1  # "a red and white cup": the first colour; the second is reported as unexpressed
                 continue
             if not _is_content(t, i):
                 break
@@ -373,7 +408,7 @@ class _Scanner:
             i += 1
         # drop leading common adjectives while a noun remains
         while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0])):
-            words.pop(0)
+            adjectives.append(words.pop(0))
         if not words:
             return None
         if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
@@ -393,7 +428,9 @@ class _Scanner:
         plural = noun != " ".join(words)
         if count is None and not definite:
             count = 2 if plural else 1
-        return _NP(start, i, noun, count, explicit, definite, plural, color, pattern, size, ordinal)
+        adjs = tuple(a for a in adjectives if not _is_adverb(a) and a not in _COLOR_MODS and a.isalpha())
+        return _NP(start, i, noun, count, explicit, definite, plural, color, pattern, size, ordinal,
+                   adjectives=adjs, extra=tuple(extra))
 
 
 def _scene_phrases(sentence: str, res: _Result) -> str:
@@ -443,6 +480,11 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
     """Parse ``text`` into the internal result (no validation of drawability)."""
     res = _Result()
     body = _normalise(text)
+    _check_numbers(body)
+    # quoted text is text to render ("a sign that reads 'no dogs'"), not objects: reported, not parsed
+    for m in _QUOTED.finditer(body):
+        res.unexpressed.append(f"text {m.group(0)}")
+    body = _QUOTED.sub(" | ", body)
     if allow_framing and _FRAMING.match(body):
         res.framed = bool(re.match(r"^\s*a photo of ", body))
         body = _FRAMING.sub(" | ", body, count=1)
@@ -457,8 +499,18 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
 
 def _new_group(res: _Result, np: _NP) -> int:
     count = np.count if np.count is not None else (2 if np.plural else 1)
-    count = max(1, min(10, count))
-    res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural))
+    if count > MAX_COUNT and not np.plural and np.explicit:
+        # "a 90 degree angle", "1847 Rogers pattern": a number before a singular noun is a modifier, not a count
+        res.unexpressed.append(f"{count} (a number before the singular {np.noun!r}, not read as a count)")
+        count, np = 1, replace(np, explicit=False, count=1)
+    if count > MAX_COUNT:
+        raise ParseError(
+            f"count {count} of {np.noun!r} is more than a spec holds (1 to {MAX_COUNT} per group); "
+            f"ask for at most {MAX_COUNT}, or for 'many {np.noun}s' without a number."
+        )
+    count = max(1, count)
+    res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural,
+                             list(np.adjectives), list(np.extra)))
     gi = len(res.groups) - 1
     if np.explicit and np.count is not None and 2 <= np.count <= 10:
         res.exclusions.append((np.noun, np.count + 1))
@@ -486,6 +538,12 @@ def _sentence(t: list[str], res: _Result) -> None:
                 j += 1
             np = sc.np_at(j, require_det=False, allow_bare=True)
             if np is not None and np.noun and np.noun not in _NON_OBJECTS:
+                if np.color or np.pattern or np.size:
+                    which = " ".join(a for a in (np.size, np.pattern, np.color) if a)
+                    raise ParseError(
+                        f"{' '.join(t[i:np.end])!r} excludes only {which} {np.noun}s, which a spec cannot say (an "
+                        f"exclusion is about every {np.noun}); write 'no {np.noun}s' or ask for the colour you want."
+                    )
                 res.exclusions.append((np.noun, 1))
                 res.nps.append((np, None))
                 excl_mode = True
@@ -522,7 +580,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             nxt = sc.np_at(j, require_det=False, allow_bare=True) if j < n else None
             pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
             if nxt is not None or pron:
-                pending_rel, rel_subject = name, last
+                pending_rel, rel_subject = (name if name is not None else "~" + _open_rel(t[i:j])), last
                 rel_subjects = list(run) if run_end == i and last is not None and run and run[-1] == last else []
             i = j
             slot = True
@@ -626,12 +684,26 @@ def _sentence(t: list[str], res: _Result) -> None:
             continue
         else:
             # after a verb or particle ("we can see chairs", "person has hat") a bare noun may start
-            slot = w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE
+            slot = w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB
         i += 1
+
+
+_OPEN_REL_CANON = {"inside of": "inside", "in back of": "behind", "at the back of": "behind", "into": "in",
+                   "within": "in", "amongst": "among"}
+
+
+def _open_rel(tokens: Sequence[str]) -> str:
+    phrase = " ".join(tokens)
+    return _OPEN_REL_CANON.get(phrase, phrase)
 
 
 def _link(res: _Result, gi: int, pending: str | None, subject: int | None) -> None:
     if pending is None or subject is None or subject == gi:
+        return
+    if pending.startswith("~"):
+        o = (subject, pending[1:], gi)
+        if o not in res.open_relations:
+            res.open_relations.append(o)
         return
     r = (subject, pending, gi)
     if r not in res.relations:
@@ -664,13 +736,63 @@ def _geneval_tag(res: _Result, spec: Spec) -> str | None:
     return None
 
 
-def _to_spec(res: _Result, prompt: str) -> Spec:
-    entities = tuple(Entity(g.noun, g.count, g.color, g.pattern, g.size) for g in res.groups)
-    relations = tuple(Relation(s, r, o) for s, r, o in res.relations if r is not None)
+def _exclusions(res: _Result) -> tuple[Exclusion, ...]:
+    """Exclusions of the prompt, checked against its groups; counted ones merged per noun.
+
+    An explicit count ("two cats") means exactly that many: ``Exclusion(noun, N + 1)``. Several counted groups
+    of one noun ("two red cats and three blue cats") give one exclusion of the total plus one; a noun also
+    asked for without a number keeps no count exclusion (reported in ``unexpressed``).
+
+    Raises:
+        ParseError: "no cats" and a cat group together (a contradiction).
+    """
+    total: dict[str, int] = {}
+    vague: set[str] = set()
+    for g in res.groups:
+        total[g.noun] = total.get(g.noun, 0) + g.count
+        if not g.explicit:
+            vague.add(g.noun)
     seen: dict[tuple[str, int], None] = {}
     for noun, c in res.exclusions:
-        seen.setdefault((noun, min(c, 11)), None)
-    exclusions = tuple(Exclusion(noun, c) for noun, c in seen)
+        if c == 1:
+            if noun in total:
+                raise ParseError(
+                    f"the prompt asks for {noun} and for no {noun} at once (a contradiction); remove one of them."
+                )
+            seen.setdefault((noun, 1), None)
+            continue
+        if noun in vague:
+            res.unexpressed.append(f"exactly {total[noun]} {noun} (mixed with an uncounted mention)")
+            continue
+        if total[noun] + 1 > MAX_COUNT + 1:
+            raise ParseError(
+                f"the prompt asks for {total[noun]} {noun} in all, more than {MAX_COUNT}; ask for fewer."
+            )
+        seen.setdefault((noun, total[noun] + 1), None)
+    return tuple(Exclusion(noun, c) for noun, c in seen)
+
+
+def _to_spec(res: _Result, prompt: str, *, open_vocab: bool = False) -> Spec:
+    entities = tuple(Entity(g.noun, g.count, g.color, g.pattern, g.size) for g in res.groups)
+    relations = tuple(Relation(s, r, o) for s, r, o in res.relations if r is not None)
+    exclusions = _exclusions(res)
+    open_attrs: list[OpenAttribute] = []
+    open_rels: list[OpenRelation] = []
+    for gi, g in enumerate(res.groups):
+        for w in g.extra:
+            res.unexpressed.append(f"{w} (a second value for the {g.noun})")
+        for a in dict.fromkeys(g.open_attrs):
+            if open_vocab and a not in _ATTR_WORDS:
+                open_attrs.append(OpenAttribute(gi, a))
+            else:
+                res.unexpressed.append(f"{a} (of the {g.noun})")
+    for s_, r, o in res.open_relations:
+        phrase = f"the {res.groups[s_].noun} {r} the {res.groups[o].noun}"
+        if open_vocab and s_ != o:
+            open_rels.append(OpenRelation(s_, r, o))
+        else:
+            res.unexpressed.append(phrase)
+    unexpressed = tuple(dict.fromkeys(res.unexpressed))
     spec = Spec(entities, relations, exclusions, res.background, res.style, prompt, None)
     tag = _geneval_tag(res, spec)
     if tag is None and (
@@ -679,44 +801,81 @@ def _to_spec(res: _Result, prompt: str) -> Spec:
         or (len(entities) == 2 and any(e.count > 1 for e in entities))
     ):
         tag = "long"
-    return Spec(entities, relations, exclusions, res.background, res.style, prompt, tag)
+    return Spec(entities, relations, exclusions, res.background, res.style, prompt, tag,
+                open_attributes=tuple(open_attrs), open_relations=tuple(open_rels), unexpressed=unexpressed)
+
+
+_QUOTED = re.compile(r"(?<![a-z0-9])'[^'\n]{1,200}?'(?![a-z0-9])|\"[^\"\n]{1,200}?\"|[“][^”\n]{1,200}?[”]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_NEGATIVE = re.compile(r"(?<![\w.])[-\u2212]\s?\d+(?:\.\d+)?\s+([a-z][a-z'-]*)")
+_FRACTION = re.compile(r"(?<![\w.])\d+[.]\d+\s+([a-z][a-z'-]*)")
 
 
 def _check_text(arg: str, text: object, example: str) -> str:
+    """The prompt with control and invisible formatting characters removed (tabs and newlines kept).
+
+    Raises:
+        ParseError: not a string, empty, longer than :data:`MAX_PROMPT_CHARS`, or mostly not English.
+    """
     if not isinstance(text, str):
         raise ParseError(
             f"{arg}={text!r} is a {type(text).__name__}, not a string; pass the prompt text, e.g. {example!r}."
         )
-    if not text.strip():
-        raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
     if len(text) > MAX_PROMPT_CHARS:
         raise ParseError(
             f"{arg} has {len(text)} characters, more than MAX_PROMPT_CHARS={MAX_PROMPT_CHARS}; shorten it."
         )
+    text = _CONTROL.sub("", text)
+    if not text.strip():
+        raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
+    letters = [ch for ch in text if ch.isalpha()]
+    foreign = sum(1 for ch in letters if not ch.isascii())
+    if letters and foreign > 0.3 * len(letters):
+        raise ParseError(f"{arg}={_short(text)!r} is mostly not in English letters; {_LLM_HINT}.")
     return text
 
 
-def parse(prompt: str) -> Spec:
+def _check_numbers(body: str) -> None:
+    """Refuse counts a spec cannot hold: negative ("-3 cats") or fractional ("2.5 cats") before a plural noun."""
+    for rx, what in ((_NEGATIVE, "negative"), (_FRACTION, "not a whole number")):
+        for m in rx.finditer(body):
+            word = m.group(1)
+            if singular(word) != word:
+                raise ParseError(
+                    f"{m.group(0).strip()!r}: the count is {what}; a count is a whole number from 1 to {MAX_COUNT} "
+                    f"(use 'no {word}' for none)."
+                )
+
+
+def parse(prompt: str, *, open_vocab: bool = False) -> Spec:
     """Parse an English prompt into a :class:`~poser_env.spec.Spec` (see the module docstring).
 
     Args:
         prompt: The prompt, 1 to :data:`MAX_PROMPT_CHARS` characters, naming at least one object or a
-            background.
+            background. Control and invisible formatting characters are removed first.
+        open_vocab: Keep adjectives and relations outside SceneSim's vocabulary as open attributes and
+            relations (for real models and VLM critics). When False (the default, SceneSim) they are listed in
+            ``spec.unexpressed`` instead.
 
     Returns:
-        The spec; ``spec.prompt`` is ``prompt`` unchanged, ``spec.tag`` a GenEval tag, ``"long"`` or None.
+        The spec; ``spec.prompt`` is the prompt (control characters removed), ``spec.tag`` a GenEval tag,
+        ``"long"`` or None; ``spec.unexpressed`` what was read but could not be expressed.
 
     Raises:
-        ParseError: ``prompt`` is not a string, is empty or too long, or names nothing drawable.
+        ParseError: ``prompt`` is not a string, is empty, too long or not English; names nothing drawable;
+            asks for a count outside 1..:data:`MAX_COUNT` (negative, fractional, above the maximum), two
+            colours side by side for one object ("a red blue car"), an exclusion of only some colour
+            ("no red cats"), or something and its absence at once ("two cats and no cats").
     """
     text = _check_text("prompt", prompt, "two red clocks left of a blue dog")
     res = _run(text)
     if not res.groups and res.background is None:
         raise ParseError(
             f"prompt={_short(text)!r} names nothing drawable (no object and no background); "
-            "name at least one object, e.g. 'a red clock', or a background such as 'on grass'."
+            "name at least one object, e.g. 'a red clock', or a background such as 'on grass'; "
+            f"{_LLM_HINT}."
         )
-    return _to_spec(res, text)
+    return _to_spec(res, text, open_vocab=open_vocab)
 
 
 def _short(text: str, n: int = 80) -> str:
