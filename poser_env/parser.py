@@ -115,6 +115,8 @@ _ED_NOUNS = _W["ed_nouns"]
 _COMMON_ADJ = _W["common_adjectives"]
 _COPULA = _W["copula"]
 _NOT_NOUNS = _W["not_nouns"]
+_FOREIGN = _W["foreign_function_words"]
+_ENGLISH = _W["english_function_words"]
 _RENDER_WORDS = _W["render_words"]
 
 
@@ -373,7 +375,10 @@ class _Scanner:
                 size = size or _SIZE_WORDS.get(w)
                 i += 2
                 continue
-            if w in _ATTR_WORDS and _is_content(t, i + 1) and not (words and words[-1].endswith("'s")):
+            coordinated = i + 3 < n and t[i + 1] in ("and", ",") and t[i + 2] in _ATTR_WORDS and (
+                _is_content(t, i + 3))  # "a red and white cup"
+            if w in _ATTR_WORDS and (_is_content(t, i + 1) or coordinated) and not (
+                    words and words[-1].endswith("'s")):
                 adjectives += words  # "a sleek black pencil": words before an attribute were adjectives
                 words.clear()
                 if w in _COLOR_WORDS:
@@ -633,6 +638,11 @@ def _sentence(t: list[str], res: _Result) -> None:
                 continue
             i += 1
             continue
+        # -------- relative pronouns: "a sign that reads ...": a verb follows, not a noun phrase
+        if w in ("that", "which", "who") and run_end == i:
+            i += 1
+            slot = False
+            continue
         # -------- noun phrases
         q = _quant_at(t, i)
         np = sc.np_at(i, require_det=False, allow_bare=slot or q is not None or w in _ATTR_WORDS)
@@ -835,6 +845,14 @@ def _check_text(arg: str, text: object, example: str) -> str:
     return text
 
 
+def _check_english(text: str) -> None:
+    """Refuse a prompt with more foreign function words than English ones (at least two of them)."""
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    foreign = sum(w in _FOREIGN for w in words)
+    if foreign >= 2 and foreign > sum(w in _ENGLISH for w in words):
+        raise ParseError(f"prompt={_short(text)!r} has mostly words that are not English; {_LLM_HINT}.")
+
+
 def _check_numbers(body: str) -> None:
     """Refuse counts a spec cannot hold: negative ("-3 cats") or fractional ("2.5 cats") before a plural noun."""
     for rx, what in ((_NEGATIVE, "negative"), (_FRACTION, "not a whole number")):
@@ -868,6 +886,7 @@ def parse(prompt: str, *, open_vocab: bool = False) -> Spec:
             ("no red cats"), or something and its absence at once ("two cats and no cats").
     """
     text = _check_text("prompt", prompt, "two red clocks left of a blue dog")
+    _check_english(text)
     res = _run(text)
     if not res.groups and res.background is None:
         raise ParseError(
