@@ -61,6 +61,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "ORDINALS",
     "ParseError",
+    "clean_prompt",
     "parse",
 ]
 
@@ -825,7 +826,7 @@ def _check_text(arg: str, text: object, example: str) -> str:
     """The prompt with control and invisible formatting characters removed (tabs and newlines kept).
 
     Raises:
-        ParseError: not a string, empty, longer than :data:`MAX_PROMPT_CHARS`, or mostly not English.
+        ParseError: not a string, empty or longer than :data:`MAX_PROMPT_CHARS`.
     """
     if not isinstance(text, str):
         raise ParseError(
@@ -838,15 +839,15 @@ def _check_text(arg: str, text: object, example: str) -> str:
     text = _CONTROL.sub("", text)
     if not text.strip():
         raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
-    letters = [ch for ch in text if ch.isalpha()]
-    foreign = sum(1 for ch in letters if not ch.isascii())
-    if letters and foreign > 0.3 * len(letters):
-        raise ParseError(f"{arg}={_short(text)!r} is mostly not in English letters; {_LLM_HINT}.")
     return text
 
 
 def _check_english(text: str) -> None:
-    """Refuse a prompt with more foreign function words than English ones (at least two of them)."""
+    """Refuse a prompt mostly in other letters than English ones, or with more foreign function words than
+    English ones (at least two of them)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if letters and sum(1 for ch in letters if not ch.isascii()) > 0.3 * len(letters):
+        raise ParseError(f"prompt={_short(text)!r} is mostly not in English letters; {_LLM_HINT}.")
     words = re.findall(r"[^\W\d_]+", text.lower())
     foreign = sum(w in _FOREIGN for w in words)
     if foreign >= 2 and foreign > sum(w in _ENGLISH for w in words):
@@ -863,6 +864,15 @@ def _check_numbers(body: str) -> None:
                     f"{m.group(0).strip()!r}: the count is {what}; a count is a whole number from 1 to {MAX_COUNT} "
                     f"(use 'no {word}' for none)."
                 )
+
+
+def clean_prompt(prompt: str) -> str:
+    """``prompt`` with control and invisible formatting characters removed, checked for any decomposer.
+
+    Raises:
+        ParseError: not a string, empty (after removal) or longer than :data:`MAX_PROMPT_CHARS`.
+    """
+    return _check_text("prompt", prompt, "two red clocks left of a blue dog")
 
 
 def parse(prompt: str, *, open_vocab: bool = False) -> Spec:
