@@ -389,3 +389,20 @@ def test_prompt_is_versioned_with_few_shot_examples():
     spec = dec.parse_output(OPEN_ANSWER, OPEN_PROMPT)
     assert spec.metadata["prompt_version"] == PROMPT_VERSION and spec.metadata["decomposer"] == "llm"
     assert spec.open_attributes  # the decomposer emits the open spec by default
+
+
+def test_scenesim_refuses_an_open_spec_by_name_and_rules_say_unknown():
+    import numpy as np
+
+    from critic.rules import evaluate
+    from critic.scene import SceneCritic
+
+    spec = spec_from_llm_text(OPEN_ANSWER, OPEN_PROMPT, open_vocab=True)
+    with pytest.raises(SpecError, match=r"outside SceneSim's vocabulary .*spec\.closed\(\)"):
+        SceneCritic()(np.zeros((64, 64, 3), np.uint8), spec)
+    verdicts = {v.assertion_id: v for v in evaluate(spec, (), width=64, height=64)}
+    assert verdicts["a0"].holds == "unknown" and "VLM critic" in verdicts["a0"].reason
+    assert verdicts["o0"].holds == "unknown"
+    closed = spec.closed()  # the documented, reported reduction
+    assert closed.is_closed and "the scarf is teal" in closed.unexpressed
+    SceneCritic()(np.zeros((64, 64, 3), np.uint8), closed)  # judged without complaint
