@@ -254,10 +254,10 @@ def _diffusers_ratios() -> list[str]:
 
 
 def bench_decompose(decomposer: str = "rules", *, benchmarks: Path | None = None, long_n: int = 500,
-                    heldout: Path | None = None) -> str:
+                    heldout: Path | None = None, open_vocab: bool = False) -> str:
     """Decomposition quality of ``decomposer`` (see :mod:`poser_env.decompose_eval`) as markdown."""
     from poser_env.decompose_eval import decompose_report
     from poser_env.decomposer import make_decomposer
 
-    dec = make_decomposer(decomposer)
+    dec = make_decomposer(decomposer, open_vocab=open_vocab)
     return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout)

@@ -221,10 +221,9 @@ def _open_items(spec: Spec) -> tuple[list[tuple[str, str]], list[tuple[str, str,
     """(noun, value) open attributes and (subject, relation, reference) open relations of a spec."""
     attrs: list[tuple[str, str]] = []
     rels: list[tuple[str, str, str]] = []
-    for e in spec.entities:
-        for v in getattr(e, "attributes", ()):
-            attrs.append((e.noun, str(v)))
-    for r in getattr(spec, "open_relations", ()):
+    for oa in spec.open_attributes:
+        attrs.append((spec.entities[oa.entity].noun, oa.value))
+    for r in spec.open_relations:
         rels.append((spec.entities[r.subject].noun, r.relation, spec.entities[r.reference].noun))
     return attrs, rels
 
