@@ -254,6 +254,7 @@ def _normalise(text: str) -> str:
                r"\1", t)
     t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r(?:ed|s)?\b",
                r"\1", t)
+    t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) in colou?r\b", r"\1", t)
     # "black-white cat", "red/blue car": the first colour of a two-colour compound
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)[-/]"
                r"(?:red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)\b", r"\1", t)
@@ -533,6 +534,8 @@ def _sentence(t: list[str], res: _Result) -> None:
     rel_subjects: list[int] = []  # "chairs and lamps on the wall": the relation holds for every conjunct
     run: list[int] = []  # groups of the coordination ("A, B and C") that ends at token run_end
     run_end = -1
+    subj: int | None = None  # group of the sentence's first noun phrase when the sentence starts with it
+    copula_seen = False
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -610,7 +613,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             while j < n:
                 x = t[j]
                 if x in ("very", "all", "both", "and", ",", "entirely", "completely", "bright", "dark",
-                         "light", "pale", "deep", "mostly", "in"):
+                         "light", "pale", "deep", "mostly", "in", "a", "an", "painted", "colored", "coloured"):
                     j += 1
                     continue
                 if (x in _ATTR_WORDS and not _is_content(t, j + 1)) or (
@@ -634,10 +637,21 @@ def _sentence(t: list[str], res: _Result) -> None:
                 # back off trailing connectives so "and a dog" is read again
                 while j > i + 1 and t[j - 1] in ("and", ",", "in", "very", "all", "both"):
                     j -= 1
-                _attach(res.groups[last], color, pattern, size)
+                # "the clock on the building is green": the clause's subject, not the last noun
+                target = subj if subj is not None and not copula_seen else last
+                _attach(res.groups[target], color, pattern, size)
+                copula_seen = True
                 i = j
                 continue
+            copula_seen = True
             i += 1
+            continue
+        # -------- "labels in blue", "dressed in white", "squares of purple": a colour after the noun
+        if w in ("in", "of") and last is not None and i + 1 < n and t[i + 1] in _COLOR_WORDS and (
+                run_end == i or (i > 0 and t[i - 1] in ("dressed", "painted", "colored", "coloured", "done"))) and (
+                not _is_content(t, i + 2) or (i + 3 < n and t[i + 2] in ("and", ",") and t[i + 3] in _COLOR_WORDS)):
+            _attach(res.groups[last], _COLOR_WORDS[t[i + 1]], None, None)
+            i += 2
             continue
         # -------- relative pronouns: "a sign that reads ...": a verb follows, not a noun phrase
         if w in ("that", "which", "who") and run_end == i:
@@ -674,6 +688,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
                 run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
             run = [*run, gi] if joined and pending_rel is None else [gi]
+            if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
+                subj = gi
             run_end = np.end
             pending_rel = None
             rel_subjects = []
