@@ -138,6 +138,8 @@ def _is_adverb(w: str) -> bool:
 
 
 _END_WORDS = {",", "|", ":"}
+#: Words whose object is secondary to the noun before them ("a glass with jam", "a wolf wearing a tie").
+_WITH_WORDS = frozenset({"with", "wearing", "holding", "carrying", "having", "wears", "holds", "carries"})
 #: Words after which a verb, not a bare noun, comes ("a sign that reads ...", "she runs").
 _BEFORE_VERB = frozenset({"that", "which", "who", "he", "she", "it", "they", "we", "you", "i", "can", "could",
                           "will", "would", "should", "may", "might", "must", "to"})
@@ -453,17 +455,21 @@ def _scene_phrases(sentence: str, res: _Result) -> str:
     return sentence
 
 
-def _resolve(res: _Result, np: _NP) -> int | None:
-    """Group index a definite noun phrase or pronoun refers to (nearest match), or None."""
+def _resolve(res: _Result, np: _NP, *, exclude: int | None = None) -> int | None:
+    """Group index a definite noun phrase or pronoun refers to (nearest match), or None.
+
+    A pronoun never refers to ``exclude`` (the subject of the relation it ends: "a bed with a laptop on it").
+    """
     groups = res.groups
     if np.pronoun:
-        if not groups:
+        cands = [gi for gi in range(len(groups) - 1, -1, -1) if gi != exclude]
+        if not cands:
             return None
         want_plural = np.plural
-        for gi in range(len(groups) - 1, -1, -1):
+        for gi in cands:
             if (groups[gi].count > 1) == want_plural:
                 return gi
-        return len(groups) - 1
+        return cands[0]
     for exact in (True, False):
         for gi in range(len(groups) - 1, -1, -1):
             g = groups[gi]
@@ -536,6 +542,12 @@ def _sentence(t: list[str], res: _Result) -> None:
     run_end = -1
     subj: int | None = None  # group of the sentence's first noun phrase when the sentence starts with it
     copula_seen = False
+    head: int | None = None  # latest main noun phrase (not one after "with", "wearing" ...)
+    secondary = False  # the latest noun phrase came after "with", "wearing" ...: a relation after it is the head's
+    fronted_rel: str | None = None  # "Under the shelf are two barbels": relation read before its subject
+    fronted_obj: int | None = None
+    fronted_wait = False
+    pron_exclude: int | None = None
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -590,17 +602,30 @@ def _sentence(t: list[str], res: _Result) -> None:
             pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
             if nxt is not None or pron:
                 pending_rel, rel_subject = (name if name is not None else "~" + _open_rel(t[i:j])), last
-                rel_subjects = list(run) if run_end == i and last is not None and run and run[-1] == last else []
+                rel_subjects = list(run) if (last is not None and len(run) > 1 and run[-1] == last
+                                             and "," not in t[run_end:i]) else []
+                pron_exclude = None
+                if last is None and fronted_obj is None:
+                    fronted_rel, fronted_wait = pending_rel, True  # "Under the shelf are ...", "On it sits ..."
+                elif secondary and head is not None and last is not None:
+                    if pron:  # "a bed with a laptop on it": the laptop is on the bed
+                        pron_exclude = last
+                    else:  # "a glass with jam in it on a table", "a wolf wearing a tie on the subway"
+                        rel_subject, rel_subjects = head, []
             i = j
             slot = True
             continue
         # -------- pronouns
         if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
             np = _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
-            gi = _resolve(res, np)
+            gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
+                          (rel_subject if pending_rel is not None else None))
             if gi is not None:
                 _link(res, gi, pending_rel, rel_subject)
+                if fronted_wait:
+                    fronted_obj, fronted_wait = gi, False
                 pending_rel = None
+                pron_exclude = None
                 last = gi
             i += 1
             slot = False
@@ -670,8 +695,8 @@ def _sentence(t: list[str], res: _Result) -> None:
                     np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
                 i = np.end
                 slot = True
-                if np.noun in _FRAMING_NOUNS:
-                    i += 1
+                if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
+                    i += 1  # "a photo of": skip "of"
                 continue
             if np.definite:
                 gi = _resolve(res, np)
@@ -682,11 +707,18 @@ def _sentence(t: list[str], res: _Result) -> None:
             else:
                 gi = _new_group(res, np)
             res.nps.append((np, gi))
-            for subj in rel_subjects[:-1]:
-                _link(res, gi, pending_rel, subj)
+            for s_ in rel_subjects[:-1]:
+                _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
+            if fronted_wait:
+                fronted_obj, fronted_wait = gi, False
+            elif fronted_obj is not None and fronted_rel is not None and pending_rel is None:
+                _link(res, fronted_obj, fronted_rel, gi)  # "... are two small silver barbels": under the shelf
             joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
                 run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
+            secondary = (np.start > 0 and t[np.start - 1] in _WITH_WORDS) or (secondary and joined)
+            if not secondary and pending_rel is None:
+                head = gi
             run = [*run, gi] if joined and pending_rel is None else [gi]
             if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
                 subj = gi
