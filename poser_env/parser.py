@@ -548,6 +548,8 @@ def _sentence(t: list[str], res: _Result) -> None:
     fronted_obj: int | None = None
     fronted_wait = False
     pron_exclude: int | None = None
+    obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
+    topped = False
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -593,6 +595,13 @@ def _sentence(t: list[str], res: _Result) -> None:
                 _attach(res.groups[last], None, pat, None)
                 i = j + ln
                 continue
+        # -------- "a plate topped with broccoli and meat": the toppings are on top of the plate
+        if w == "topped" and i + 1 < n and t[i + 1] == "with" and last is not None:
+            pending_rel, rel_subject, rel_subjects = "under", last, []
+            topped = True
+            i += 2
+            slot = True
+            continue
         # -------- relations
         rel = _relation_at(t, i)
         if rel is not None:
@@ -710,6 +719,14 @@ def _sentence(t: list[str], res: _Result) -> None:
             for s_ in rel_subjects[:-1]:
                 _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
+            if pending_rel is not None and rel_subject is not None and topped:
+                obj_rel = (pending_rel, rel_subject, np.end)
+            elif obj_rel is not None and i > 0 and t[i - 1] in ("and", ",", "or") and obj_rel[2] in (i - 1, i - 2):
+                _link(res, gi, obj_rel[0], obj_rel[1])  # "topped with broccoli, meat and veggies": all of them
+                obj_rel = (obj_rel[0], obj_rel[1], np.end)
+            else:
+                obj_rel = None
+            topped = False
             if fronted_wait:
                 fronted_obj, fronted_wait = gi, False
             elif fronted_obj is not None and fronted_rel is not None and pending_rel is None:
