@@ -91,7 +91,7 @@ _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 BACKGROUND_NOUNS: dict[str, str] = {"sky": "sky", "grass": "grass", "sand": "sand", "wooden table": "table"}
 #: Head-noun synonyms applied on both sides before matching (a small, fixed list; document any change).
 NOUN_SYNONYMS: dict[str, str] = {
-    "beach": "sand", "desert": "sand", "lawn": "grass", "field": "grass", "meadow": "grass",
+    "beach": "sand", "desert": "sand", "someone": "person", "somebody": "person", "lawn": "grass", "field": "grass", "meadow": "grass",
     "people": "person", "man": "man", "men": "man", "women": "woman", "guy": "man", "lady": "woman",
     "kid": "child", "children": "child", "puppy": "dog", "kitten": "cat", "automobile": "car",
     "t-shirt": "shirt", "tshirt": "shirt", "bicycle": "bike", "cellphone": "phone", "telephone": "phone",

@@ -117,6 +117,9 @@ _COMMON_ADJ = _W["common_adjectives"]
 _COPULA = _W["copula"]
 _NOT_NOUNS = _W["not_nouns"]
 _FOREIGN = _W["foreign_function_words"]
+_TEXT_NOUNS = _W["text_nouns"]
+_RENDER_HEADS = _W["render_heads"]
+_RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
 _RENDER_WORDS = _W["render_words"]
 
@@ -550,6 +553,7 @@ def _sentence(t: list[str], res: _Result) -> None:
     pron_exclude: int | None = None
     obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
     topped = False
+    creator_end = -1
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -700,8 +704,20 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if np is not None:
-            if np.noun in _NON_OBJECTS or np.noun.split()[-1] in _RENDER_WORDS or (
-                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
+            words_ = np.noun.split()
+            creator = q is None and i > 0 and (t[i - 1] == "by" or (
+                creator_end >= 0 and t[i - 1] in ("and", ",") and creator_end in (i - 1, i - 2)))
+            if creator:  # "art by greg rutkowski and alphonse mucha": who made it, not an object
+                res.unexpressed.append(f"by {' '.join(t[np.start:np.end])}")
+                creator_end = np.end
+                i = np.end
+                slot = False
+                continue
+            if words_[-1] in _TEXT_NOUNS and not np.definite:
+                res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
+            if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
+                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
+                    len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
                 slot = True
                 if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
