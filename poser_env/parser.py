@@ -776,7 +776,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             continue
         else:
             # after a verb or particle ("we can see chairs", "person has hat") a bare noun may start
-            slot = w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB
+            slot = (w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB) or (
+                bool(_pos(w)) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})  # after a verb ("I can observe sky")
         i += 1
 
 
