@@ -207,6 +207,7 @@ class _Group:
     plural: bool = False
     open_attrs: list[str] = field(default_factory=list)  # adjectives outside the spec's vocabulary
     extra: list[str] = field(default_factory=list)  # attribute words the spec could not hold (second colour ...)
+    sentence: int = 0
 
 
 @dataclass
@@ -241,6 +242,8 @@ class _Result:
     framed: bool = False  # started with GenEval's "a photo of"
     open_relations: list[tuple[int, str, int]] = field(default_factory=list)  # relations outside RELATIONS
     unexpressed: list[str] = field(default_factory=list)
+    sentence: int = 0  # index of the sentence being read
+    excl_sentence: dict[str, int] = field(default_factory=dict)  # noun -> sentence of its "no <noun>"
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
 
 
@@ -510,6 +513,7 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
         tokens = _TOKEN_RE.findall(sentence)
         if tokens:
             _sentence(tokens, res)
+            res.sentence += 1
     return res
 
 
@@ -528,6 +532,7 @@ def _new_group(res: _Result, np: _NP) -> int:
     res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural,
                              list(np.adjectives), list(np.extra)))
     gi = len(res.groups) - 1
+    res.groups[gi].sentence = res.sentence
     if np.explicit and np.count is not None and 2 <= np.count <= 10:
         res.exclusions.append((np.noun, np.count + 1))
     return gi
@@ -572,6 +577,7 @@ def _sentence(t: list[str], res: _Result) -> None:
                         f"exclusion is about every {np.noun}); write 'no {np.noun}s' or ask for the colour you want."
                     )
                 res.exclusions.append((np.noun, 1))
+                res.excl_sentence.setdefault(np.noun, res.sentence)
                 res.nps.append((np, None))
                 excl_mode = True
                 i = np.end
@@ -582,6 +588,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             np = sc.np_at(i + 1, require_det=False, allow_bare=True)
             if np is not None and np.noun and not (i + 1 < n and _quant_at(t, i + 1)) and np.noun not in _NON_OBJECTS:
                 res.exclusions.append((np.noun, 1))
+                res.excl_sentence.setdefault(np.noun, res.sentence)
                 i = np.end
                 continue
         excl_mode = False
@@ -836,22 +843,32 @@ def _exclusions(res: _Result) -> tuple[Exclusion, ...]:
     of one noun ("two red cats and three blue cats") give one exclusion of the total plus one; a noun also
     asked for without a number keeps no count exclusion (reported in ``unexpressed``).
 
+    "No cats" and a cat group together is a contradiction (an error) when the cats are counted or in the
+    same sentence as "no cats"; sentences apart (long prose: "a piano plays ... no piano is visible") the
+    exclusion is dropped and reported in ``unexpressed``.
+
     Raises:
-        ParseError: "no cats" and a cat group together (a contradiction).
+        ParseError: a contradiction, or more than :data:`MAX_COUNT` of one noun in all.
     """
     total: dict[str, int] = {}
     vague: set[str] = set()
+    near: set[str] = set()  # nouns asked for with a number, or in the sentence of their "no <noun>"
     for g in res.groups:
+        if g.explicit or res.excl_sentence.get(g.noun) == g.sentence:
+            near.add(g.noun)
         total[g.noun] = total.get(g.noun, 0) + g.count
         if not g.explicit:
             vague.add(g.noun)
     seen: dict[tuple[str, int], None] = {}
     for noun, c in res.exclusions:
         if c == 1:
-            if noun in total:
+            if noun in near:
                 raise ParseError(
                     f"the prompt asks for {noun} and for no {noun} at once (a contradiction); remove one of them."
                 )
+            if noun in total:  # far apart in long prose ("a piano plays ... no piano is visible"): reported
+                res.unexpressed.append(f"no {noun} (dropped: the prompt also asks for a {noun})")
+                continue
             seen.setdefault((noun, 1), None)
             continue
         if noun in vague:

@@ -133,3 +133,12 @@ def test_open_vocab_keeps_open_attributes_and_relations() -> None:
         spec.require_closed()
     closed = spec.closed()
     assert closed.is_closed and "the basket is wooden" in closed.unexpressed
+
+
+def test_far_apart_negation_in_long_prose_is_a_reported_reduction() -> None:
+    spec = parse("A piano plays in the corner of the hall. Later, no piano is visible.")
+    assert [e.noun for e in spec.entities] == ["piano", "hall"] or "piano" in [e.noun for e in spec.entities]
+    assert spec.exclusions == ()
+    assert "no piano (dropped: the prompt also asks for a piano)" in spec.unexpressed
+    with pytest.raises(ParseError, match="a contradiction"):
+        parse("Two pianos. No pianos.")  # counted: an error
