@@ -16,7 +16,8 @@ Three gold sources:
   color      ``attribute - color (X, c)`` with ``c`` naming one of    every entity colour; correct when a
              the spec's colours (after :data:`COLOR_SYNONYMS`)       gold colour tuple of the same noun has it
   count      ``other/attribute - count (X, ==N)``, 2 <= N <= 10       every exact count (entity with count N
-                                                                     >= 2 and an exclusion ``N + 1``)
+                                                                     >= 2 and an exclusion of its noun's
+                                                                     total count + 1)
   spatial    ``relation - spatial (X, Y, r)`` with ``r`` in          every relation; correct when a gold
              :data:`RELATION_SYNONYMS` (r's spec relation)           spatial tuple has the same pair and
                                                                      relation (or the inverse, swapped)
@@ -261,7 +262,10 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
     # count
     c = out["count"]
     excl = {(x.noun, x.count) for x in (spec.exclusions if spec is not None else ())}
-    pred_n = [(e.noun, e.count) for e in ents if e.count >= 2 and (e.noun, e.count + 1) in excl]
+    total: dict[str, int] = {}
+    for e in ents:
+        total[e.noun] = total.get(e.noun, 0) + e.count
+    pred_n = [(e.noun, e.count) for e in ents if e.count >= 2 and (e.noun, total[e.noun] + 1) in excl]
     gold_n = [(n, k) for n, v in item.counts if (k := _exact_count(v)) is not None]
     c.n_pred, c.n_gold = len(pred_n), len(gold_n)
     c.tp_pred = sum(any(_noun_match(pn, gn) and pk == gk for gn, gk in gold_n) for pn, pk in pred_n)

@@ -114,6 +114,13 @@ def parse_command_text(text: str) -> ParsedCommand:
     """
     if not isinstance(text, str):
         raise CommandError(f"command text={text!r} must be a string such as {_COMMAND_EXAMPLES['add']!r}.")
+    try:
+        return _parse_command_text(text)
+    except ParseError as exc:  # e.g. "make the red grey car blue": two colours for one object
+        raise _cmd_error(text, f"cannot be read ({exc})", split_op(text)[0]) from exc
+
+
+def _parse_command_text(text: str) -> ParsedCommand:
     op, rest = split_op(text)
     if op != "refine" and not rest.strip():
         raise _cmd_error(text, f"has an empty instruction after {op!r}", op)

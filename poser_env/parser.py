@@ -54,7 +54,7 @@ from poser_env.spec import (
     Spec,
     SpecError,
 )
-from poser_env.text import singular
+from poser_env.text import plural, singular
 
 __all__ = [
     "MAX_COUNT",
@@ -118,6 +118,7 @@ _COPULA = _W["copula"]
 _NOT_NOUNS = _W["not_nouns"]
 _FOREIGN = _W["foreign_function_words"]
 _TEXT_NOUNS = _W["text_nouns"]
+_UNITS = _W["unit_nouns"]
 _RENDER_HEADS = _W["render_heads"]
 _RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
@@ -417,7 +418,8 @@ class _Scanner:
                 break
             if words and (_is_participle(w) or w in _ATTR_WORDS or w in _PATTERN_NOUNS):
                 break
-            if words and (w in _NOT_NOUNS or (_pos(w) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})):
+            if words and (w in _NOT_NOUNS or (_pos(w) and not _pos(w) & {"NOUN", "PROPN", "ADJ"}
+                                               and w not in _ING_NOUNS and w not in _ED_NOUNS)):
                 break  # "the message written in ...": a verb ends the noun phrase
             words.append(w)
             i += 1
@@ -501,6 +503,7 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
     body = _normalise(text)
     _check_numbers(body)
     # quoted text is text to render ("a sign that reads 'no dogs'"), not objects: reported, not parsed
+    body = _ENCLOSING_QUOTES.sub(r"\1", body.strip())
     for m in _QUOTED.finditer(body):
         res.unexpressed.append(f"text {m.group(0)}")
     body = _QUOTED.sub(" | ", body)
@@ -519,9 +522,10 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
 
 def _new_group(res: _Result, np: _NP) -> int:
     count = np.count if np.count is not None else (2 if np.plural else 1)
-    if count > MAX_COUNT and not np.plural and np.explicit:
+    if count > MAX_COUNT and np.explicit and (not np.plural or np.noun.split()[0] in _UNITS
+                                              or plural(np.noun).split()[0] in _UNITS):
         # "a 90 degree angle", "1847 Rogers pattern": a number before a singular noun is a modifier, not a count
-        res.unexpressed.append(f"{count} (a number before the singular {np.noun!r}, not read as a count)")
+        res.unexpressed.append(f"{count} (a number before {np.noun!r}, a measure or a name, not a count)")
         count, np = 1, replace(np, explicit=False, count=1)
     if count > MAX_COUNT:
         raise ParseError(
@@ -714,6 +718,11 @@ def _sentence(t: list[str], res: _Result) -> None:
             words_ = np.noun.split()
             creator = q is None and i > 0 and (t[i - 1] == "by" or (
                 creator_end >= 0 and t[i - 1] in ("and", ",") and creator_end in (i - 1, i - 2)))
+            if q is not None and t[i].isdigit() and (words_[-1] in _UNITS or plural(words_[-1]) in _UNITS):
+                res.unexpressed.append(f"{' '.join(t[np.start:np.end])} (a measure, not an object)")
+                i = np.end
+                slot = False
+                continue
             if creator:  # "art by greg rutkowski and alphonse mucha": who made it, not an object
                 res.unexpressed.append(f"by {' '.join(t[np.start:np.end])}")
                 creator_end = np.end
@@ -857,7 +866,7 @@ def _exclusions(res: _Result) -> tuple[Exclusion, ...]:
         if g.explicit or res.excl_sentence.get(g.noun) == g.sentence:
             near.add(g.noun)
         total[g.noun] = total.get(g.noun, 0) + g.count
-        if not g.explicit:
+        if not g.explicit and g.count > 1:
             vague.add(g.noun)
     seen: dict[tuple[str, int], None] = {}
     for noun, c in res.exclusions:
@@ -915,7 +924,8 @@ def _to_spec(res: _Result, prompt: str, *, open_vocab: bool = False) -> Spec:
                 open_attributes=tuple(open_attrs), open_relations=tuple(open_rels), unexpressed=unexpressed)
 
 
-_QUOTED = re.compile(r"(?<![a-z0-9])'[^'\n]{1,200}?'(?![a-z0-9])|\"[^\"\n]{1,200}?\"|[“][^”\n]{1,200}?[”]")
+_QUOTED = re.compile(r"(?<![a-z0-9])'[^'\n]{1,80}?'(?![a-z0-9])|\"[^\"\n]{1,80}?\"|[“][^”\n]{1,80}?[”]")
+_ENCLOSING_QUOTES = re.compile(r"^[\"“']+(.*?)[\"”']*$", re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _NEGATIVE = re.compile(r"(?<![\w.])[-\u2212]\s?\d+(?:\.\d+)?\s+([a-z][a-z'-]*)")
 _FRACTION = re.compile(r"(?<![\w.])\d+[.]\d+\s+([a-z][a-z'-]*)")

@@ -66,7 +66,8 @@ def test_not_a_string(bad: object) -> None:
          (Exclusion("cat", 6),), ()),
         # a number before a singular noun is a modifier, reported
         ("a 90 degree angle", (Entity("degree angle"),), (),
-         ("90 (a number before the singular 'degree angle', not read as a count)",)),
+         ("90 (a number before 'degree angle', a measure or a name, not a count)",)),
+        ("an arm bent 90 degrees", (Entity("arm"),), (), ("90 degrees (a measure, not an object)",)),
         # two colours joined by "and": the first is kept, the second reported (a spec holds one colour)
         ("a red and white cup", (Entity("cup", color="red"),), (), ("white (a second value for the cup)",)),
         # quoted text is text to render, not objects
