@@ -119,6 +119,8 @@ _NOT_NOUNS = _W["not_nouns"]
 _FOREIGN = _W["foreign_function_words"]
 _TEXT_NOUNS = _W["text_nouns"]
 _UNITS = _W["unit_nouns"]
+_OPEN_COLORS = _W["open_colors"]
+_COMPOUNDS = _W["compound_nouns"]
 _RENDER_HEADS = _W["render_heads"]
 _RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
@@ -423,8 +425,10 @@ class _Scanner:
                 break  # "the message written in ...": a verb ends the noun phrase
             words.append(w)
             i += 1
-        # drop leading common adjectives while a noun remains
-        while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0])):
+        # drop leading adjectives while a noun remains ("a teal scarf", "a wooden bowl"; not "a hot dog")
+        while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0]) or words[0] in _OPEN_COLORS or (
+                _pos(words[0]) & {"ADJ"} and not _pos(words[0]) & {"NOUN", "PROPN"}
+                and " ".join(words[:2]) not in _COMPOUNDS and singular(" ".join(words)) not in _COMPOUNDS)):
             adjectives.append(words.pop(0))
         if not words:
             return None
