@@ -108,7 +108,9 @@ def make_decomposer(name: str = "rules", **kwargs: Any) -> Any:
             )
         from poser_env.llm import LLMDecomposer  # lazy: needs transformers only when used
 
-        rule_kwargs = {k: kwargs.pop(k) for k in ("max_attempts", "core_entities", "refine") if k in kwargs}
+        rule_kwargs: dict[str, Any] = {
+            k: kwargs.pop(k) for k in ("max_attempts", "core_entities", "refine") if k in kwargs
+        }
         if "open_vocab" in kwargs:
             rule_kwargs["open_vocab"] = kwargs["open_vocab"]
         kwargs.setdefault("rules", RuleDecomposer(**rule_kwargs))

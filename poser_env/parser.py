@@ -1,11 +1,18 @@
 """Rule-based prompt parser: English prompt -> :class:`poser_env.spec.Spec`.
 
-Dependency-free and deterministic. It reads:
+Deterministic rules over word lists (``poser_env/data/lexicon.toml``) and lemminflect's English dictionary
+(which words can be nouns, verbs or adjectives). No trustworthy spaCy/NLTK model can be installed from PyPI
+(``en_core_web_sm`` is published on GitHub only; the PyPI copies are third-party re-uploads), so noun
+phrases come from rules. It reads:
 
 * **quantities**: ``a``/``an``/``one``..``ten``, digits, ``a pair of``/``a couple of`` (2), ``some``,
-  ``several``, ``many``, ``a group of`` ... (a plural noun without a number counts 2). Counts above ten
-  are clamped to 10 (the spec's maximum). An *explicit cardinal* (``two``..``ten`` or a digit >= 2)
-  means exactly N, as in GenEval's counting task: the spec also gets ``Exclusion(noun, N + 1)``.
+  ``several``, ``many``, ``a group of`` ... (a plural noun without a number counts 2). An *explicit
+  cardinal* (``two``..``ten`` or a digit >= 2) means exactly N, as in GenEval's counting task: the spec
+  also gets ``Exclusion(noun, N + 1)`` (N = the total over all counted groups of that noun). An explicit
+  count above :data:`MAX_COUNT` before a plural noun ("500 cats", "a dozen eggs"), a negative ("-3 cats")
+  or fractional one ("2.5 cats") is a :class:`ParseError`; "0 cats" reads as "zero cats" (an
+  exclusion); a number before a unit ("90 degrees") or a singular noun ("a 90 degree angle") is a measure
+  (reported).
 * **nouns**: any noun, multi-word nouns ("teddy bear", "fire hydrant", "hair drier"), regular and
   irregular plurals (the spec holds the singular). A colour word that ends a noun phrase is the noun
   ("an orange", "a yellow orange").
@@ -17,15 +24,29 @@ Dependency-free and deterministic. It reads:
   "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below"/"beneath"
   -> ``below``; "under"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
   "next to"/"beside"/"near"/"alongside" -> ``next to``. Relations the spec cannot hold ("in front of",
-  "behind", "in", "inside", "between") are read and ignored. Chains ("a cup left of a dog left of a cat")
-  give one relation per link.
-* **conjunctions, several sentences and simple coreference**: "it" (nearest single group), "they"/"them"
-  (nearest plural group), "the cups" (nearest group with that noun, else a new group).
+  "behind", "in", "inside", "between") become open relations (``open_vocab=True``) or are reported in
+  ``spec.unexpressed``. Chains ("a cup left of a dog left of a cat") give one relation per link; a relation
+  after a coordination holds for each conjunct ("chairs and lamps on the wall"); a fronted relation binds
+  to the subject that follows ("Under the shelf are two barbels", "Next to it, a plate"); after "with" or
+  "wearing" phrases it binds to the head ("a glass with jam on a table"); "a bed with a laptop on it";
+  "a plate topped with broccoli".
+* **conjunctions, several sentences and coreference**: "it" (nearest single group, never the subject of
+  the relation it ends), "they"/"them" (nearest plural group), "the cups" (nearest group with that noun,
+  else a new group); a predicate ("... is green") binds to the clause's subject ("the clock on the
+  building is green").
+* **what is not an object**: verbs and adverbs (lemminflect), posture words ("bent"), rendering words
+  ("8k", "artstation", "digital art"), creators ("by greg rutkowski"), text to render (quoted spans,
+  "the text"), Midjourney flags ("--ar 16:9"); the reported ones go to ``spec.unexpressed``.
 * **background** (:data:`poser_env.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
   "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
   **style** (:data:`poser_env.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
   "photorealistic"/"a photograph of"). GenEval's framing "a photo of" is neutral: it sets no style.
-* **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat".
+* **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat". "No red cats"
+  (an exclusion of only some colour) and "two cats and no cats" (a contradiction) are errors.
+* **refused**: not a string, empty (after removing control characters), longer than
+  :data:`MAX_PROMPT_CHARS`, not English (other letters, or more foreign than English function words; the
+  error names ``decomposer="llm:<path>"``), two colours side by side for one object ("a red blue car";
+  "a red and white cup" keeps red and reports white).
 
 GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks) get GenEval's tag;
 other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
