@@ -165,6 +165,13 @@ def _is_adverb(w: str) -> bool:
 
 
 _END_WORDS = {",", "|", ":"}
+#: Words after a verb in -s that show it is a verb ("dusk sets in", "paint contrasts with"); "on" is not one
+#: ("teddy bears on a bed").
+_VERB_PARTICLES = frozenset({"in", "out", "with", "from", "into", "up", "down", "off", "away", "over", "through",
+                             "across", "along", "the", "a", "an", "its", "their", "his", "her", "to", "toward",
+                             "towards", "around", "at", "gently", "slowly", "softly"})
+_DETERMINERS = frozenset({"a", "an", "the", "its", "their", "his", "her", "this", "these", "those", "my", "our"})
+_PLURAL_DET = frozenset({"these", "those", "all", "both", "some", "several", "many", "few", "various"})
 #: Words whose object is secondary to the noun before them ("a glass with jam", "a wolf wearing a tie").
 _WITH_WORDS = frozenset({"with", "wearing", "holding", "carrying", "having", "wears", "holds", "carries"})
 #: Words after which a verb, not a bare noun, comes ("a sign that reads ...", "she runs").
@@ -465,6 +472,21 @@ class _Scanner:
             # "a napkin peeks out": a plural last word after "a" is a verb, not part of the noun
             words.pop()
             i -= 1
+        elif (len(words) >= 2 and (count is None or count == 1) and not explicit and t[start] not in _PLURAL_DET
+              and singular(words[-1]) != words[-1] and "VERB" in _pos(words[-1])
+              and singular(words[-2]) == words[-2] and i < n and t[i] in _VERB_PARTICLES
+              and singular(" ".join(words[-2:])) not in _COMPOUNDS):
+            # "as dusk sets in", "the paint contrasts with": a singular noun, then a verb in -s
+            words.pop()
+            i -= 1
+        elif (len(words) >= 2 and "VERB" in _pos(words[-1]) and singular(words[-2]) != words[-2]
+              and singular(words[-1]) == words[-1] and i < n and t[i] in _DETERMINERS):
+            # "oblong shapes complement the table": a plural noun, then a verb and its object
+            words.pop()
+            i -= 1
+        if (count is None and not definite and len(words) == 1 and i < n and t[i] in _DETERMINERS
+                and "VERB" in _pos(words[0]) and singular(words[0]) != words[0]):
+            return None  # "..., cradles a collection": a verb in -s before its object
         words = words[-3:]
         noun = singular(" ".join(words))
         plural = noun != " ".join(words)
