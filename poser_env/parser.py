@@ -170,6 +170,9 @@ _END_WORDS = {",", "|", ":"}
 _VERB_PARTICLES = frozenset({"in", "out", "with", "from", "into", "up", "down", "off", "away", "over", "through",
                              "across", "along", "the", "a", "an", "its", "their", "his", "her", "to", "toward",
                              "towards", "around", "at", "gently", "slowly", "softly"})
+_MULTIPLIERS = frozenset({"hundred", "thousand", "million"})
+_HYPHEN_NUMBER = re.compile(r"(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(one|two|three|four|five|six|"
+                            r"seven|eight|nine)")
 _DETERMINERS = frozenset({"a", "an", "the", "its", "their", "his", "her", "this", "these", "those", "my", "our"})
 _PLURAL_DET = frozenset({"these", "those", "all", "both", "some", "several", "many", "few", "various"})
 #: Words whose object is secondary to the noun before them ("a glass with jam", "a wolf wearing a tie").
@@ -286,7 +289,7 @@ def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
     t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
     t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
-    t = re.sub(r"\b(\d{1,3}),(\d{3})\b", r"\1\2", t)  # "1,000 cats"
+    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # "1,000 cats", "10,000,000 cats"
     t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
@@ -319,13 +322,21 @@ def _quant_at(tokens: Sequence[str], i: int) -> tuple[int, int | None, bool, boo
     t = tokens[i]
     for seq, n in _QUANT_BY_FIRST.get(t, ()):
         if _match_seq(tokens, i, seq):
-            return len(seq), n, False, False
+            return len(seq), n, n is not None and n > MAX_COUNT, False
     if t in ("a", "an", "another"):
         return 1, 1, False, False
     if t == "one":
         return 1, 1, False, False
-    if t in _NUMBERS:
-        return 1, _NUMBERS[t], True, False
+    if t in _NUMBERS or _HYPHEN_NUMBER.fullmatch(t):
+        if t in _NUMBERS:
+            n, ln = _NUMBERS[t], 1
+        else:  # "twenty-one"
+            tens, units = t.split("-")
+            n, ln = _NUMBERS[tens] + _NUMBERS[units], 1
+        while i + ln < len(tokens) and tokens[i + ln] in _MULTIPLIERS:  # "nine hundred", "two thousand"
+            n *= _NUMBERS[tokens[i + ln]]
+            ln += 1
+        return ln, n, True, False
     if t.isdigit():
         n = int(t)
         return 1, n, n >= 2, False
@@ -765,7 +776,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             words_ = np.noun.split()
             creator = q is None and i > 0 and (t[i - 1] == "by" or (
                 creator_end >= 0 and t[i - 1] in ("and", ",") and creator_end in (i - 1, i - 2)))
-            if q is not None and t[i].isdigit() and (words_[-1] in _UNITS or plural(words_[-1]) in _UNITS):
+            if q is not None and q[2] and len(words_) == 1 and (words_[0] in _UNITS or plural(words_[0]) in _UNITS):
                 res.unexpressed.append(f"{' '.join(t[np.start:np.end])} (a measure, not an object)")
                 i = np.end
                 slot = False
@@ -974,6 +985,7 @@ def _to_spec(res: _Result, prompt: str, *, open_vocab: bool = False) -> Spec:
 _QUOTED = re.compile(r"(?<![a-z0-9])'[^'\n]{1,80}?'(?![a-z0-9])|\"[^\"\n]{1,80}?\"|[“][^”\n]{1,80}?[”]")
 _ENCLOSING_QUOTES = re.compile(r"^[\"“']+(.*?)[\"”']*$", re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_SEPARATING = frozenset("\x00\x0b\x0c\x1c\x1d\x1e\x1f\x85")  # controls that separate words ("cat\x00dog")
 _NEGATIVE = re.compile(r"(?<![\w.])[-\u2212]\s?\d+(?:\.\d+)?\s+([a-z][a-z'-]*)")
 _FRACTION = re.compile(r"(?<![\w.])\d+[.]\d+\s+([a-z][a-z'-]*)")
 
@@ -992,7 +1004,8 @@ def _check_text(arg: str, text: object, example: str) -> str:
         raise ParseError(
             f"{arg} has {len(text)} characters, more than MAX_PROMPT_CHARS={MAX_PROMPT_CHARS}; shorten it."
         )
-    text = _CONTROL.sub("", text)
+    text = _CONTROL.sub(lambda m: " " if 0 < m.start() < len(text) - 1 and not text[m.start() - 1].isspace()
+                        and not text[m.end()].isspace() and m.group(0) in _SEPARATING else "", text)
     if not text.strip():
         raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
     return text

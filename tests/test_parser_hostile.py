@@ -18,6 +18,10 @@ from poser_env.spec import Entity, Exclusion
         ("twelve eggs on a plate", r"count 12 of 'egg'"),
         ("a dozen eggs", r"count 12 of 'egg'"),
         ("1,000 cats", r"count 1000 of 'cat'"),
+        ("10,000,000 cats", r"count 10000000 of 'cat'"),
+        ("nine hundred cats", r"count 900 of 'cat'"),
+        ("a thousand cats", r"count 1000 of 'cat'"),
+        ("twenty-one dogs", r"count 21 of 'dog'"),
         ("5000 birds in the sky", r"count 5000 of 'bird'"),
         ("-3 cats", r"'-3 cats': the count is negative"),
         ("a photo of -2 dogs", r"'-2 dogs': the count is negative"),
@@ -67,6 +71,9 @@ def test_not_a_string(bad: object) -> None:
         # a number before a singular noun is a modifier, reported
         ("a 90 degree angle", (Entity("degree angle"),), (),
          ("90 (a number before 'degree angle', a measure or a name, not a count)",)),
+        ("hundreds of cats", (Entity("cat", 2),), (), ()),  # vague: at least two, like "many cats"
+        ("a dog and fifteen minutes", (Entity("dog"),), (), ("fifteen minutes (a measure, not an object)",)),
+        ("two parking meters", (Entity("parking meter", 2),), (Exclusion("parking meter", 3),), ()),
         ("an arm bent 90 degrees", (Entity("arm"),), (), ("90 degrees (a measure, not an object)",)),
         # two colours joined by "and": the first is kept, the second reported (a spec holds one colour)
         ("a red and white cup", (Entity("cup", color="red"),), (), ("white (a second value for the cup)",)),
@@ -102,6 +109,12 @@ def test_control_characters_are_stripped(prompt: str, clean: str) -> None:
     spec = parse(prompt)
     assert spec.prompt == clean
     assert spec.entities == (Entity("cat", color="red"),)
+
+
+def test_a_control_character_between_words_separates_them() -> None:
+    spec = parse("a red cat\x00a blue dog")
+    assert spec.prompt == "a red cat a blue dog"
+    assert spec.entities == (Entity("cat", color="red"), Entity("dog", color="blue"))
 
 
 def test_tabs_and_newlines_are_kept_as_separators() -> None:
