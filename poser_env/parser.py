@@ -1004,8 +1004,14 @@ def _check_text(arg: str, text: object, example: str) -> str:
         raise ParseError(
             f"{arg} has {len(text)} characters, more than MAX_PROMPT_CHARS={MAX_PROMPT_CHARS}; shorten it."
         )
-    text = _CONTROL.sub(lambda m: " " if 0 < m.start() < len(text) - 1 and not text[m.start() - 1].isspace()
-                        and not text[m.end()].isspace() and m.group(0) in _SEPARATING else "", text)
+    raw: str = text
+
+    def _replace(m: re.Match[str]) -> str:
+        between_words = 0 < m.start() and m.end() < len(raw) and not raw[m.start() - 1].isspace() and (
+            not raw[m.end()].isspace())
+        return " " if between_words and m.group(0) in _SEPARATING else ""
+
+    text = _CONTROL.sub(_replace, raw)
     if not text.strip():
         raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
     return text
