@@ -1007,7 +1007,7 @@ def _check_text(arg: str, text: object, example: str) -> str:
     raw: str = text
 
     def _replace(m: re.Match[str]) -> str:
-        between_words = 0 < m.start() and m.end() < len(raw) and not raw[m.start() - 1].isspace() and (
+        between_words = m.start() > 0 and m.end() < len(raw) and not raw[m.start() - 1].isspace() and (
             not raw[m.end()].isspace())
         return " " if between_words and m.group(0) in _SEPARATING else ""
 
