@@ -15,7 +15,7 @@ import numpy as np
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
 from poser_env.env import unwrap
 
-__all__ = ["BENCH_KINDS", "BenchKind", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
+__all__ = ["BENCH_KINDS", "BenchKind", "bench_decompose", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
            "paired_table",
            "rliable_section"]
 
@@ -318,3 +318,13 @@ def _diffusers_ratios() -> list[str]:
         f"| diffusers (tiny, CPU): expert wrapper overhead vs bare pipeline | "
         f"{r['overhead_s'] / r['pipeline_s']:+.1%} |",
     ]
+
+
+def bench_decompose(decomposer: str = "rules", *, benchmarks: Path | None = None, long_n: int = 500,
+                    heldout: Path | None = None, open_vocab: bool = False) -> str:
+    """Decomposition quality of ``decomposer`` (see :mod:`poser_env.decompose_eval`) as markdown."""
+    from poser_env.decompose_eval import decompose_report
+    from poser_env.decomposer import make_decomposer
+
+    dec = make_decomposer(decomposer, open_vocab=open_vocab)
+    return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout)

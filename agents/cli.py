@@ -245,6 +245,21 @@ def bench_perf(
     typer.echo(run(steps=steps))
 
 
+@bench_app.command("decompose")
+def bench_decompose(
+    benchmarks: Annotated[Path, typer.Option(help="Folder with dsg-1k/ and geneval/ (e.g. ../shared/benchmarks).")
+                          ] = Path("../shared/benchmarks"),
+    decomposer: Annotated[str, typer.Option(help="'rules' or 'llm:<path>'.")] = "rules",
+    long_n: Annotated[int, typer.Option("--long", help="Prompts of the generated long test split (0 = skip).")] = 500,
+    heldout: Annotated[Path | None, typer.Option(help="A GenEval-format JSONL of held-out phrasings.")] = None,
+    open_vocab: Annotated[bool, typer.Option("--open-vocab", help="Decompose into the open spec.")] = False,
+) -> None:
+    """Decomposition quality: DSG-1k precision/recall per category and source, GenEval and long-split exact specs."""
+    from agents.bench import bench_decompose as run
+
+    typer.echo(run(decomposer, benchmarks=benchmarks, long_n=long_n, heldout=heldout, open_vocab=open_vocab))
+
+
 def main() -> None:
     """Console-script entry point (``poser``)."""
     app()

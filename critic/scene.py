@@ -456,6 +456,7 @@ class SceneCritic(Critic):
         return j, float(shape * (0.55 + 0.45 * margin) * purity)
 
     def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
+        spec.require_closed("SceneSim")  # SceneSim draws and judges only the closed vocabulary: say so by name
         t0 = time.perf_counter()
         H, W = image.shape[:2]
         if not (64 <= H <= 512 and 64 <= W <= 512):

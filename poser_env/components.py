@@ -182,6 +182,8 @@ def make_decomposer(value: Any = "rules", **kwargs: Any) -> Any:
     kw = {**DECOMPOSERS.entry(head).kwargs, **kwargs}
     if head == "llm":
         rule_kwargs = {k: kw.pop(k) for k in _PLANNER_KWARGS if k in kw}
+        if "open_vocab" in kw:  # both the LLM's spec and its rule fallback keep (or refuse) open attributes
+            rule_kwargs["open_vocab"] = kw["open_vocab"]
         kw.setdefault("rules", make_decomposer("rules", **rule_kwargs))
     obj = cls(*(() if arg is None else (arg,)), **kw)
     ok = all(callable(getattr(obj, a, None)) for a in ("parse", "plan", "revise"))

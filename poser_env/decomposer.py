@@ -46,6 +46,8 @@ class RuleDecomposer:
 
     Args:
         max_attempts: K, executions of one command before it is dropped (>= 1, default 3).
+        open_vocab: Keep attributes and relations outside SceneSim's vocabulary as the open spec (for real
+            models and VLM critics; default False: they are listed in ``spec.unexpressed``).
         **planner_kwargs: Passed to :class:`~poser_env.planner.Planner` (``core_entities``, ``refine``).
 
     Example::
@@ -58,15 +60,16 @@ class RuleDecomposer:
 
     name = "rules"
 
-    def __init__(self, max_attempts: int = 3, **planner_kwargs: Any) -> None:
+    def __init__(self, max_attempts: int = 3, *, open_vocab: bool = False, **planner_kwargs: Any) -> None:
         self.planner = Planner(max_attempts, **planner_kwargs)
+        self.open_vocab = bool(open_vocab)
 
     def __repr__(self) -> str:
         return f"RuleDecomposer({self.planner!r})"
 
     def parse(self, prompt: str) -> Spec:
         """See :func:`poser_env.parser.parse` (raises :class:`poser_env.parser.ParseError`)."""
-        return parse(prompt)
+        return parse(prompt, open_vocab=self.open_vocab)
 
     def plan(self, spec: Spec) -> Plan:
         """See :meth:`poser_env.planner.Planner.plan`."""

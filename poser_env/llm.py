@@ -9,9 +9,14 @@ metadata schema, extended for long prompts (see :data:`SCHEMA_TEXT`)::
      "exclude": [], "relations": [], "background": null, "style": null}
 
 Generation is greedy (deterministic). The first JSON object in the answer is extracted and validated
-(:func:`spec_from_llm_text`): known keys only, vocabulary values only (colours, patterns, sizes,
-relations, backgrounds, styles of :mod:`poser_env.core.spec`), counts 1-10, relation indices in range, and -
-unless ``require_nouns_in_prompt=False`` - every noun must occur in the prompt (no invented objects).
+(:func:`spec_from_llm_text`) against the JSON schema ``poser_env/data/llm_spec_schema.json`` and then for
+meaning: counts 1-10, relation indices in range, and - unless ``require_nouns_in_prompt=False`` - every noun
+must occur in the prompt (no invented objects). With ``open_vocab=True`` (the decomposer's default) a
+colour, pattern or size outside SceneSim's vocabulary and any ``"attributes"`` become open attributes, a
+relation outside :data:`poser_env.core.spec.RELATIONS` an open relation, and an unknown background or style is
+listed in ``spec.unexpressed`` (see :mod:`poser_env.core.spec`, "Open spec"); with ``open_vocab=False`` they are
+errors. The instructions and few-shot examples are versioned data (``poser_env/data/llm_prompt.toml``,
+:data:`PROMPT_VERSION`, recorded in ``spec.metadata["prompt_version"]``).
 Any failure falls back to the rule parser (:func:`poser_env.parser.parse`) and the reason is recorded in
 ``spec.metadata["fallback_reason"]`` and :attr:`LLMDecomposer.last_fallback_reason`.
 ``plan``, ``revise`` and ``current`` delegate to the rule decomposer (:class:`poser_env.decomposer.RuleDecomposer`).
@@ -24,23 +29,37 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from importlib import resources
 from typing import TYPE_CHECKING, Any, Unpack
 
 from poser_env.core.hf import HFModel, HFOptions
 from poser_env.core.lru import LRUCache
+from poser_env.core.optional import require
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
+from poser_env.parser import clean_prompt
 
 if TYPE_CHECKING:
     from poser_env.core.commands import Command
     from poser_env.core.feedback import Feedback
     from poser_env.planner import Plan
 
-__all__ = ["SCHEMA_TEXT", "SYSTEM_PROMPT", "LLMDecomposer", "LLMOutputError", "extract_json_object", "spec_from_llm_text"]
+__all__ = [
+    "FEW_SHOT",
+    "PROMPT_VERSION",
+    "SCHEMA",
+    "SCHEMA_TEXT",
+    "SYSTEM_PROMPT",
+    "LLMDecomposer",
+    "LLMOutputError",
+    "extract_json_object",
+    "spec_from_llm_text",
+]
 
-_TOP_KEYS = frozenset({"tag", "include", "exclude", "relations", "background", "style", "prompt"})
-_ITEM_KEYS = frozenset({"class", "count", "color", "pattern", "size", "position"})
+_TOP_KEYS = frozenset({"tag", "include", "exclude", "relations", "background", "style", "prompt", "unexpressed"})
+_ITEM_KEYS = frozenset({"class", "count", "color", "pattern", "size", "position", "attributes"})
 _EXCLUDE_KEYS = frozenset({"class", "count"})
 
 SCHEMA_TEXT = (
@@ -53,11 +72,21 @@ SCHEMA_TEXT = (
     "relations are one of " + json.dumps(list(RELATIONS)) + '; optional "background": one of '
     + json.dumps(list(BACKGROUNDS)) + '; optional "style": one of ' + json.dumps(list(STYLES)) + "."
 )
-SYSTEM_PROMPT = (
-    "You convert an image description into a checklist for an image generator. " + SCHEMA_TEXT
-    + ' Example: "two red clocks left of a blue dog" -> {"include": [{"class": "clock", "count": 2, '
-    '"color": "red", "position": ["left of", 1]}, {"class": "dog", "count": 1, "color": "blue"}]}'
-)
+_DATA = resources.files("poser_env").joinpath("data")
+#: JSON schema of the model's answer (``poser_env/data/llm_spec_schema.json``).
+SCHEMA: dict[str, Any] = json.loads(_DATA.joinpath("llm_spec_schema.json").read_text(encoding="utf-8"))
+_PROMPT_DATA = tomllib.loads(_DATA.joinpath("llm_prompt.toml").read_text(encoding="utf-8"))
+#: Version of the instructions and few-shot examples (``poser_env/data/llm_prompt.toml``).
+PROMPT_VERSION: int = int(_PROMPT_DATA["version"])
+_VOCAB = {"{colors}": COLORS, "{patterns}": PATTERNS, "{sizes}": SIZES, "{relations}": RELATIONS,
+          "{backgrounds}": BACKGROUNDS, "{styles}": STYLES}
+_system = str(_PROMPT_DATA["system"])
+for _key, _words in _VOCAB.items():
+    _system = _system.replace(_key, json.dumps(list(_words)))
+#: The instructions given to the model (versioned data, vocabularies filled in).
+SYSTEM_PROMPT: str = _system
+#: (prompt, answer) few-shot examples shown to the model before the prompt.
+FEW_SHOT: tuple[tuple[str, str], ...] = tuple((str(e["prompt"]), str(e["answer"])) for e in _PROMPT_DATA["examples"])
 
 
 class LLMOutputError(SpecError):
@@ -89,6 +118,27 @@ def _check_int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
+def _check_schema(obj: dict[str, Any]) -> None:
+    """Validate against :data:`SCHEMA` with the ``jsonschema`` library (an error names the path)."""
+    jsonschema = require("jsonschema", "diffusers")
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path).lstrip(".") or "answer"
+        raise LLMOutputError(f"{where}: {e.message} (schema {SCHEMA['$id']})")
+
+
+def _open_word(value: Any, where: str) -> str:
+    from poser_env.core.spec import MAX_OPEN_CHARS
+
+    if not isinstance(value, str):
+        raise LLMOutputError(f"{where}={value!r} must be a string")
+    v = " ".join(re.sub(r"[^\w '-]", " ", value.lower()).split())
+    if not v or len(v) > MAX_OPEN_CHARS:
+        raise LLMOutputError(f"{where}={value!r} must be a word or short phrase (1 to {MAX_OPEN_CHARS} characters)")
+    return v
+
+
 def _check_vocab(value: Any, where: str, choices: Sequence[str]) -> str | None:
     if value is None:
         return None
@@ -112,18 +162,25 @@ def _prompt_words(prompt: str) -> str:
     return " " + " ".join(singular(w) for w in words) + " "
 
 
-def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool = True) -> Spec:
+def spec_from_llm_text(
+    text: str, prompt: str, *, require_nouns_in_prompt: bool = True, open_vocab: bool = False
+) -> Spec:
     """Validate an LLM answer against the spec schema and build the spec for ``prompt``.
 
     Args:
         text: The model's raw answer (it may hold prose or code fences around the JSON object).
         prompt: The prompt it was asked to decompose (becomes ``spec.prompt``).
         require_nouns_in_prompt: Reject nouns that do not occur in the prompt (singular or plural).
+        open_vocab: Keep words outside SceneSim's vocabulary as the open spec (see the module docstring);
+            when False they are errors.
 
     Raises:
         LLMOutputError: naming the first problem found.
     """
     obj = extract_json_object(text)
+    open_attrs: list[list[Any]] = []
+    open_rels: list[list[Any]] = []
+    unexpressed: list[str] = []
     unknown = sorted(set(obj) - _TOP_KEYS)
     if unknown:
         raise LLMOutputError(f"unknown keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
@@ -144,18 +201,39 @@ def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool 
         nouns.append(noun)
         rec: dict[str, Any] = {"class": noun, "count": _check_int(item.get("count", 1), f"include[{i}].count", 1, 10)}
         for key, choices in (("color", COLORS), ("pattern", PATTERNS), ("size", SIZES)):
-            v = _check_vocab(item.get(key), f"include[{i}].{key}", choices)
+            raw = item.get(key)
+            if open_vocab and isinstance(raw, str) and raw.strip().lower() not in choices:
+                open_attrs.append([i, _open_word(raw, f"include[{i}].{key}")])
+                continue
+            v = _check_vocab(raw, f"include[{i}].{key}", choices)
             if v is not None:
                 rec[key] = v
+        attrs = item.get("attributes") or []
+        if not isinstance(attrs, list):
+            raise LLMOutputError(f"include[{i}].attributes={attrs!r} must be a list of words")
+        for k, a in enumerate(attrs):
+            word = _open_word(a, f"include[{i}].attributes[{k}]")
+            if not open_vocab:
+                raise LLMOutputError(f"include[{i}].attributes[{k}]={a!r}: open attributes need open_vocab=True")
+            for key, choices in (("color", COLORS), ("pattern", PATTERNS), ("size", SIZES)):
+                if word in choices and key not in rec:
+                    rec[key] = word  # a closed word listed as an attribute goes where it belongs
+                    break
+            else:
+                if word not in COLORS and word not in PATTERNS and word not in SIZES:
+                    open_attrs.append([i, word])
         pos = item.get("position")
         if pos:
             if not isinstance(pos, (list, tuple)) or len(pos) != 2:
                 raise LLMOutputError(f"include[{i}].position={pos!r} must be [relation, reference index]")
-            rel = _check_vocab(pos[0], f"include[{i}].position[0]", RELATIONS)
             ref = _check_int(pos[1], f"include[{i}].position[1]", 0, n - 1)
             if ref == i:
                 raise LLMOutputError(f"include[{i}].position refers to the group itself")
-            rec["position"] = [rel, ref]
+            if open_vocab and isinstance(pos[0], str) and pos[0].strip().lower() not in RELATIONS:
+                open_rels.append([i, _open_word(pos[0], f"include[{i}].position[0]"), ref])
+            else:
+                rel = _check_vocab(pos[0], f"include[{i}].position[0]", RELATIONS)
+                rec["position"] = [rel, ref]
         meta["include"].append(rec)
     exclude = obj.get("exclude") or []
     if not isinstance(exclude, list):
@@ -178,11 +256,28 @@ def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool 
         ref = _check_int(r[2], f"relations[{j}][2]", 0, n - 1)
         if s == ref:
             raise LLMOutputError(f"relations[{j}] relates group {s} to itself")
+        if open_vocab and isinstance(r[1], str) and r[1].strip().lower() not in RELATIONS:
+            open_rels.append([s, _open_word(r[1], f"relations[{j}][1]"), ref])
+            continue
         meta["relations"].append([s, _check_vocab(r[1], f"relations[{j}][1]", RELATIONS), ref])
     for key, choices in (("background", BACKGROUNDS), ("style", STYLES)):
-        v = _check_vocab(obj.get(key), key, choices)
+        raw = obj.get(key)
+        if open_vocab and isinstance(raw, str) and raw.strip().lower() not in choices:
+            unexpressed.append(f"{key}: {_open_word(raw, key)}")
+            continue
+        v = _check_vocab(raw, key, choices)
         if v is not None:
             meta[key] = v
+    for k, u in enumerate(obj.get("unexpressed") or []):
+        if not isinstance(u, str):
+            raise LLMOutputError(f"unexpressed[{k}]={u!r} must be a string")
+        unexpressed.append(u)
+    if open_attrs:
+        meta["attributes"] = open_attrs
+    if open_rels:
+        meta["open_relations"] = open_rels
+    if unexpressed:
+        meta["unexpressed"] = unexpressed
     tag = obj.get("tag")
     if isinstance(tag, str) and tag:
         meta["tag"] = tag
@@ -190,6 +285,7 @@ def spec_from_llm_text(text: str, prompt: str, *, require_nouns_in_prompt: bool 
         missing = [w for w in nouns if f" {w} " not in words]
         if missing:
             raise LLMOutputError(f"nouns {missing} do not occur in the prompt {prompt!r} (invented objects)")
+    _check_schema(obj)
     try:
         return Spec.from_geneval(meta)
     except (SpecError, TypeError, ValueError) as exc:
@@ -209,6 +305,9 @@ class LLMDecomposer(HFModel):
             :class:`LLMOutputError`.
         require_nouns_in_prompt: Reject specs naming objects absent from the prompt (default True).
         system_prompt: Instructions given to the model (default :data:`SYSTEM_PROMPT`).
+        few_shot: (prompt, answer) examples shown before the prompt (default :data:`FEW_SHOT`).
+        open_vocab: Keep attributes and relations outside SceneSim's vocabulary as the open spec (default
+            True; SceneSim refuses such specs by name, see :meth:`poser_env.core.spec.Spec.require_closed`).
         cache_size: Raw answers remembered per prompt (greedy decoding is deterministic), >= 0 (default 256).
         rules: The decomposer that plans, revises and provides the fallback parse; None uses
             :func:`poser_env.parser.parse` for the fallback and builds
@@ -233,6 +332,8 @@ class LLMDecomposer(HFModel):
         fallback: bool = True,
         require_nouns_in_prompt: bool = True,
         system_prompt: str = SYSTEM_PROMPT,
+        few_shot: Sequence[tuple[str, str]] = FEW_SHOT,
+        open_vocab: bool = True,
         cache_size: int = 256,
         rules: Any = None,
         **options: Unpack[HFOptions],
@@ -246,6 +347,8 @@ class LLMDecomposer(HFModel):
         self.fallback = bool(fallback)
         self.require_nouns_in_prompt = bool(require_nouns_in_prompt)
         self.system_prompt = system_prompt
+        self.few_shot = tuple((str(p), str(a)) for p, a in few_shot)
+        self.open_vocab = bool(open_vocab)
         self.cache_size = cache_size
         self._rules = rules
         self._tokenizer: Any = None
@@ -277,9 +380,14 @@ class LLMDecomposer(HFModel):
         self.load()
         user = f"Description: {prompt}\nJSON:"
         if getattr(self._tokenizer, "chat_template", None):
-            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+            messages = [{"role": "system", "content": self.system_prompt}]
+            for ex_prompt, ex_answer in self.few_shot:
+                messages += [{"role": "user", "content": f"Description: {ex_prompt}\nJSON:"},
+                             {"role": "assistant", "content": ex_answer}]
+            messages.append({"role": "user", "content": user})
             return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        return f"{self.system_prompt}\n\n{user}"
+        shots = "".join(f"Description: {p}\nJSON: {a}\n\n" for p, a in self.few_shot)
+        return f"{self.system_prompt}\n\n{shots}{user}"
 
     def generate(self, prompt: str) -> str:
         """The model's raw (greedy) answer for ``prompt``."""
@@ -303,21 +411,23 @@ class LLMDecomposer(HFModel):
         """
         self.last_output = text
         try:
-            spec = spec_from_llm_text(text, prompt, require_nouns_in_prompt=self.require_nouns_in_prompt)
+            spec = spec_from_llm_text(text, prompt, require_nouns_in_prompt=self.require_nouns_in_prompt,
+                                      open_vocab=self.open_vocab)
         except LLMOutputError as exc:
             if not self.fallback:
                 raise
             self.last_fallback_reason = str(exc)
             spec = self._fallback_parse(prompt)
             return replace(spec, metadata={**dict(spec.metadata), "decomposer": "rules-fallback",
+                                           "prompt_version": PROMPT_VERSION,
                                            "fallback_reason": str(exc), "llm_output": text})
         self.last_fallback_reason = None
-        return replace(spec, metadata={**dict(spec.metadata), "decomposer": "llm", "llm_output": text})
+        return replace(spec, metadata={**dict(spec.metadata), "decomposer": "llm", "llm_output": text,
+                                       "prompt_version": PROMPT_VERSION})
 
     def parse(self, prompt: str) -> Spec:
         """Decompose ``prompt`` into a spec (see the module docstring)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise SpecError(f"prompt={prompt!r} must be a non-empty string such as 'two red clocks'.")
+        prompt = clean_prompt(prompt)  # not a string, empty or too long: a ParseError naming the fix
         cached = self._cache.get(prompt)
         if cached is not None:
             return self.parse_output(cached, prompt)

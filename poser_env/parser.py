@@ -1,11 +1,18 @@
-"""Rule-based prompt parser: English prompt -> :class:`poser_env.core.spec.Spec`, command text -> ParsedCommand.
+"""Rule-based prompt parser: English prompt -> :class:`poser_env.core.spec.Spec`.
 
-Dependency-free and deterministic. It reads:
+Deterministic rules over word lists (``poser_env/data/lexicon.toml``) and lemminflect's English dictionary
+(which words can be nouns, verbs or adjectives). No trustworthy spaCy/NLTK model can be installed from PyPI
+(``en_core_web_sm`` is published on GitHub only; the PyPI copies are third-party re-uploads), so noun
+phrases come from rules. It reads:
 
 * **quantities**: ``a``/``an``/``one``..``ten``, digits, ``a pair of``/``a couple of`` (2), ``some``,
-  ``several``, ``many``, ``a group of`` ... (a plural noun without a number counts 2). Counts above ten
-  are clamped to 10 (the spec's maximum). An *explicit cardinal* (``two``..``ten`` or a digit >= 2)
-  means exactly N, as in GenEval's counting task: the spec also gets ``Exclusion(noun, N + 1)``.
+  ``several``, ``many``, ``a group of`` ... (a plural noun without a number counts 2). An *explicit
+  cardinal* (``two``..``ten`` or a digit >= 2) means exactly N, as in GenEval's counting task: the spec
+  also gets ``Exclusion(noun, N + 1)`` (N = the total over all counted groups of that noun). An explicit
+  count above :data:`MAX_COUNT` before a plural noun ("500 cats", "a dozen eggs"), a negative ("-3 cats")
+  or fractional one ("2.5 cats") is a :class:`ParseError`; "0 cats" reads as "zero cats" (an
+  exclusion); a number before a unit ("90 degrees") or a singular noun ("a 90 degree angle") is a measure
+  (reported).
 * **nouns**: any noun, multi-word nouns ("teddy bear", "fire hydrant", "hair drier"), regular and
   irregular plurals (the spec holds the singular). A colour word that ends a noun phrase is the noun
   ("an orange", "a yellow orange").
@@ -17,56 +24,75 @@ Dependency-free and deterministic. It reads:
   "on the left of", "left of" -> ``left of``; likewise right; "above"/"over" -> ``above``; "below"/"beneath"
   -> ``below``; "under"/"underneath" -> ``under``; "on top of"/"on"/"atop" -> ``on top of``;
   "next to"/"beside"/"near"/"alongside" -> ``next to``. Relations the spec cannot hold ("in front of",
-  "behind", "in", "inside", "between") are read and ignored. Chains ("a cup left of a dog left of a cat")
-  give one relation per link.
-* **conjunctions, several sentences and simple coreference**: "it" (nearest single group), "they"/"them"
-  (nearest plural group), "the cups" (nearest group with that noun, else a new group).
+  "behind", "in", "inside", "between") become open relations (``open_vocab=True``) or are reported in
+  ``spec.unexpressed``. Chains ("a cup left of a dog left of a cat") give one relation per link; a relation
+  after a coordination holds for each conjunct ("chairs and lamps on the wall"); a fronted relation binds
+  to the subject that follows ("Under the shelf are two barbels", "Next to it, a plate"); after "with" or
+  "wearing" phrases it binds to the head ("a glass with jam on a table"); "a bed with a laptop on it";
+  "a plate topped with broccoli".
+* **conjunctions, several sentences and coreference**: "it" (nearest single group, never the subject of
+  the relation it ends), "they"/"them" (nearest plural group), "the cups" (nearest group with that noun,
+  else a new group); a predicate ("... is green") binds to the clause's subject ("the clock on the
+  building is green").
+* **what is not an object**: verbs and adverbs (lemminflect), posture words ("bent"), rendering words
+  ("8k", "artstation", "digital art"), creators ("by greg rutkowski"), text to render (quoted spans,
+  "the text"), Midjourney flags ("--ar 16:9"); the reported ones go to ``spec.unexpressed``.
 * **background** (:data:`poser_env.core.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
   "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
   **style** (:data:`poser_env.core.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
   "photorealistic"/"a photograph of"). GenEval's framing "a photo of" is neutral: it sets no style.
-* **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat".
+* **exclusions**: "no cats", "without any dogs", "there are no cats", "with no dog or cat". "No red cats"
+  (an exclusion of only some colour) and "two cats and no cats" (a contradiction) are errors.
+* **refused**: not a string, empty (after removing control characters), longer than
+  :data:`MAX_PROMPT_CHARS`, not English (other letters, or more foreign than English function words; the
+  error names ``decomposer="llm:<path>"``), two colours side by side for one object ("a red blue car";
+  "a red and white cup" keeps red and reports white).
 
 GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks) get GenEval's tag;
 other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
 
-Command texts (see :mod:`poser_env.core.commands`) are read by :func:`parse_command_text`. Ordinals ("the
-second clock") count objects of that noun **from left to right** (by box centre x), 0-based in
-:attr:`poser_env.core.commands.ParsedCommand.index`; "the last clock" gives index -1.
+Word lists are data (``poser_env/data/lexicon.toml``); command texts are read by
+:func:`poser_env.grammar.parse_command_text`, which reuses this module's noun-phrase scanner.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from poser_env.core.commands import CommandError, ParsedCommand, split_op
+from lemminflect import getAllLemmas
+
+from poser_env import lexicon
 from poser_env.core.spec import (
-    BACKGROUNDS,
-    COLORS,
-    PATTERNS,
     RELATIONS,
-    SIZES,
-    STYLES,
     Entity,
     Exclusion,
+    OpenAttribute,
+    OpenRelation,
     Relation,
     Spec,
     SpecError,
 )
-from poser_env.core.text import singular
+from poser_env.core.text import plural, singular
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_PROMPT_CHARS",
     "ORDINALS",
     "ParseError",
+    "clean_prompt",
     "parse",
-    "parse_command_text",
 ]
 
-#: Longest prompt :func:`parse` accepts, in characters.
-MAX_PROMPT_CHARS = 100_000
+#: Longest prompt :func:`parse` accepts, in characters (LongBench-T2I's longest is about 9,000; parsing
+#: 12,000 characters takes a few milliseconds, so the env's reset stays cheap).
+MAX_PROMPT_CHARS = 12_000
+#: Most objects in one group (the spec's limit); an explicit larger count is an error.
+MAX_COUNT = 10
+_LLM_HINT = ("the rule parser reads English only; for other prompts use an LLM decomposer, "
+             "decomposer='llm:<path>' (poser_env.llm.LLMDecomposer)")
 
 
 class ParseError(SpecError):
@@ -74,176 +100,86 @@ class ParseError(SpecError):
 
 
 # ---------------------------------------------------------------------------------------------- vocab
-_NUMBERS: dict[str, int] = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "twenty": 20,
-}
+# Word lists are data (poser_env/data/lexicon.toml, read by poser_env/lexicon.py).
+_NUMBERS = lexicon.NUMBERS
 #: Ordinal words -> 0-based index (``"last"`` is -1).
-ORDINALS: dict[str, int] = {
-    "first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "seventh": 6,
-    "eighth": 7, "ninth": 8, "tenth": 9, "1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4, "6th": 5,
-    "7th": 6, "8th": 7, "9th": 8, "10th": 9, "last": -1,
-}
-_COLOR_WORDS: dict[str, str] = {c: c for c in COLORS}
-_COLOR_WORDS.update({"grey": "gray", "violet": "purple", "golden": "yellow", "gold": "yellow"})
-_COLOR_MODS = {"dark", "light", "bright", "pale", "deep", "pastel", "vivid", "navy", "sky", "hot"}
-_PATTERN_WORDS: dict[str, str] = {
-    "striped": "striped", "stripy": "striped", "stripey": "striped", "pinstriped": "striped",
-    "dotted": "dotted", "polka-dot": "dotted", "polka-dotted": "dotted", "spotted": "dotted",
-    "spotty": "dotted", "dotty": "dotted", "polkadot": "dotted",
-    "checkered": "checkered", "chequered": "checkered", "checked": "checkered", "plaid": "checkered",
-    "tartan": "checkered", "gingham": "checkered", "checkerboard": "checkered",
-    "plain": "plain", "solid": "plain", "patternless": "plain",
-}
-_PATTERN_NOUNS: dict[str, str] = {
-    "stripes": "striped", "stripe": "striped", "dots": "dotted", "spots": "dotted",
-    "polka-dots": "dotted", "checks": "checkered", "checkers": "checkered", "plaid": "checkered",
-}
-_SIZE_WORDS: dict[str, str] = {
-    "small": "small", "tiny": "small", "little": "small", "mini": "small", "miniature": "small",
-    "smaller": "small", "medium": "medium", "medium-sized": "medium", "mid-sized": "medium",
-    "midsize": "medium", "large": "large", "big": "large", "huge": "large", "giant": "large",
-    "enormous": "large", "massive": "large", "larger": "large", "bigger": "large",
-    "small-sized": "small", "large-sized": "large",
-}
+ORDINALS: dict[str, int] = lexicon.ORDINALS
+_COLOR_WORDS = lexicon.COLOR_WORDS
+_PATTERN_WORDS = lexicon.PATTERN_WORDS
+_PATTERN_NOUNS = lexicon.PATTERN_NOUNS
+_SIZE_WORDS = lexicon.SIZE_WORDS
 _ATTR_WORDS = set(_COLOR_WORDS) | set(_PATTERN_WORDS) | set(_SIZE_WORDS)
-
-# relation phrases (token sequences), longest first; None = a relation the spec cannot hold
-_REL_PHRASES: list[tuple[tuple[str, ...], str | None]] = []
-
-
-def _add_rel(rel: str | None, *phrases: str) -> None:
-    for p in phrases:
-        _REL_PHRASES.append((tuple(p.split()), rel))
-
-
-for _side in ("left", "right"):
-    _add_rel(
-        f"{_side} of",
-        f"to the {_side} of", f"on the {_side} of", f"at the {_side} of", f"to the {_side} side of",
-        f"on the {_side} side of", f"on the {_side} hand side of", f"to the {_side} hand side of",
-        f"on the {_side}-hand side of", f"to the {_side}-hand side of", f"at the {_side} side of",
-        f"{_side} of", f"{_side} side of", f"{_side}ward of",
-    )
-_add_rel("on top of", "on the top of", "on top of", "at the top of", "atop", "on", "upon", "onto")
-_add_rel("above", "above", "over", "higher than")
-_add_rel("below", "below", "beneath", "lower than")
-_add_rel("under", "underneath", "under")
-_add_rel(
-    "next to", "next to", "beside", "besides", "alongside", "near", "close to", "adjacent to",
-    "by the side of", "on the side of", "on side of", "at the side of", "nearby",
-)
-_add_rel(None, "in front of", "behind", "in back of", "at the back of", "inside of", "inside", "in", "into",
-         "within", "between", "among", "amongst", "around", "across from", "opposite", "facing", "against")
-_REL_PHRASES.sort(key=lambda pr: -len(pr[0]))
+_W = lexicon.WORDS
+_COLOR_MODS = _W["color_modifiers"]
+_REL_PHRASES = lexicon.REL_PHRASES
 assert all(r is None or r in RELATIONS for _, r in _REL_PHRASES)
 _REL_FIRST = {p[0] for p, _ in _REL_PHRASES}
 _REL_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str | None]]] = {}
 for _rseq, _rel in _REL_PHRASES:
     _REL_BY_FIRST.setdefault(_rseq[0], []).append((_rseq, _rel))
-
-_QUANT_PHRASES: list[tuple[tuple[str, ...], int | None]] = [
-    (("a", "pair", "of"), 2), (("a", "couple", "of"), 2), (("pair", "of"), 2), (("couple", "of"), 2),
-    (("a", "group", "of"), None), (("a", "bunch", "of"), None), (("a", "set", "of"), None),
-    (("a", "row", "of"), None), (("a", "few"), None), (("a", "lot", "of"), None), (("lots", "of"), None),
-    (("a", "number", "of"), None), (("a", "handful", "of"), None), (("a", "stack", "of"), None),
-    (("a", "pile", "of"), None), (("a", "flock", "of"), None), (("a", "herd", "of"), None),
-    (("a", "collection", "of"), None), (("a", "cluster", "of"), None), (("a", "line", "of"), None),
-    (("a", "dozen"), 10), (("a", "piece", "of"), None), (("a", "slice", "of"), None),
-    (("group", "of"), None), (("groups", "of"), None), (("a", "variety", "of"), None),
-]
-_QUANT_PHRASES.sort(key=lambda pr: -len(pr[0]))
+_QUANT_PHRASES = lexicon.QUANT_PHRASES
 _QUANT_BY_FIRST: dict[str, list[tuple[tuple[str, ...], int | None]]] = {}
 for _seq, _n in _QUANT_PHRASES:
     _QUANT_BY_FIRST.setdefault(_seq[0], []).append((_seq, _n))
-_VAGUE_QUANT = {"some", "several", "many", "multiple", "various", "numerous", "few", "both"}
-_DEFINITE = {"the", "this", "that", "these", "those", "all", "each", "every", "both"}
-_POSSESSIVE = {"its", "their", "his", "her", "my", "your", "our"}
-_PRONOUN_SING = {"it"}
-_PRONOUN_PLUR = {"they", "them"}
-_EXCL_WORDS = {"no", "without", "zero", "nor"}
-
-_STOP = {
-    # prepositions / particles
-    "of", "in", "on", "at", "by", "with", "for", "from", "to", "into", "onto", "near", "beside", "behind",
-    "under", "over", "above", "below", "beneath", "underneath", "between", "among", "across", "through",
-    "around", "against", "along", "atop", "inside", "outside", "upon", "within", "toward", "towards",
-    "next", "about", "off", "up", "down", "out", "like", "as", "via", "per", "amid", "amidst", "beyond",
-    "past", "throughout", "during", "before", "after", "while", "alongside", "besides", "nearby",
-    "without", "except", "than", "opposite", "facing",
-    # conjunctions, relatives
-    "and", "or", "but", "nor", "so", "yet", "that", "which", "who", "whom", "whose", "where", "when",
-    "because", "if", "although", "though", "whereas", "then", "plus", "either", "neither",
-    # auxiliaries and common verbs
-    "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did",
-    "can", "could", "will", "would", "should", "may", "might", "must", "shall", "sits", "sit", "sat",
-    "stands", "stand", "stood", "lies", "lie", "lay", "rests", "rest", "hangs", "hang", "hung",
-    "appears", "appear", "looks", "look", "seems", "seem", "placed", "positioned", "located", "set",
-    "put", "make", "makes", "made", "show", "shows", "shown", "showing", "depict", "depicts", "depicting",
-    "draw", "drawn", "imagine", "create", "generate", "render", "feature", "features", "featuring",
-    "contains", "contain", "containing", "holds", "hold", "holding", "wears", "wear", "wearing",
-    "get", "gets", "give", "gives", "add", "remove", "move", "change", "turn", "paint", "painted",
-    "colored", "coloured", "let", "keep", "see", "seen", "there", "here",
-    # pronouns and determiners
-    "it", "they", "them", "its", "their", "his", "her", "he", "she", "him", "we", "us", "you", "i", "me",
-    "my", "your", "our", "this", "these", "those", "the", "a", "an", "some", "any", "all", "each",
-    "every", "both", "another", "other", "such", "no", "not", "none", "own", "one's", "itself",
-    "themselves", "what", "whatever",
-    # adverbs
-    "very", "also", "just", "only", "too", "quite", "rather", "really", "slightly", "directly",
-    "together", "again", "still", "even", "well", "almost", "nearly", "exactly", "instead",
-    "perhaps", "maybe", "now", "always", "never", "often", "partly", "mostly", "fully", "entirely",
-    "everything", "something", "nothing", "anything", "everyone", "someone", "anyone", "everybody",
-    "somebody", "nobody", "overall", "including", "includes", "include", "included", "use", "uses",
-}
-_LY_NOUNS = {"fly", "butterfly", "dragonfly", "firefly", "housefly", "lily", "jelly", "belly", "family",
-             "holly", "bully", "ally", "rally", "gully", "dolly", "trolly", "tally", "folly", "filly",
-             "grizzly", "italy", "assembly", "supply", "reply", "anomaly", "monopoly", "doily", "ugly"}
+_VAGUE_QUANT = _W["vague_quantifiers"]
+_DEFINITE = _W["definite"]
+_POSSESSIVE = _W["possessive"]
+_PRONOUN_SING = _W["pronouns_singular"]
+_PRONOUN_PLUR = _W["pronouns_plural"]
+_EXCL_WORDS = _W["exclusion_words"]
+_STOP = _W["stop_words"]
+_LY_NOUNS = _W["ly_nouns"]
+_LY_ADJ = _W["ly_adjectives"]
+_FRAMING_NOUNS = _W["framing_nouns"]
+_NON_OBJECTS = _W["non_objects"]
+_ING_NOUNS = _W["ing_nouns"]
+_ED_NOUNS = _W["ed_nouns"]
+_COMMON_ADJ = _W["common_adjectives"]
+_COPULA = _W["copula"]
+_NOT_NOUNS = _W["not_nouns"]
+_FOREIGN = _W["foreign_function_words"]
+_TEXT_NOUNS = _W["text_nouns"]
+_UNITS = _W["unit_nouns"]
+_OPEN_COLORS = _W["open_colors"]
+_COMPOUNDS = _W["compound_nouns"]
+_RENDER_HEADS = _W["render_heads"]
+_RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
+_ENGLISH = _W["english_function_words"]
+_RENDER_WORDS = _W["render_words"]
 
 
-_LY_ADJ = {"elderly", "friendly", "lovely", "lonely", "curly", "woolly", "wooly", "silly", "holy", "chilly",
-           "early", "daily", "lively", "costly", "deadly", "hilly", "oily", "wrinkly", "sparkly", "bubbly",
-           "prickly", "jolly", "burly", "surly", "stately", "comely", "ghostly", "portly", "homely", "scaly",
-           "smelly", "frilly", "wiggly", "squiggly", "knobbly", "gnarly", "womanly", "manly", "saintly"}
+@functools.lru_cache(maxsize=65536)
+def _pos(w: str) -> frozenset[str]:
+    """Parts of speech an English word can have (lemminflect's dictionary; empty when unknown)."""
+    return frozenset(getAllLemmas(w.replace("'s", "")))
+
+
+def _cannot_be_noun(w: str) -> bool:
+    """A known word that is never a noun (a verb form, an adverb ...)."""
+    pos = _pos(w) | _pos(singular(w))
+    return bool(pos) and "NOUN" not in pos and "PROPN" not in pos
 
 
 def _is_adverb(w: str) -> bool:
     return w.endswith("ly") and w not in _LY_NOUNS and w not in _LY_ADJ and not w.endswith("fly")
-_FRAMING_NOUNS = {"photo", "image", "picture", "photograph", "shot", "rendering", "render", "scene",
-                  "view", "painting", "illustration", "drawing", "depiction", "snapshot", "portrait",
-                  "close-up", "closeup", "sketch", "watercolor", "watercolour"}
-_NON_OBJECTS = {
-    "left", "right", "top", "bottom", "middle", "center", "centre", "foreground", "background", "side",
-    "front", "back", "corner", "edge", "distance", "image", "picture", "photo", "scene", "frame",
-    "composition", "view", "air", "way", "time", "moment", "style", "color", "colour", "shape",
-    "texture", "pattern", "size", "rest", "other", "others", "one", "ones", "lot", "kind", "sort",
-    "type", "part", "piece", "number", "place", "spot", "area", "space", "setting", "atmosphere",
-    "mood", "light", "lighting", "shadow", "shadows", "sky", "grass", "night", "sand", "beach",
-}
-_ING_NOUNS = {"building", "painting", "ring", "king", "ceiling", "string", "wing", "swing", "spring",
-              "thing", "sling", "wedding", "clothing", "stuffing", "icing", "frosting", "railing",
-              "parking", "dining", "sibling", "duckling", "pudding", "dumpling", "earring", "drawing",
-              "sing", "bing", "ping", "evening", "morning", "sapling", "ling", "bedding", "awning",
-              "lightning", "stocking", "topping", "filling", "dressing", "seedling", "wring"}
-_ED_NOUNS = {"bed", "shed", "sled", "seed", "weed", "reed", "steed", "sofabed", "flowerbed", "seabed",
-             "hundred", "red", "bread", "thread", "head", "bled", "fled", "speed", "feed",
-             "need", "creed", "deed", "breed", "tweed", "greed"}
-_COMMON_ADJ = {
-    "beautiful", "pretty", "cute", "old", "young", "new", "tall", "short", "long", "wide", "narrow",
-    "fluffy", "shiny", "bright", "dark", "majestic", "elegant", "cozy", "vintage", "modern", "ancient",
-    "antique", "rustic", "colorful", "colourful", "vibrant", "lush", "serene", "tranquil", "quaint",
-    "ornate", "sleek", "smooth", "rough", "soft", "hard", "fresh", "ripe", "happy", "sad", "angry",
-    "friendly", "playful", "curious", "lone", "single", "lovely", "gorgeous", "charming", "adorable",
-    "stunning", "picturesque", "weathered", "worn", "rusty", "rusted", "glossy", "fuzzy", "furry",
-    "delicate", "sturdy", "heavy", "light", "thin", "thick", "fat", "slender", "realistic", "detailed",
-    "silly", "elderly", "lonely", "curly", "jolly", "sparkly", "floofy",
-    "wuzzy", "shallow", "square-shaped", "round", "square", "triangular", "circular", "oval", "wet", "dry",
-    "plump", "stout", "warm", "cold", "cool", "rich", "quiet", "calm", "busy", "empty", "full", "stark",
-    "immaculate", "vivid", "gentle", "golden", "silver", "wooden", "metallic", "plastic",
-}
+
+
 _END_WORDS = {",", "|", ":"}
-_COPULA = {"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears", "appear",
-           "seems", "seem", "colored", "coloured", "painted", "dyed", "becomes", "become", "turns", "turn"}
+#: Words after a verb in -s that show it is a verb ("dusk sets in", "paint contrasts with"); "on" is not one
+#: ("teddy bears on a bed").
+_VERB_PARTICLES = frozenset({"in", "out", "with", "from", "into", "up", "down", "off", "away", "over", "through",
+                             "across", "along", "the", "a", "an", "its", "their", "his", "her", "to", "toward",
+                             "towards", "around", "at", "gently", "slowly", "softly"})
+_MULTIPLIERS = frozenset({"hundred", "thousand", "million"})
+_HYPHEN_NUMBER = re.compile(r"(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(one|two|three|four|five|six|"
+                            r"seven|eight|nine)")
+_DETERMINERS = frozenset({"a", "an", "the", "its", "their", "his", "her", "this", "these", "those", "my", "our"})
+_PLURAL_DET = frozenset({"these", "those", "all", "both", "some", "several", "many", "few", "various"})
+#: Words whose object is secondary to the noun before them ("a glass with jam", "a wolf wearing a tie").
+_WITH_WORDS = frozenset({"with", "wearing", "holding", "carrying", "having", "wears", "holds", "carries"})
+#: Words after which a verb, not a bare noun, comes ("a sign that reads ...", "she runs").
+_BEFORE_VERB = frozenset({"that", "which", "who", "he", "she", "it", "they", "we", "you", "i", "can", "could",
+                          "will", "would", "should", "may", "might", "must", "to"})
 
 
 # ------------------------------------------------------------------------------- scene phrases (regex)
@@ -303,6 +239,9 @@ class _Group:
     definite: bool = False
     explicit: bool = False  # count came from an explicit cardinal (two..ten, digits)
     plural: bool = False
+    open_attrs: list[str] = field(default_factory=list)  # adjectives outside the spec's vocabulary
+    extra: list[str] = field(default_factory=list)  # attribute words the spec could not hold (second colour ...)
+    sentence: int = 0
 
 
 @dataclass
@@ -323,6 +262,8 @@ class _NP:
     pronoun: bool = False
     exclusion: bool = False
     possessive: bool = False
+    adjectives: tuple[str, ...] = ()  # adjectives outside the spec's vocabulary ("wooden", "teal")
+    extra: tuple[str, ...] = ()  # attribute words the spec cannot also hold ("white" of "a red and white cup")
 
 
 @dataclass
@@ -333,6 +274,10 @@ class _Result:
     background: str | None = None
     style: str | None = None
     framed: bool = False  # started with GenEval's "a photo of"
+    open_relations: list[tuple[int, str, int]] = field(default_factory=list)  # relations outside RELATIONS
+    unexpressed: list[str] = field(default_factory=list)
+    sentence: int = 0  # index of the sentence being read
+    excl_sentence: dict[str, int] = field(default_factory=dict)  # noun -> sentence of its "no <noun>"
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
 
 
@@ -342,11 +287,19 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
+    t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
+    t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
+    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # "1,000 cats", "10,000,000 cats"
+    t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
                r"\1", t)
-    t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r\b",
+    t = re.sub(r"\b(?:in )?(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) colou?r(?:ed|s)?\b",
                r"\1", t)
+    t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey) in colou?r\b", r"\1", t)
+    # "black-white cat", "red/blue car": the first colour of a two-colour compound
+    t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)[-/]"
+               r"(?:red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)\b", r"\1", t)
     return t
 
 
@@ -369,18 +322,24 @@ def _quant_at(tokens: Sequence[str], i: int) -> tuple[int, int | None, bool, boo
     t = tokens[i]
     for seq, n in _QUANT_BY_FIRST.get(t, ()):
         if _match_seq(tokens, i, seq):
-            return len(seq), n, False, False
+            return len(seq), n, n is not None and n > MAX_COUNT, False
     if t in ("a", "an", "another"):
         return 1, 1, False, False
     if t == "one":
         return 1, 1, False, False
-    if t in _NUMBERS:
-        return 1, _NUMBERS[t], True, False
+    if t in _NUMBERS or _HYPHEN_NUMBER.fullmatch(t):
+        if t in _NUMBERS:
+            n, ln = _NUMBERS[t], 1
+        else:  # "twenty-one"
+            tens, units = t.split("-")
+            n, ln = _NUMBERS[tens] + _NUMBERS[units], 1
+        while i + ln < len(tokens) and tokens[i + ln] in _MULTIPLIERS:  # "nine hundred", "two thousand"
+            n *= _NUMBERS[tokens[i + ln]]
+            ln += 1
+        return ln, n, True, False
     if t.isdigit():
         n = int(t)
-        if 1 <= n <= 1000:
-            return 1, n, n >= 2, False
-        return None
+        return 1, n, n >= 2, False
     if t in _VAGUE_QUANT:
         return 1, None, False, t == "both"
     if t in _DEFINITE:
@@ -401,7 +360,8 @@ def _not_a_noun(w: str) -> bool:
     """A lone word that cannot be the noun of a phrase (an adjective or participle)."""
     if w in _ATTR_WORDS:
         return w != "orange"
-    return _is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
+    return (_is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
+            or _cannot_be_noun(w) or len(w) < 2 or w[0].isdigit() or w in _NOT_NOUNS)
 
 
 def _is_content(tokens: Sequence[str], i: int) -> bool:
@@ -452,6 +412,8 @@ class _Scanner:
             i += 1
         color = pattern = size = None
         words: list[str] = []
+        adjectives: list[str] = []
+        extra: list[str] = []
         while i < n:
             w = t[i]
             if w in _COLOR_MODS and not words and i + 1 < n and t[i + 1] in _COLOR_WORDS:
@@ -465,27 +427,48 @@ class _Scanner:
                 size = size or _SIZE_WORDS.get(w)
                 i += 2
                 continue
-            if w in _ATTR_WORDS and _is_content(t, i + 1) and not (words and words[-1].endswith("'s")):
-                words.clear()  # "a sleek black pencil": words before an attribute were adjectives
+            coordinated = i + 3 < n and t[i + 1] in ("and", ",") and t[i + 2] in _ATTR_WORDS and (
+                _is_content(t, i + 3))  # "a red and white cup"
+            if w in _ATTR_WORDS and (_is_content(t, i + 1) or coordinated) and not (
+                    words and words[-1].endswith("'s")):
+                adjectives += words  # "a sleek black pencil": words before an attribute were adjectives
+                words.clear()
                 if w in _COLOR_WORDS:
+                    if color is not None and _COLOR_WORDS[w] != color:
+                        if t[i - 1] not in ("and", ","):
+                            raise ParseError(
+                                f"{' '.join(t[start:i + 1])!r} names two colours ({color!r} and {_COLOR_WORDS[w]!r}) "
+                                "for one object; a spec holds one colour per group: keep one, or write "
+                                f"'{color} and {_COLOR_WORDS[w]}' to record the second as not expressible."
+                            )
+                        extra.append(_COLOR_WORDS[w])
                     color = color or _COLOR_WORDS[w]
                 elif w in _PATTERN_WORDS:
+                    if pattern is not None and _PATTERN_WORDS[w] != pattern:
+                        extra.append(_PATTERN_WORDS[w])
                     pattern = pattern or _PATTERN_WORDS[w]
                 else:
+                    if size is not None and _SIZE_WORDS[w] != size:
+                        extra.append(_SIZE_WORDS[w])
                     size = size or _SIZE_WORDS[w]
                 i += 1
                 if i < n and t[i] in ("and", ",") and i + 1 < n and t[i + 1] in _ATTR_WORDS and _is_content(t, i + 2):
-                    i += 1  # "a red and white cup": keep the first colour
+                    i += 1  # "a red and white cup": the first colour; the second is reported as unexpressed
                 continue
             if not _is_content(t, i):
                 break
             if words and (_is_participle(w) or w in _ATTR_WORDS or w in _PATTERN_NOUNS):
                 break
+            if words and (w in _NOT_NOUNS or (_pos(w) and not _pos(w) & {"NOUN", "PROPN", "ADJ"}
+                                               and w not in _ING_NOUNS and w not in _ED_NOUNS)):
+                break  # "the message written in ...": a verb ends the noun phrase
             words.append(w)
             i += 1
-        # drop leading common adjectives while a noun remains
-        while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0])):
-            words.pop(0)
+        # drop leading adjectives while a noun remains ("a teal scarf", "a wooden bowl"; not "a hot dog")
+        while len(words) > 1 and (words[0] in _COMMON_ADJ or _is_adverb(words[0]) or words[0] in _OPEN_COLORS or (
+                _pos(words[0]) & {"ADJ"} and not _pos(words[0]) & {"NOUN", "PROPN"}
+                and " ".join(words[:2]) not in _COMPOUNDS and singular(" ".join(words)) not in _COMPOUNDS)):
+            adjectives.append(words.pop(0))
         if not words:
             return None
         if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
@@ -500,12 +483,29 @@ class _Scanner:
             # "a napkin peeks out": a plural last word after "a" is a verb, not part of the noun
             words.pop()
             i -= 1
+        elif (len(words) >= 2 and (count is None or count == 1) and not explicit and t[start] not in _PLURAL_DET
+              and singular(words[-1]) != words[-1] and "VERB" in _pos(words[-1])
+              and singular(words[-2]) == words[-2] and i < n and t[i] in _VERB_PARTICLES
+              and singular(" ".join(words[-2:])) not in _COMPOUNDS):
+            # "as dusk sets in", "the paint contrasts with": a singular noun, then a verb in -s
+            words.pop()
+            i -= 1
+        elif (len(words) >= 2 and "VERB" in _pos(words[-1]) and singular(words[-2]) != words[-2]
+              and singular(words[-1]) == words[-1] and i < n and t[i] in _DETERMINERS):
+            # "oblong shapes complement the table": a plural noun, then a verb and its object
+            words.pop()
+            i -= 1
+        if (count is None and not definite and len(words) == 1 and i < n and t[i] in _DETERMINERS
+                and "VERB" in _pos(words[0]) and singular(words[0]) != words[0]):
+            return None  # "..., cradles a collection": a verb in -s before its object
         words = words[-3:]
         noun = singular(" ".join(words))
         plural = noun != " ".join(words)
         if count is None and not definite:
             count = 2 if plural else 1
-        return _NP(start, i, noun, count, explicit, definite, plural, color, pattern, size, ordinal)
+        adjs = tuple(a for a in adjectives if not _is_adverb(a) and a not in _COLOR_MODS and a.isalpha())
+        return _NP(start, i, noun, count, explicit, definite, plural, color, pattern, size, ordinal,
+                   adjectives=adjs, extra=tuple(extra))
 
 
 def _scene_phrases(sentence: str, res: _Result) -> str:
@@ -521,17 +521,21 @@ def _scene_phrases(sentence: str, res: _Result) -> str:
     return sentence
 
 
-def _resolve(res: _Result, np: _NP) -> int | None:
-    """Group index a definite noun phrase or pronoun refers to (nearest match), or None."""
+def _resolve(res: _Result, np: _NP, *, exclude: int | None = None) -> int | None:
+    """Group index a definite noun phrase or pronoun refers to (nearest match), or None.
+
+    A pronoun never refers to ``exclude`` (the subject of the relation it ends: "a bed with a laptop on it").
+    """
     groups = res.groups
     if np.pronoun:
-        if not groups:
+        cands = [gi for gi in range(len(groups) - 1, -1, -1) if gi != exclude]
+        if not cands:
             return None
         want_plural = np.plural
-        for gi in range(len(groups) - 1, -1, -1):
+        for gi in cands:
             if (groups[gi].count > 1) == want_plural:
                 return gi
-        return len(groups) - 1
+        return cands[0]
     for exact in (True, False):
         for gi in range(len(groups) - 1, -1, -1):
             g = groups[gi]
@@ -555,6 +559,12 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
     """Parse ``text`` into the internal result (no validation of drawability)."""
     res = _Result()
     body = _normalise(text)
+    _check_numbers(body)
+    # quoted text is text to render ("a sign that reads 'no dogs'"), not objects: reported, not parsed
+    body = _ENCLOSING_QUOTES.sub(r"\1", body.strip())
+    for m in _QUOTED.finditer(body):
+        res.unexpressed.append(f"text {m.group(0)}")
+    body = _QUOTED.sub(" | ", body)
     if allow_framing and _FRAMING.match(body):
         res.framed = bool(re.match(r"^\s*a photo of ", body))
         body = _FRAMING.sub(" | ", body, count=1)
@@ -564,14 +574,27 @@ def _run(text: str, *, allow_framing: bool = True) -> _Result:
         tokens = _TOKEN_RE.findall(sentence)
         if tokens:
             _sentence(tokens, res)
+            res.sentence += 1
     return res
 
 
 def _new_group(res: _Result, np: _NP) -> int:
     count = np.count if np.count is not None else (2 if np.plural else 1)
-    count = max(1, min(10, count))
-    res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural))
+    if count > MAX_COUNT and np.explicit and (not np.plural or np.noun.split()[0] in _UNITS
+                                              or plural(np.noun).split()[0] in _UNITS):
+        # "a 90 degree angle", "1847 Rogers pattern": a number before a singular noun is a modifier, not a count
+        res.unexpressed.append(f"{count} (a number before {np.noun!r}, a measure or a name, not a count)")
+        count, np = 1, replace(np, explicit=False, count=1)
+    if count > MAX_COUNT:
+        raise ParseError(
+            f"count {count} of {np.noun!r} is more than a spec holds (1 to {MAX_COUNT} per group); "
+            f"ask for at most {MAX_COUNT}, or for 'many {np.noun}s' without a number."
+        )
+    count = max(1, count)
+    res.groups.append(_Group(np.noun, count, np.color, np.pattern, np.size, np.definite, np.explicit, np.plural,
+                             list(np.adjectives), list(np.extra)))
     gi = len(res.groups) - 1
+    res.groups[gi].sentence = res.sentence
     if np.explicit and np.count is not None and 2 <= np.count <= 10:
         res.exclusions.append((np.noun, np.count + 1))
     return gi
@@ -584,6 +607,20 @@ def _sentence(t: list[str], res: _Result) -> None:
     last: int | None = None  # group of the most recent noun phrase in this clause
     pending_rel: str | None = None
     rel_subject: int | None = None
+    rel_subjects: list[int] = []  # "chairs and lamps on the wall": the relation holds for every conjunct
+    run: list[int] = []  # groups of the coordination ("A, B and C") that ends at token run_end
+    run_end = -1
+    subj: int | None = None  # group of the sentence's first noun phrase when the sentence starts with it
+    copula_seen = False
+    head: int | None = None  # latest main noun phrase (not one after "with", "wearing" ...)
+    secondary = False  # the latest noun phrase came after "with", "wearing" ...: a relation after it is the head's
+    fronted_rel: str | None = None  # "Under the shelf are two barbels": relation read before its subject
+    fronted_obj: int | None = None
+    fronted_wait = False
+    pron_exclude: int | None = None
+    obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
+    topped = False
+    creator_end = -1
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -595,7 +632,14 @@ def _sentence(t: list[str], res: _Result) -> None:
                 j += 1
             np = sc.np_at(j, require_det=False, allow_bare=True)
             if np is not None and np.noun and np.noun not in _NON_OBJECTS:
+                if np.color or np.pattern or np.size:
+                    which = " ".join(a for a in (np.size, np.pattern, np.color) if a)
+                    raise ParseError(
+                        f"{' '.join(t[i:np.end])!r} excludes only {which} {np.noun}s, which a spec cannot say (an "
+                        f"exclusion is about every {np.noun}); write 'no {np.noun}s' or ask for the colour you want."
+                    )
                 res.exclusions.append((np.noun, 1))
+                res.excl_sentence.setdefault(np.noun, res.sentence)
                 res.nps.append((np, None))
                 excl_mode = True
                 i = np.end
@@ -606,6 +650,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             np = sc.np_at(i + 1, require_det=False, allow_bare=True)
             if np is not None and np.noun and not (i + 1 < n and _quant_at(t, i + 1)) and np.noun not in _NON_OBJECTS:
                 res.exclusions.append((np.noun, 1))
+                res.excl_sentence.setdefault(np.noun, res.sentence)
                 i = np.end
                 continue
         excl_mode = False
@@ -623,6 +668,13 @@ def _sentence(t: list[str], res: _Result) -> None:
                 _attach(res.groups[last], None, pat, None)
                 i = j + ln
                 continue
+        # -------- "a plate topped with broccoli and meat": the toppings are on top of the plate
+        if w == "topped" and i + 1 < n and t[i + 1] == "with" and last is not None:
+            pending_rel, rel_subject, rel_subjects = "under", last, []
+            topped = True
+            i += 2
+            slot = True
+            continue
         # -------- relations
         rel = _relation_at(t, i)
         if rel is not None:
@@ -631,17 +683,31 @@ def _sentence(t: list[str], res: _Result) -> None:
             nxt = sc.np_at(j, require_det=False, allow_bare=True) if j < n else None
             pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
             if nxt is not None or pron:
-                pending_rel, rel_subject = name, last
+                pending_rel, rel_subject = (name if name is not None else "~" + _open_rel(t[i:j])), last
+                rel_subjects = list(run) if (last is not None and len(run) > 1 and run[-1] == last
+                                             and "," not in t[run_end:i]) else []
+                pron_exclude = None
+                if last is None and fronted_obj is None:
+                    fronted_rel, fronted_wait = pending_rel, True  # "Under the shelf are ...", "On it sits ..."
+                elif secondary and head is not None and last is not None:
+                    if pron:  # "a bed with a laptop on it": the laptop is on the bed
+                        pron_exclude = last
+                    else:  # "a glass with jam in it on a table", "a wolf wearing a tie on the subway"
+                        rel_subject, rel_subjects = head, []
             i = j
             slot = True
             continue
         # -------- pronouns
         if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
             np = _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
-            gi = _resolve(res, np)
+            gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
+                          (rel_subject if pending_rel is not None else None))
             if gi is not None:
                 _link(res, gi, pending_rel, rel_subject)
+                if fronted_wait:
+                    fronted_obj, fronted_wait = gi, False
                 pending_rel = None
+                pron_exclude = None
                 last = gi
             i += 1
             slot = False
@@ -654,7 +720,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             while j < n:
                 x = t[j]
                 if x in ("very", "all", "both", "and", ",", "entirely", "completely", "bright", "dark",
-                         "light", "pale", "deep", "mostly", "in"):
+                         "light", "pale", "deep", "mostly", "in", "a", "an", "painted", "colored", "coloured"):
                     j += 1
                     continue
                 if (x in _ATTR_WORDS and not _is_content(t, j + 1)) or (
@@ -678,10 +744,26 @@ def _sentence(t: list[str], res: _Result) -> None:
                 # back off trailing connectives so "and a dog" is read again
                 while j > i + 1 and t[j - 1] in ("and", ",", "in", "very", "all", "both"):
                     j -= 1
-                _attach(res.groups[last], color, pattern, size)
+                # "the clock on the building is green": the clause's subject, not the last noun
+                target = subj if subj is not None and not copula_seen else last
+                _attach(res.groups[target], color, pattern, size)
+                copula_seen = True
                 i = j
                 continue
+            copula_seen = True
             i += 1
+            continue
+        # -------- "labels in blue", "dressed in white", "squares of purple": a colour after the noun
+        if w in ("in", "of") and last is not None and i + 1 < n and t[i + 1] in _COLOR_WORDS and (
+                run_end == i or (i > 0 and t[i - 1] in ("dressed", "painted", "colored", "coloured", "done"))) and (
+                not _is_content(t, i + 2) or (i + 3 < n and t[i + 2] in ("and", ",") and t[i + 3] in _COLOR_WORDS)):
+            _attach(res.groups[last], _COLOR_WORDS[t[i + 1]], None, None)
+            i += 2
+            continue
+        # -------- relative pronouns: "a sign that reads ...": a verb follows, not a noun phrase
+        if w in ("that", "which", "who") and run_end == i:
+            i += 1
+            slot = False
             continue
         # -------- noun phrases
         q = _quant_at(t, i)
@@ -691,11 +773,29 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if np is not None:
-            if np.noun in _NON_OBJECTS or (np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of"):
+            words_ = np.noun.split()
+            creator = q is None and i > 0 and (t[i - 1] == "by" or (
+                creator_end >= 0 and t[i - 1] in ("and", ",") and creator_end in (i - 1, i - 2)))
+            if q is not None and q[2] and len(words_) == 1 and (words_[0] in _UNITS or plural(words_[0]) in _UNITS):
+                res.unexpressed.append(f"{' '.join(t[np.start:np.end])} (a measure, not an object)")
+                i = np.end
+                slot = False
+                continue
+            if creator:  # "art by greg rutkowski and alphonse mucha": who made it, not an object
+                res.unexpressed.append(f"by {' '.join(t[np.start:np.end])}")
+                creator_end = np.end
+                i = np.end
+                slot = False
+                continue
+            if words_[-1] in _TEXT_NOUNS and not np.definite:
+                res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
+            if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
+                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
+                    len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
                 slot = True
-                if np.noun in _FRAMING_NOUNS:
-                    i += 1
+                if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
+                    i += 1  # "a photo of": skip "of"
                 continue
             if np.definite:
                 gi = _resolve(res, np)
@@ -706,14 +806,38 @@ def _sentence(t: list[str], res: _Result) -> None:
             else:
                 gi = _new_group(res, np)
             res.nps.append((np, gi))
+            for s_ in rel_subjects[:-1]:
+                _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
+            if pending_rel is not None and rel_subject is not None and topped:
+                obj_rel = (pending_rel, rel_subject, np.end)
+            elif obj_rel is not None and i > 0 and t[i - 1] in ("and", ",", "or") and obj_rel[2] in (i - 1, i - 2):
+                _link(res, gi, obj_rel[0], obj_rel[1])  # "topped with broccoli, meat and veggies": all of them
+                obj_rel = (obj_rel[0], obj_rel[1], np.end)
+            else:
+                obj_rel = None
+            topped = False
+            if fronted_wait:
+                fronted_obj, fronted_wait = gi, False
+            elif fronted_obj is not None and fronted_rel is not None and pending_rel is None:
+                _link(res, fronted_obj, fronted_rel, gi)  # "... are two small silver barbels": under the shelf
+            joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
+                run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
+            secondary = (np.start > 0 and t[np.start - 1] in _WITH_WORDS) or (secondary and joined)
+            if not secondary and pending_rel is None:
+                head = gi
+            run = [*run, gi] if joined and pending_rel is None else [gi]
+            if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
+                subj = gi
+            run_end = np.end
             pending_rel = None
+            rel_subjects = []
             last = gi
             i = np.end
             slot = False
             continue
         if w in ("and", ",", "with", "of", "|", ":", "or", "plus"):
-            slot = w in ("and", "with", "|", ":", "or", "plus")
+            slot = w in ("and", "with", "|", ":", "or", "plus", ",")
             if w in ("|",):
                 pending_rel = None
         elif w in _POSSESSIVE:
@@ -725,12 +849,28 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         else:
-            slot = False
+            # after a verb or particle ("we can see chairs", "person has hat") a bare noun may start
+            slot = (w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB) or (
+                bool(_pos(w)) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})  # after a verb ("I can observe sky")
         i += 1
+
+
+_OPEN_REL_CANON = {"inside of": "inside", "in back of": "behind", "at the back of": "behind", "into": "in",
+                   "within": "in", "amongst": "among"}
+
+
+def _open_rel(tokens: Sequence[str]) -> str:
+    phrase = " ".join(tokens)
+    return _OPEN_REL_CANON.get(phrase, phrase)
 
 
 def _link(res: _Result, gi: int, pending: str | None, subject: int | None) -> None:
     if pending is None or subject is None or subject == gi:
+        return
+    if pending.startswith("~"):
+        o = (subject, pending[1:], gi)
+        if o not in res.open_relations:
+            res.open_relations.append(o)
         return
     r = (subject, pending, gi)
     if r not in res.relations:
@@ -763,13 +903,73 @@ def _geneval_tag(res: _Result, spec: Spec) -> str | None:
     return None
 
 
-def _to_spec(res: _Result, prompt: str) -> Spec:
-    entities = tuple(Entity(g.noun, g.count, g.color, g.pattern, g.size) for g in res.groups)
-    relations = tuple(Relation(s, r, o) for s, r, o in res.relations if r is not None)
+def _exclusions(res: _Result) -> tuple[Exclusion, ...]:
+    """Exclusions of the prompt, checked against its groups; counted ones merged per noun.
+
+    An explicit count ("two cats") means exactly that many: ``Exclusion(noun, N + 1)``. Several counted groups
+    of one noun ("two red cats and three blue cats") give one exclusion of the total plus one; a noun also
+    asked for without a number keeps no count exclusion (reported in ``unexpressed``).
+
+    "No cats" and a cat group together is a contradiction (an error) when the cats are counted or in the
+    same sentence as "no cats"; sentences apart (long prose: "a piano plays ... no piano is visible") the
+    exclusion is dropped and reported in ``unexpressed``.
+
+    Raises:
+        ParseError: a contradiction, or more than :data:`MAX_COUNT` of one noun in all.
+    """
+    total: dict[str, int] = {}
+    vague: set[str] = set()
+    near: set[str] = set()  # nouns asked for with a number, or in the sentence of their "no <noun>"
+    for g in res.groups:
+        if g.explicit or res.excl_sentence.get(g.noun) == g.sentence:
+            near.add(g.noun)
+        total[g.noun] = total.get(g.noun, 0) + g.count
+        if not g.explicit and g.count > 1:
+            vague.add(g.noun)
     seen: dict[tuple[str, int], None] = {}
     for noun, c in res.exclusions:
-        seen.setdefault((noun, min(c, 11)), None)
-    exclusions = tuple(Exclusion(noun, c) for noun, c in seen)
+        if c == 1:
+            if noun in near:
+                raise ParseError(
+                    f"the prompt asks for {noun} and for no {noun} at once (a contradiction); remove one of them."
+                )
+            if noun in total:  # far apart in long prose ("a piano plays ... no piano is visible"): reported
+                res.unexpressed.append(f"no {noun} (dropped: the prompt also asks for a {noun})")
+                continue
+            seen.setdefault((noun, 1), None)
+            continue
+        if noun in vague:
+            res.unexpressed.append(f"exactly {total[noun]} {noun} (mixed with an uncounted mention)")
+            continue
+        if total[noun] + 1 > MAX_COUNT + 1:
+            raise ParseError(
+                f"the prompt asks for {total[noun]} {noun} in all, more than {MAX_COUNT}; ask for fewer."
+            )
+        seen.setdefault((noun, total[noun] + 1), None)
+    return tuple(Exclusion(noun, c) for noun, c in seen)
+
+
+def _to_spec(res: _Result, prompt: str, *, open_vocab: bool = False) -> Spec:
+    entities = tuple(Entity(g.noun, g.count, g.color, g.pattern, g.size) for g in res.groups)
+    relations = tuple(Relation(s, r, o) for s, r, o in res.relations if r is not None)
+    exclusions = _exclusions(res)
+    open_attrs: list[OpenAttribute] = []
+    open_rels: list[OpenRelation] = []
+    for gi, g in enumerate(res.groups):
+        for w in g.extra:
+            res.unexpressed.append(f"{w} (a second value for the {g.noun})")
+        for a in dict.fromkeys(g.open_attrs):
+            if open_vocab and a not in _ATTR_WORDS:
+                open_attrs.append(OpenAttribute(gi, a))
+            else:
+                res.unexpressed.append(f"{a} (of the {g.noun})")
+    for s_, r, o in res.open_relations:
+        phrase = f"the {res.groups[s_].noun} {r} the {res.groups[o].noun}"
+        if open_vocab and s_ != o:
+            open_rels.append(OpenRelation(s_, r, o))
+        else:
+            res.unexpressed.append(phrase)
+    unexpressed = tuple(dict.fromkeys(res.unexpressed))
     spec = Spec(entities, relations, exclusions, res.background, res.style, prompt, None)
     tag = _geneval_tag(res, spec)
     if tag is None and (
@@ -778,232 +978,109 @@ def _to_spec(res: _Result, prompt: str) -> Spec:
         or (len(entities) == 2 and any(e.count > 1 for e in entities))
     ):
         tag = "long"
-    return Spec(entities, relations, exclusions, res.background, res.style, prompt, tag)
+    return Spec(entities, relations, exclusions, res.background, res.style, prompt, tag,
+                open_attributes=tuple(open_attrs), open_relations=tuple(open_rels), unexpressed=unexpressed)
+
+
+_QUOTED = re.compile(r"(?<![a-z0-9])'[^'\n]{1,80}?'(?![a-z0-9])|\"[^\"\n]{1,80}?\"|[“][^”\n]{1,80}?[”]")
+_ENCLOSING_QUOTES = re.compile(r"^[\"“']+(.*?)[\"”']*$", re.S)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_SEPARATING = frozenset("\x00\x0b\x0c\x1c\x1d\x1e\x1f\x85")  # controls that separate words ("cat\x00dog")
+_NEGATIVE = re.compile(r"(?<![\w.])[-\u2212]\s?\d+(?:\.\d+)?\s+([a-z][a-z'-]*)")
+_FRACTION = re.compile(r"(?<![\w.])\d+[.]\d+\s+([a-z][a-z'-]*)")
 
 
 def _check_text(arg: str, text: object, example: str) -> str:
+    """The prompt with control and invisible formatting characters removed (tabs and newlines kept).
+
+    Raises:
+        ParseError: not a string, empty or longer than :data:`MAX_PROMPT_CHARS`.
+    """
     if not isinstance(text, str):
         raise ParseError(
             f"{arg}={text!r} is a {type(text).__name__}, not a string; pass the prompt text, e.g. {example!r}."
         )
-    if not text.strip():
-        raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
     if len(text) > MAX_PROMPT_CHARS:
         raise ParseError(
             f"{arg} has {len(text)} characters, more than MAX_PROMPT_CHARS={MAX_PROMPT_CHARS}; shorten it."
         )
+    raw: str = text
+
+    def _replace(m: re.Match[str]) -> str:
+        between_words = m.start() > 0 and m.end() < len(raw) and not raw[m.start() - 1].isspace() and (
+            not raw[m.end()].isspace())
+        return " " if between_words and m.group(0) in _SEPARATING else ""
+
+    text = _CONTROL.sub(_replace, raw)
+    if not text.strip():
+        raise ParseError(f"{arg}={text!r} is empty; pass a prompt that names something to draw, e.g. {example!r}.")
     return text
 
 
-def parse(prompt: str) -> Spec:
+def _check_english(text: str) -> None:
+    """Refuse a prompt mostly in other letters than English ones, or with more foreign function words than
+    English ones (at least two of them)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if letters and sum(1 for ch in letters if not ch.isascii()) > 0.3 * len(letters):
+        raise ParseError(f"prompt={_short(text)!r} is mostly not in English letters; {_LLM_HINT}.")
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    foreign = sum(w in _FOREIGN for w in words)
+    if foreign >= 2 and foreign > sum(w in _ENGLISH for w in words):
+        raise ParseError(f"prompt={_short(text)!r} has mostly words that are not English; {_LLM_HINT}.")
+
+
+def _check_numbers(body: str) -> None:
+    """Refuse counts a spec cannot hold: negative ("-3 cats") or fractional ("2.5 cats") before a plural noun."""
+    for rx, what in ((_NEGATIVE, "negative"), (_FRACTION, "not a whole number")):
+        for m in rx.finditer(body):
+            word = m.group(1)
+            if singular(word) != word:
+                raise ParseError(
+                    f"{m.group(0).strip()!r}: the count is {what}; a count is a whole number from 1 to {MAX_COUNT} "
+                    f"(use 'no {word}' for none)."
+                )
+
+
+def clean_prompt(prompt: str) -> str:
+    """``prompt`` with control and invisible formatting characters removed, checked for any decomposer.
+
+    Raises:
+        ParseError: not a string, empty (after removal) or longer than :data:`MAX_PROMPT_CHARS`.
+    """
+    return _check_text("prompt", prompt, "two red clocks left of a blue dog")
+
+
+def parse(prompt: str, *, open_vocab: bool = False) -> Spec:
     """Parse an English prompt into a :class:`~poser_env.core.spec.Spec` (see the module docstring).
 
     Args:
         prompt: The prompt, 1 to :data:`MAX_PROMPT_CHARS` characters, naming at least one object or a
-            background.
+            background. Control and invisible formatting characters are removed first.
+        open_vocab: Keep adjectives and relations outside SceneSim's vocabulary as open attributes and
+            relations (for real models and VLM critics). When False (the default, SceneSim) they are listed in
+            ``spec.unexpressed`` instead.
 
     Returns:
-        The spec; ``spec.prompt`` is ``prompt`` unchanged, ``spec.tag`` a GenEval tag, ``"long"`` or None.
+        The spec; ``spec.prompt`` is the prompt (control characters removed), ``spec.tag`` a GenEval tag,
+        ``"long"`` or None; ``spec.unexpressed`` what was read but could not be expressed.
 
     Raises:
-        ParseError: ``prompt`` is not a string, is empty or too long, or names nothing drawable.
+        ParseError: ``prompt`` is not a string, is empty, too long or not English; names nothing drawable;
+            asks for a count outside 1..:data:`MAX_COUNT` (negative, fractional, above the maximum), two
+            colours side by side for one object ("a red blue car"), an exclusion of only some colour
+            ("no red cats"), or something and its absence at once ("two cats and no cats").
     """
     text = _check_text("prompt", prompt, "two red clocks left of a blue dog")
+    _check_english(text)
     res = _run(text)
     if not res.groups and res.background is None:
         raise ParseError(
             f"prompt={_short(text)!r} names nothing drawable (no object and no background); "
-            "name at least one object, e.g. 'a red clock', or a background such as 'on grass'."
+            "name at least one object, e.g. 'a red clock', or a background such as 'on grass'; "
+            f"{_LLM_HINT}."
         )
-    return _to_spec(res, text)
+    return _to_spec(res, text, open_vocab=open_vocab)
 
 
 def _short(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------ commands
-_BG_WORDS: list[tuple[str, re.Pattern[str]]] = [
-    ("wooden table", _rx(r"wooden table", r"wood table", r"wooden", r"table(?:top)?", r"wood")),
-    ("night", _rx(r"night(?:time)?", r"starry sky", r"dark")),
-    ("sky", _rx(r"sky", r"clouds?", r"air")),
-    ("grass", _rx(r"grass", r"grassy", r"lawn", r"meadow", r"field")),
-    ("sand", _rx(r"sand", r"sandy", r"beach", r"desert", r"dunes?")),
-    ("plain", _rx(r"plain", r"blank", r"empty", r"simple", r"neutral", r"white")),
-]
-_STYLE_WORDS: list[tuple[str, re.Pattern[str]]] = [
-    ("watercolor", _rx(r"watercolou?rs?")),
-    ("pixel art", _rx(r"pixel[- ]?art", r"pixelated", r"pixels?", r"8-bit")),
-    ("sketch", _rx(r"sketch(?:ed|y|es)?", r"pencil", r"charcoal", r"line drawing", r"drawing")),
-    ("photo", _rx(r"photo(?:graph)?s?", r"photo[- ]?realistic", r"photographic", r"realistic", r"real")),
-]
-_COMMAND_EXAMPLES: dict[str, str] = {
-    "generate": "generate: two red clocks left of a blue dog",
-    "add": "add: a blue dog right of the clock",
-    "remove": "remove: one clock",
-    "recolor": "recolor: make the second clock blue",
-    "retexture": "retexture: make the clocks striped",
-    "resize": "resize: make the dog large",
-    "move": "move: put the dog right of the clock",
-    "background": "background: change the background to a wooden table",
-    "restyle": "restyle: make it a watercolor",
-    "refine": "refine: improve the details",
-}
-
-
-def _cmd_error(text: str, what: str, op: str) -> CommandError:
-    return CommandError(f"command {_short(text)!r} {what}; write e.g. {_COMMAND_EXAMPLES[op]!r}.")
-
-
-def _first_target(tokens: list[str]) -> _NP | None:
-    """The first noun phrase of an edit instruction ("the second clock", "it", "them", "all cats")."""
-    sc = _Scanner(tokens)
-    i = 0
-    while i < len(tokens):
-        w = tokens[i]
-        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
-            return _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
-        np = sc.np_at(i, require_det=False, allow_bare=w not in _STOP)
-        if np is not None and np.noun and np.noun not in _NON_OBJECTS and np.noun not in _FRAMING_NOUNS:
-            return np
-        i += 1
-    return None
-
-
-def _value_after(tokens: list[str], target: _NP | None, table: dict[str, str]) -> str | None:
-    """The last attribute word of ``table`` outside the target noun phrase (the new value)."""
-    found = None
-    for k, w in enumerate(tokens):
-        if target is not None and target.start <= k < target.end:
-            continue
-        if w in table:
-            found = table[w]
-    return found
-
-
-def _edit_spec(noun: str | None, count: int | None, **attrs: str | None) -> Spec:
-    if noun is None:
-        return Spec(entities=())
-    return Spec(entities=(Entity(noun, max(1, min(10, count or 1)), **attrs),))
-
-
-def parse_command_text(text: str) -> ParsedCommand:
-    """Parse a command text ``"<op>: <instruction>"`` (grammar in :mod:`poser_env.core.commands`).
-
-    Ordinals count objects of the noun from left to right, 0-based ("the second clock" -> index 1,
-    "the last clock" -> -1). A text without a known op prefix is a ``generate``.
-
-    Raises:
-        CommandError: not a string, empty, or the instruction lacks what its op needs (a target noun, a
-            colour, a pattern, a size, a relation, a background or a style); the message shows an example.
-    """
-    if not isinstance(text, str):
-        raise CommandError(f"command text={text!r} must be a string such as {_COMMAND_EXAMPLES['add']!r}.")
-    op, rest = split_op(text)
-    if op != "refine" and not rest.strip():
-        raise _cmd_error(text, f"has an empty instruction after {op!r}", op)
-    if len(rest) > MAX_PROMPT_CHARS:
-        raise _cmd_error(text, f"is longer than {MAX_PROMPT_CHARS} characters", op)
-    if op == "generate":
-        try:
-            return ParsedCommand(op, parse(rest))
-        except ParseError as exc:
-            raise _cmd_error(text, f"describes nothing to draw ({exc})", op) from exc
-    if op == "refine":
-        return ParsedCommand(op, Spec(entities=(), prompt=rest))
-    low = _normalise(rest)
-    if op in ("background", "restyle"):
-        table = _BG_WORDS if op == "background" else _STYLE_WORDS
-        for name, rx in table:
-            if rx.search(low):
-                spec = Spec(entities=(), background=name if op == "background" else None,
-                            style=name if op == "restyle" else None, prompt=rest)
-                return ParsedCommand(op, spec, value=name)
-        choices = BACKGROUNDS if op == "background" else STYLES
-        kind = "background" if op == "background" else "style"
-        raise _cmd_error(text, f"names no {kind} (one of {list(choices)})", op)
-    if op == "add":
-        return _parse_add(text, rest)
-    if op == "move":
-        return _parse_move(text, low)
-    tokens = _TOKEN_RE.findall(low)
-    target = _first_target(tokens)
-    if target is None:
-        raise _cmd_error(text, "names no object to edit", op)
-    noun = target.noun or None
-    index = target.ordinal
-    if op == "remove":
-        count: int | None = None
-        if index is not None:
-            count = 1
-        elif not target.definite and not target.pronoun:
-            count = target.count
-        return ParsedCommand(op, _edit_spec(noun, count), noun=noun, index=index, count=count)
-    values: dict[str, str] = {"recolor": _COLOR_WORDS, "retexture": {**_PATTERN_WORDS, **_PATTERN_NOUNS},
-                              "resize": _SIZE_WORDS}[op]
-    if not target.pronoun and target.end - target.start >= 2 and tokens[target.end - 1] in values:
-        # "make the orange blue": the trailing attribute is the new value, not the noun
-        shorter = _first_target(tokens[: target.end - 1])
-        if shorter is not None and shorter.start == target.start:
-            target = shorter
-            noun = target.noun or None
-            index = target.ordinal
-    value = _value_after(tokens, target, values)
-    if value is None:
-        value = {"recolor": target.color, "retexture": target.pattern, "resize": target.size}[op]
-    if value is None:
-        kinds = {"recolor": ("colour", COLORS), "retexture": ("pattern", PATTERNS), "resize": ("size", SIZES)}[op]
-        raise _cmd_error(text, f"names no new {kinds[0]} (one of {list(kinds[1])})", op)
-    key = {"recolor": "color", "retexture": "pattern", "resize": "size"}[op]
-    return ParsedCommand(op, _edit_spec(noun, None, **{key: value}), noun=noun, index=index, value=value)
-
-
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
-            "on top of": "under", "under": "on top of", "next to": "next to"}
-
-
-def _parse_add(text: str, rest: str) -> ParsedCommand:
-    res = _run(rest, allow_framing=False)
-    if not res.groups:
-        raise _cmd_error(text, "names no object to add", "add")
-    new = [gi for gi, g in enumerate(res.groups) if not g.definite] or [0]
-    relation = reference = None
-    for s, r, o in res.relations:
-        if r is None:
-            continue
-        if s in new and o not in new:
-            relation, reference = r, res.groups[o].noun
-            break
-        if o in new and s not in new:
-            relation, reference = _INVERSE[r], res.groups[s].noun
-            break
-    keep = {gi: k for k, gi in enumerate(new)}
-    ents = tuple(Entity(res.groups[gi].noun, res.groups[gi].count, res.groups[gi].color,
-                        res.groups[gi].pattern, res.groups[gi].size) for gi in new)
-    rels = tuple(Relation(keep[s], r, keep[o]) for s, r, o in res.relations if r and s in keep and o in keep)
-    spec = Spec(ents, rels, (), res.background, res.style, rest)
-    return ParsedCommand("add", spec, noun=ents[0].noun, relation=relation, reference=reference)
-
-
-def _parse_move(text: str, low: str) -> ParsedCommand:
-    tokens = _TOKEN_RE.findall(low)
-    target = _first_target(tokens)
-    if target is None:
-        raise _cmd_error(text, "names no object to move", "move")
-    i = target.end
-    relation = None
-    while i < len(tokens):
-        rel = _relation_at(tokens, i)
-        if rel is not None and rel[1] is not None:
-            relation = rel[1]
-            i += rel[0]
-            break
-        i += 1
-    if relation is None:
-        raise _cmd_error(text, f"names no relation (one of {list(RELATIONS)})", "move")
-    ref = _first_target(tokens[i:])
-    if ref is None or ref.pronoun:
-        raise _cmd_error(text, f"names no reference object after {relation!r}", "move")
-    noun = target.noun or None
-    return ParsedCommand("move", _edit_spec(noun, None), noun=noun, index=target.ordinal,
-                         relation=relation, reference=ref.noun)

@@ -3,7 +3,7 @@
 image-poser installs four top-level packages: ``poser_env``, ``critic``, ``experts`` and ``agents``. Python puts
 the script's folder (or, for ``python -c`` / ``python -m`` / a notebook, the current directory) first on
 ``sys.path``, so a ``critic.py`` or ``experts.py`` there is imported instead of ours, and the env fails deep
-inside with ``No module named 'critic.feedback'; 'critic' is not a package``. ``import poser_env`` checks this
+inside with ``No module named 'critic.scene'; 'critic' is not a package``. ``import poser_env`` checks this
 first and raises :class:`PackageShadowedError` naming the file and the fix.
 """
 

@@ -8,8 +8,17 @@ import sys
 import pytest
 
 from poser_env.core.optional import MissingExtraError
-from poser_env.core.spec import Entity, Exclusion, Relation, Spec, SpecError
-from poser_env.llm import SYSTEM_PROMPT, LLMDecomposer, LLMOutputError, extract_json_object, spec_from_llm_text
+from poser_env.core.spec import Entity, Exclusion, OpenAttribute, OpenRelation, Relation, Spec, SpecError
+from poser_env.llm import (
+    FEW_SHOT,
+    PROMPT_VERSION,
+    SCHEMA,
+    SYSTEM_PROMPT,
+    LLMDecomposer,
+    LLMOutputError,
+    extract_json_object,
+    spec_from_llm_text,
+)
 
 PROMPT = "two red clocks left of a blue dog"
 GOOD = {
@@ -147,9 +156,11 @@ def test_fallback_records_reason_and_valid_output_clears_it():
 
 
 def test_no_fallback_raises():
-    dec = LLMDecomposer("unused/model", fallback=False)
+    dec = LLMDecomposer("unused/model", fallback=False, open_vocab=False)
     with pytest.raises(LLMOutputError, match=r"include\[0\]\.color='teal'"):
         dec.parse_output(_with(item0_color="teal"), PROMPT)
+    with pytest.raises(LLMOutputError, match=r"include\[0\]\.count=11"):
+        LLMDecomposer("unused/model", fallback=False).parse_output(_with(item0_count=11), PROMPT)
 
 
 class _FakeRules:
@@ -213,9 +224,15 @@ def test_constructor_errors(kwargs, message):
     assert message in str(exc.value)
 
 
-def test_empty_prompt_error():
-    with pytest.raises(SpecError, match="prompt='' must be a non-empty string"):
-        LLMDecomposer("some/llm").parse("")
+@pytest.mark.parametrize(("bad", "message"), [
+    ("", r"prompt='' is empty"),
+    ("\x00\x01", r"is empty"),
+    (3, r"prompt=3 is a int, not a string"),
+    ("a cat " * 3000, r"more than MAX_PROMPT_CHARS"),
+])
+def test_empty_prompt_error(bad, message):
+    with pytest.raises(SpecError, match=message):
+        LLMDecomposer("some/llm").parse(bad)
 
 
 def test_missing_transformers_error(monkeypatch):
@@ -269,7 +286,8 @@ def test_tiny_llama_loading_path(llama_folder, monkeypatch):
 def test_tiny_llama_plain_format_without_chat_template(llama_folder):
     dec = LLMDecomposer(llama_folder, max_new_tokens=2).load()
     dec._tokenizer.chat_template = None
-    assert dec.prompt_text("a dog") == f"{SYSTEM_PROMPT}\n\nDescription: a dog\nJSON:"
+    shots = "".join(f"Description: {p}\nJSON: {a}\n\n" for p, a in FEW_SHOT)
+    assert dec.prompt_text("a dog") == f"{SYSTEM_PROMPT}\n\n{shots}Description: a dog\nJSON:"
     assert isinstance(dec.generate("a dog"), str)
 
 
@@ -291,3 +309,100 @@ def test_tiny_llama_writes_scripted_json(llama_folder):
     with pytest.raises(ValueError, match="answer='xylophonist' has a token outside the tiny vocabulary"), \
             scripted_output(dec, "xylophonist"):
         pass
+
+
+# ---------------------------------------------------------------------- open spec (fixed model outputs)
+OPEN_PROMPT = "a teal scarf inside a wooden basket, next to a red cup, under a starry sky, no dogs"
+OPEN_ANSWER = json.dumps({
+    "include": [
+        {"class": "scarf", "count": 1, "color": "teal", "position": ["inside", 1]},
+        {"class": "basket", "count": 1, "attributes": ["wooden"]},
+        {"class": "cup", "count": 1, "attributes": ["red"], "position": ["next to", 1]},
+    ],
+    "exclude": [{"class": "dog", "count": 1}],
+    "background": "starry sky",
+})
+
+
+def test_open_spec_from_fixed_output():
+    spec = spec_from_llm_text(OPEN_ANSWER, OPEN_PROMPT, open_vocab=True)
+    assert spec.entities == (Entity("scarf"), Entity("basket"), Entity("cup", color="red"))
+    assert spec.relations == (Relation(2, "next to", 1),)
+    assert spec.open_attributes == (OpenAttribute(0, "teal"), OpenAttribute(1, "wooden"))
+    assert spec.open_relations == (OpenRelation(0, "inside", 1),)
+    assert spec.exclusions == (Exclusion("dog"),)
+    assert spec.background is None and spec.unexpressed == ("background: starry sky",)
+    texts = {a.id: a.text for a in spec.assertions()}
+    assert texts["a0"] == "the scarf is teal" and texts["a1"] == "the basket is wooden"
+    assert texts["o0"] == "the scarf is inside the basket"
+    with pytest.raises(SpecError, match=r"outside SceneSim's vocabulary \(the scarf is teal; the basket is wooden; "
+                                         r"the scarf is inside the basket\)"):
+        spec.require_closed()
+    assert Spec.from_geneval(spec.to_geneval()) == spec  # the open spec round-trips
+
+
+def test_open_spec_reaches_the_vlm_questions():
+    from critic.vlm import VLMCritic
+
+    spec = spec_from_llm_text(OPEN_ANSWER, OPEN_PROMPT, open_vocab=True)
+    critic = VLMCritic("unused/vlm")  # nothing loads until the first judgement
+    questions = [critic.question(a) for a in spec.assertions()]
+    assert any("the scarf is teal" in q for q in questions)
+    assert any("the scarf is inside the basket" in q for q in questions)
+
+
+def test_closed_vocab_refuses_open_words():
+    with pytest.raises(LLMOutputError, match=r"include\[0\]\.color='teal' is not one of"):
+        spec_from_llm_text(OPEN_ANSWER, OPEN_PROMPT, open_vocab=False)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"include": [{"class": "scarf", "attributes": "teal"}]}, "include[0].attributes='teal' must be a list"),
+        ({"include": [{"class": "scarf", "attributes": [""]}]}, "must be a word or short phrase"),
+        ({"include": [{"class": "scarf", "attributes": ["x" * 41]}]}, "must be a word or short phrase"),
+        ({"include": [{"class": "scarf", "count": 1}], "unexpressed": [3]}, "unexpressed[0]=3 must be a string"),
+        ({"include": [{"class": "scarf", "position": ["inside", 0]}]}, "refers to the group itself"),
+    ],
+)
+def test_open_spec_errors(answer, message):
+    with pytest.raises(LLMOutputError) as exc:
+        spec_from_llm_text(json.dumps(answer), OPEN_PROMPT, open_vocab=True)
+    assert message in str(exc.value)
+
+
+def test_schema_is_enforced_with_jsonschema():
+    pytest.importorskip("jsonschema")
+    assert SCHEMA["$id"].endswith("/2")
+    long_noun = {"include": [{"class": "scarf " * 20, "count": 1}]}
+    with pytest.raises(LLMOutputError, match=r"include\[0\]\.class: .* is too long"):
+        spec_from_llm_text(json.dumps(long_noun), "scarf " * 20, open_vocab=True)
+
+
+def test_prompt_is_versioned_with_few_shot_examples():
+    assert PROMPT_VERSION == 2
+    assert len(FEW_SHOT) >= 2
+    for prompt, answer in FEW_SHOT:  # every example is a valid answer for its prompt
+        spec_from_llm_text(answer, prompt, open_vocab=True)
+    dec = LLMDecomposer("unused/model")
+    spec = dec.parse_output(OPEN_ANSWER, OPEN_PROMPT)
+    assert spec.metadata["prompt_version"] == PROMPT_VERSION and spec.metadata["decomposer"] == "llm"
+    assert spec.open_attributes  # the decomposer emits the open spec by default
+
+
+def test_scenesim_refuses_an_open_spec_by_name_and_rules_say_unknown():
+    import numpy as np
+
+    from critic.scene import SceneCritic
+    from poser_env.core.rules import evaluate
+
+    spec = spec_from_llm_text(OPEN_ANSWER, OPEN_PROMPT, open_vocab=True)
+    with pytest.raises(SpecError, match=r"outside SceneSim's vocabulary .*spec\.closed\(\)"):
+        SceneCritic()(np.zeros((64, 64, 3), np.uint8), spec)
+    verdicts = {v.assertion_id: v for v in evaluate(spec, (), width=64, height=64)}
+    assert verdicts["a0"].holds == "unknown" and "VLM critic" in verdicts["a0"].reason
+    assert verdicts["o0"].holds == "unknown"
+    closed = spec.closed()  # the documented, reported reduction
+    assert closed.is_closed and "the scarf is teal" in closed.unexpressed
+    SceneCritic()(np.zeros((64, 64, 3), np.uint8), closed)  # judged without complaint

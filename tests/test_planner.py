@@ -12,7 +12,8 @@ from poser_env.core.commands import Command
 from poser_env.core.feedback import Detection, Feedback, Holds, Verdict
 from poser_env.core.spec import Spec
 from poser_env.decomposer import Decomposer, RuleDecomposer, make_decomposer
-from poser_env.parser import parse, parse_command_text
+from poser_env.grammar import parse_command_text
+from poser_env.parser import parse
 from poser_env.planner import Plan, PlanError, Planner
 
 

@@ -99,6 +99,6 @@ def parse_command(text: str) -> ParsedCommand:
     Raises:
         CommandError: the text names no usable op/target; the message says what was expected.
     """
-    from poser_env.parser import parse_command_text
+    from poser_env.grammar import parse_command_text
 
     return parse_command_text(text)

@@ -48,7 +48,7 @@ import numpy as np
 
 from poser_env.core.feedback import Detection, Verdict
 from poser_env.core.geometry import geneval_relations, relation_holds, size_of_box
-from poser_env.core.spec import Assertion, Spec
+from poser_env.core.spec import OPEN_KINDS, Assertion, Spec
 
 __all__ = [
     "COUNTING_THRESHOLD",
@@ -223,4 +223,7 @@ def _verdict(
         if got == a.value:
             return yes(f"the {a.kind} is {got}")
         return no(f"the {a.kind} is {got}, expected {a.value}")
+    if a.kind in OPEN_KINDS:  # open spec: words outside the closed vocabulary, for VLM critics
+        return Verdict(a.id, "unknown", 0.5, f"open assertion {a.text!r}: the rules read only SceneSim's "
+                       "vocabulary; judge it with a VLM critic", a.kind)
     raise ValueError(f"assertion kind={a.kind!r} is not handled; expected one of the spec's kinds.")  # pragma: no cover

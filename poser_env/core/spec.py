@@ -20,14 +20,23 @@ id              meaning                                          kind
 ``x{k}``          fewer than ``count`` of noun *k* (exclusion)     ``exclusion``
 ``background``    the background is ``background``                 ``background``
 ``style``         the style is ``style``                           ``style``
+``a{m}``          open attribute *m* holds ("the scarf is teal")   ``attribute``
+``o{m}``          open relation *m* holds ("the bowl is inside      ``open_relation``
+                  the basket")
 ==============  ===============================================  ==========================
+
+**Open spec.** Real models can draw and judge more than SceneSim's closed vocabulary. Attributes and
+relations outside it are kept as open strings (:class:`OpenAttribute`, :class:`OpenRelation`): their
+assertions carry the words, so a VLM critic asks about them; SceneSim cannot draw or judge them, and
+:meth:`Spec.require_closed` says so by name. :attr:`Spec.unexpressed` lists what a decomposer read but
+could not put into the spec at all (reported, never silently dropped).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from poser_env.core.text import noun_phrase, plural
@@ -35,11 +44,13 @@ from poser_env.core.text import noun_phrase, plural
 __all__ = [
     "ASSERTION_KINDS",
     "BACKGROUNDS",
+    "CLOSED_KINDS",
     "COLORS",
     "COLOR_RGB",
     "GENEVAL_COLORS",
     "GENEVAL_RELATIONS",
     "GENEVAL_TAGS",
+    "OPEN_KINDS",
     "PATTERNS",
     "RELATIONS",
     "SIZES",
@@ -47,6 +58,8 @@ __all__ = [
     "Assertion",
     "Entity",
     "Exclusion",
+    "OpenAttribute",
+    "OpenRelation",
     "Relation",
     "Spec",
     "SpecError",
@@ -88,10 +101,17 @@ GENEVAL_TAGS: tuple[str, ...] = (
 )
 AssertionKind = Literal[
     "exists", "count", "color", "pattern", "size", "relation", "exclusion", "background", "style",
+    "attribute", "open_relation",
 ]
-ASSERTION_KINDS: tuple[str, ...] = (
+#: Kinds SceneSim can draw and judge (its closed vocabulary).
+CLOSED_KINDS: tuple[str, ...] = (
     "exists", "count", "color", "pattern", "size", "relation", "exclusion", "background", "style",
 )
+#: Kinds of the open spec (free words; for real models and VLM critics).
+OPEN_KINDS: tuple[str, ...] = ("attribute", "open_relation")
+ASSERTION_KINDS: tuple[str, ...] = (*CLOSED_KINDS, *OPEN_KINDS)
+#: Longest open attribute or relation string, in characters.
+MAX_OPEN_CHARS = 40
 
 
 class SpecError(ValueError):
@@ -166,6 +186,54 @@ class Exclusion:
             raise SpecError(f"Exclusion count={self.count!r} must be an int from 1 to 11.")
 
 
+def _check_open(arg: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_OPEN_CHARS or value != value.strip().lower() \
+            or any(not (ch.isalnum() or ch in " -'") for ch in value):
+        raise SpecError(
+            f"{arg}={value!r} must be a lower-case phrase of letters, digits, spaces, '-' or \"'\", "
+            f"1 to {MAX_OPEN_CHARS} characters, e.g. 'teal' or 'inside'."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class OpenAttribute:
+    """An attribute outside SceneSim's vocabulary: ``entities[entity]`` is ``value`` ("teal", "wooden").
+
+    A value that the closed vocabulary holds (a colour of :data:`COLORS`, a pattern, a size) is refused:
+    put it in the :class:`Entity` instead.
+    """
+
+    entity: int
+    value: str
+
+    def __post_init__(self) -> None:
+        _check_open("OpenAttribute value", self.value)
+        if self.value in COLORS or self.value in PATTERNS or self.value in SIZES:
+            raise SpecError(
+                f"OpenAttribute value={self.value!r} is in the closed vocabulary; set Entity.color/pattern/size."
+            )
+
+
+@dataclass(frozen=True)
+class OpenRelation:
+    """A relation outside :data:`RELATIONS`: ``entities[subject] <relation> entities[reference]``
+    ("inside", "in front of", "behind")."""
+
+    subject: int
+    relation: str
+    reference: int
+
+    def __post_init__(self) -> None:
+        _check_open("OpenRelation relation", self.relation)
+        if self.relation in RELATIONS:
+            raise SpecError(f"OpenRelation relation={self.relation!r} is a closed relation; use Relation.")
+        if self.subject == self.reference:
+            raise SpecError(
+                f"OpenRelation subject={self.subject} equals reference={self.reference}; a relation needs two groups."
+            )
+
+
 @dataclass(frozen=True)
 class Assertion:
     """One atomic, checkable statement about an image.
@@ -201,6 +269,10 @@ class Spec:
         style: One of :data:`STYLES` or None.
         prompt: The source text ("" when built by hand).
         tag: Optional task tag (GenEval's six or ``"long"``).
+        open_attributes: Attributes outside SceneSim's vocabulary (open spec).
+        open_relations: Relations outside :data:`RELATIONS` (open spec).
+        unexpressed: Phrases of the prompt the decomposer read but could not express (reported, not
+            checked; not part of equality).
     """
 
     entities: tuple[Entity, ...]
@@ -211,14 +283,25 @@ class Spec:
     prompt: str = ""
     tag: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    open_attributes: tuple[OpenAttribute, ...] = ()
+    open_relations: tuple[OpenRelation, ...] = ()
+    unexpressed: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "entities", tuple(self.entities))
         object.__setattr__(self, "relations", tuple(self.relations))
         object.__setattr__(self, "exclusions", tuple(self.exclusions))
+        object.__setattr__(self, "open_attributes", tuple(self.open_attributes))
+        object.__setattr__(self, "open_relations", tuple(self.open_relations))
+        object.__setattr__(self, "unexpressed", tuple(self.unexpressed))
         n = len(self.entities)
-        for rel in self.relations:
-            for arg, idx in (("subject", rel.subject), ("reference", rel.reference)):
+        for oa in self.open_attributes:
+            if not 0 <= oa.entity < n:
+                raise SpecError(f"OpenAttribute entity={oa.entity} is out of range for {n} entities.")
+        pairs: list[tuple[int, int]] = [(r.subject, r.reference) for r in self.relations]
+        pairs += [(r.subject, r.reference) for r in self.open_relations]
+        for subject, reference in pairs:
+            for arg, idx in (("subject", subject), ("reference", reference)):
                 if not 0 <= idx < n:
                     raise SpecError(
                         f"Relation {arg}={idx} is out of range for {n} entities; indices count from 0."
@@ -262,7 +345,44 @@ class Spec:
                                  value=self.background))
         if self.style is not None:
             out.append(Assertion("style", "style", f"the style is {self.style}", value=self.style))
+        for m, oa in enumerate(self.open_attributes):
+            e = self.entities[oa.entity]
+            who = f"the {plural(e.noun) if e.count > 1 else e.noun}"
+            out.append(Assertion(f"a{m}", "attribute", f"{who} {'are' if e.count > 1 else 'is'} {oa.value}",
+                                 entity=oa.entity, value=oa.value))
+        for m, orl in enumerate(self.open_relations):
+            s_, ref = self.entities[orl.subject], self.entities[orl.reference]
+            out.append(Assertion(f"o{m}", "open_relation", f"the {s_.noun} is {orl.relation} the {ref.noun}",
+                                 entity=orl.subject, reference=orl.reference, value=orl.relation))
         return tuple(out)
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether every assertion is in SceneSim's closed vocabulary (no open attributes or relations)."""
+        return not self.open_attributes and not self.open_relations
+
+    def require_closed(self, who: str = "SceneSim") -> None:
+        """Raise :class:`SpecError` naming the open assertions when the spec has any.
+
+        Args:
+            who: What cannot draw or judge them (named in the message), e.g. ``"SceneSim"``.
+        """
+        if self.is_closed:
+            return
+        texts = [a.text for a in self.assertions() if a.kind in OPEN_KINDS]
+        raise SpecError(
+            f"the prompt needs {len(texts)} assertion(s) outside {who}'s vocabulary ({'; '.join(texts[:5])}); "
+            f"{who} draws and judges only colours {list(COLORS)}, patterns, sizes, relations {list(RELATIONS)}, "
+            "backgrounds and styles. Use real-model experts with a VLM critic, or call spec.closed() to drop "
+            "them (they are then listed in spec.unexpressed)."
+        )
+
+    def closed(self) -> Spec:
+        """This spec without open attributes and relations; they are moved to :attr:`unexpressed` (reported)."""
+        if self.is_closed:
+            return self
+        moved = tuple(a.text for a in self.assertions() if a.kind in OPEN_KINDS)
+        return replace(self, open_attributes=(), open_relations=(), unexpressed=(*self.unexpressed, *moved))
 
     def assertion(self, assertion_id: str) -> Assertion:
         """The assertion with this id; raises KeyError naming the known ids."""
@@ -327,6 +447,12 @@ class Spec:
             out["background"] = self.background
         if self.style is not None:
             out["style"] = self.style
+        if self.open_attributes:
+            out["attributes"] = [[pos[oa.entity], oa.value] for oa in self.open_attributes]
+        if self.open_relations:
+            out["open_relations"] = [[pos[r.subject], r.relation, pos[r.reference]] for r in self.open_relations]
+        if self.unexpressed:
+            out["unexpressed"] = list(self.unexpressed)
         out["prompt"] = self.prompt
         return out
 
@@ -364,6 +490,16 @@ class Spec:
         exclusions = tuple(
             Exclusion(noun=str(x["class"]), count=int(x.get("count", 1))) for x in meta.get("exclude", [])
         )
+        try:
+            open_attrs = tuple(OpenAttribute(int(i), str(v)) for i, v in meta.get("attributes", []))
+            open_rels = tuple(OpenRelation(int(a), str(r), int(b)) for a, r, b in meta.get("open_relations", []))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(
+                "'attributes' must list [entity_index, value] pairs and 'open_relations' [subject, relation, "
+                f"reference] triples; got {meta.get('attributes')!r} / {meta.get('open_relations')!r}."
+            ) from exc
         return cls(
             entities=tuple(entities),
             relations=tuple(relations),
@@ -372,6 +508,9 @@ class Spec:
             style=meta.get("style"),
             prompt=str(meta.get("prompt", "")),
             tag=meta.get("tag"),
+            open_attributes=open_attrs,
+            open_relations=open_rels,
+            unexpressed=tuple(str(u) for u in meta.get("unexpressed", [])),
         )
 
     def to_json(self) -> str:
