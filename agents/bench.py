@@ -62,8 +62,8 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
     """Prompts of a benchmark: GenEval-format JSONL (ground truth from the metadata), T2I-CompBench-style text
     files (one prompt a line, parsed by the rule decomposer; the category is the file name without a ``_val``/
     ``_train`` suffix), or a long-prompt JSONL (default: the generated long test split)."""
+    from poser_env.core.parser import parse
     from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
-    from poser_env.parser import parse
 
     if kind not in BENCH_KINDS:
         raise ValueError(f"kind={kind!r} must be one of {list(BENCH_KINDS)}.")

@@ -1,7 +1,7 @@
 """Decomposers: prompt -> spec -> plan, revised from feedback.
 
 A decomposer is anything with ``parse``, ``plan`` and ``revise`` (the :class:`Decomposer` protocol).
-:class:`RuleDecomposer` (the default, dependency-free) joins :func:`poser_env.parser.parse` and
+:class:`RuleDecomposer` (the default, dependency-free) joins :func:`poser_env.core.parser.parse` and
 :class:`poser_env.planner.Planner`. Decomposers are built by name through the registry
 :data:`poser_env.components.DECOMPOSERS` (``"rules"``, or ``"llm:<path>"`` for :class:`poser_env.llm.LLMDecomposer`,
 imported only then); :func:`make_decomposer` is a thin alias.
@@ -14,8 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 from poser_env.components import make_decomposer as _make
 from poser_env.core.commands import Command
 from poser_env.core.feedback import Feedback
+from poser_env.core.parser import parse
 from poser_env.core.spec import Spec
-from poser_env.parser import parse
 from poser_env.planner import Plan, Planner
 
 __all__ = ["DECOMPOSER_NAMES", "Decomposer", "RuleDecomposer", "make_decomposer"]
@@ -42,7 +42,7 @@ class Decomposer(Protocol):
 
 
 class RuleDecomposer:
-    """Rule-based decomposer: :func:`poser_env.parser.parse` + :class:`poser_env.planner.Planner`.
+    """Rule-based decomposer: :func:`poser_env.core.parser.parse` + :class:`poser_env.planner.Planner`.
 
     Args:
         max_attempts: K, executions of one command before it is dropped (>= 1, default 3).
@@ -68,7 +68,7 @@ class RuleDecomposer:
         return f"RuleDecomposer({self.planner!r})"
 
     def parse(self, prompt: str) -> Spec:
-        """See :func:`poser_env.parser.parse` (raises :class:`poser_env.parser.ParseError`)."""
+        """See :func:`poser_env.core.parser.parse` (raises :class:`poser_env.core.parser.ParseError`)."""
         return parse(prompt, open_vocab=self.open_vocab)
 
     def plan(self, spec: Spec) -> Plan:

@@ -17,7 +17,7 @@ relation outside :data:`poser_env.core.spec.RELATIONS` an open relation, and an 
 listed in ``spec.unexpressed`` (see :mod:`poser_env.core.spec`, "Open spec"); with ``open_vocab=False`` they are
 errors. The instructions and few-shot examples are versioned data (``poser_env/data/llm_prompt.toml``,
 :data:`PROMPT_VERSION`, recorded in ``spec.metadata["prompt_version"]``).
-Any failure falls back to the rule parser (:func:`poser_env.parser.parse`) and the reason is recorded in
+Any failure falls back to the rule parser (:func:`poser_env.core.parser.parse`) and the reason is recorded in
 ``spec.metadata["fallback_reason"]`` and :attr:`LLMDecomposer.last_fallback_reason`.
 ``plan``, ``revise`` and ``current`` delegate to the rule decomposer (:class:`poser_env.decomposer.RuleDecomposer`).
 
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Unpack
 from poser_env.core.hf import HFModel, HFOptions
 from poser_env.core.lru import LRUCache
 from poser_env.core.optional import require
+from poser_env.core.parser import clean_prompt
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
-from poser_env.parser import clean_prompt
 
 if TYPE_CHECKING:
     from poser_env.core.commands import Command
@@ -310,7 +310,7 @@ class LLMDecomposer(HFModel):
             True; SceneSim refuses such specs by name, see :meth:`poser_env.core.spec.Spec.require_closed`).
         cache_size: Raw answers remembered per prompt (greedy decoding is deterministic), >= 0 (default 256).
         rules: The decomposer that plans, revises and provides the fallback parse; None uses
-            :func:`poser_env.parser.parse` for the fallback and builds
+            :func:`poser_env.core.parser.parse` for the fallback and builds
             :class:`poser_env.decomposer.RuleDecomposer` on the first ``plan``/``revise``.
 
     Attributes:
@@ -368,7 +368,7 @@ class LLMDecomposer(HFModel):
     def _fallback_parse(self, prompt: str) -> Spec:
         if self._rules is not None:
             return self._rules.parse(prompt)  # type: ignore[no-any-return]
-        from poser_env.parser import parse
+        from poser_env.core.parser import parse
 
         return parse(prompt)
 
@@ -407,7 +407,7 @@ class LLMDecomposer(HFModel):
 
         Raises:
             LLMOutputError: invalid output and ``fallback=False``.
-            poser_env.parser.ParseError: the fallback rule parser cannot use the prompt either.
+            poser_env.core.parser.ParseError: the fallback rule parser cannot use the prompt either.
         """
         self.last_output = text
         try:

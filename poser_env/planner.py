@@ -157,7 +157,7 @@ class Planner:
         if not isinstance(spec, Spec):
             raise PlanError(
                 f"spec={spec!r} is a {type(spec).__name__}, not a poser_env.core.spec.Spec; parse the prompt first "
-                "(poser_env.parser.parse(prompt))."
+                "(poser_env.core.parser.parse(prompt))."
             )
         asserts = spec.assertions()
         ents = spec.entities

@@ -35,7 +35,7 @@ EXPECTED = Spec(
 
 
 def _parser_parse(prompt: str) -> Spec:
-    from poser_env.parser import parse
+    from poser_env.core.parser import parse
 
     return parse(prompt)
 
@@ -141,7 +141,7 @@ def test_invented_nouns_allowed_when_asked():
 
 
 def test_fallback_records_reason_and_valid_output_clears_it():
-    pytest.importorskip("poser_env.parser")
+    pytest.importorskip("poser_env.core.parser")
     dec = LLMDecomposer("unused/model")
     spec = dec.parse_output("I cannot help with that.", PROMPT)
     assert spec == _parser_parse(PROMPT)
@@ -262,7 +262,7 @@ def test_missing_model_error(tmp_path, monkeypatch):
 
 
 def test_tiny_llama_loading_path(llama_folder, monkeypatch):
-    pytest.importorskip("poser_env.parser")
+    pytest.importorskip("poser_env.core.parser")
     dec = LLMDecomposer(llama_folder, max_new_tokens=12)
     assert not dec.loaded
     text = dec.prompt_text(PROMPT)

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poser_env.core.commands import CommandError, parse_command
+from poser_env.core.commands import CommandError
+from poser_env.core.grammar import parse_command, parse_command_text
+from poser_env.core.parser import MAX_PROMPT_CHARS, ParseError, parse
 from poser_env.core.spec import COLORS, RELATIONS, Entity, Exclusion, Relation, Spec, SpecError
-from poser_env.grammar import parse_command_text
-from poser_env.parser import MAX_PROMPT_CHARS, ParseError, parse
 
 GENEVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from poser_env.parser import ParseError, parse
+from poser_env.core.parser import ParseError, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".." / "shared" / "benchmarks"

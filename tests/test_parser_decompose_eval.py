@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from poser_env.core.lexicon import load_lexicon
+from poser_env.core.parser import parse
 from poser_env.core.spec import Entity, Exclusion, Relation, Spec, SpecError
 from poser_env.decompose_eval import (
     assertion_keys,
@@ -18,8 +20,6 @@ from poser_env.decompose_eval import (
     score_item,
     score_specs,
 )
-from poser_env.lexicon import load_lexicon
-from poser_env.parser import parse
 
 ROWS = [
     # item_id, text, category_broad, category_detailed, tuple

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from poser_env.core.parser import MAX_COUNT, MAX_PROMPT_CHARS, ParseError, parse
 from poser_env.core.spec import Entity, Exclusion
-from poser_env.parser import MAX_COUNT, MAX_PROMPT_CHARS, ParseError, parse
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ def test_long_prompts_shape() -> None:
 
 
 def test_parser_reads_every_generated_prompt() -> None:
-    from poser_env.parser import parse
+    from poser_env.core.parser import parse
 
     for s in geneval_style("test", 120) + long_prompts("test", 60):
         p = parse(s.prompt)

@@ -26,8 +26,8 @@ from experts.sim.judge import SceneJudge, is_pass
 from experts.sim.scene import Artifact, Scene, SceneObject
 from poser_env.core.expert import Expert
 from poser_env.core.geometry import SIZE_FRACTION
+from poser_env.core.parser import parse
 from poser_env.core.registry import RegistryError
-from poser_env.parser import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 judge = SceneJudge()

@@ -686,9 +686,9 @@ def check_llm(w: World, args: Args, res: Result) -> None:
     """LLM decomposer on a tiny Llama: loading on the device, greedy determinism, scripted JSON end to end."""
     from tiny_models import scripted_output
 
+    from poser_env.core.parser import parse
     from poser_env.core.spec import Entity, Spec
     from poser_env.llm import LLMDecomposer
-    from poser_env.parser import parse
 
     folder = w.model("llama")
     prompt = "two red clocks left of a blue dog"

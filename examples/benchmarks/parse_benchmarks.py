@@ -1,7 +1,7 @@
 """Run the rule-based parser over every public prompt set in ``../shared/benchmarks`` (no crash check).
 
 For each file (or set) it reports how many prompts parse to a non-empty spec, how many raise the
-documented :class:`poser_env.parser.ParseError`, the median number of assertions, and the parse time;
+documented :class:`poser_env.core.parser.ParseError`, the median number of assertions, and the parse time;
 then it prints five parsed DPG-Bench prompts. Any other exception is a bug and is re-raised.
 
 Usage::
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from poser_env.core.parser import ParseError, parse
 from poser_env.core.spec import Spec
-from poser_env.parser import ParseError, parse
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "benchmarks"
 

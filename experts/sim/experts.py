@@ -1,6 +1,6 @@
 """SceneSim's simulated experts: text-to-image generators and editors with model-carded failure modes.
 
-Every expert reads its command **text** through :func:`poser_env.core.commands.parse_command`, takes the previous
+Every expert reads its command **text** through :func:`poser_env.core.grammar.parse_command`, takes the previous
 scene graph from ``state=`` (editors), applies the limitations of its card with ``np.random.default_rng(seed)``
 only, and returns ``ExpertOutput(image=render(scene), state=scene, seed, elapsed, metadata)``. The same
 command, state and seed give the same scene and byte-identical pixels in every process.
@@ -54,9 +54,10 @@ import numpy as np
 
 from experts.sim.render import render
 from experts.sim.scene import Artifact, Scene, SceneObject
-from poser_env.core.commands import OPS, CommandError, ParsedCommand, parse_command
+from poser_env.core.commands import OPS, CommandError, ParsedCommand
 from poser_env.core.expert import Expert, ExpertKind, ExpertOutput
 from poser_env.core.geometry import SIZE_FRACTION, relation_mask
+from poser_env.core.grammar import parse_command
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
 from poser_env.core.text import stable_hash
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from poser_env.core.spec import Spec
 
-__all__ = ["Command", "CommandError", "ParsedCommand", "parse_command", "split_op"]
+__all__ = ["Command", "CommandError", "ParsedCommand", "split_op"]
 
 #: Operations a command can ask for (the text before the colon of a command, see poser_env.core.commands).
 OPS: tuple[str, ...] = (
@@ -91,14 +91,3 @@ def split_op(text: str) -> tuple[str, str]:
     if sep and op in OPS:
         return op, rest.strip()
     return "generate", text.strip()
-
-
-def parse_command(text: str) -> ParsedCommand:
-    """Parse a command text (see the module docstring) with the rule-based parser.
-
-    Raises:
-        CommandError: the text names no usable op/target; the message says what was expected.
-    """
-    from poser_env.grammar import parse_command_text
-
-    return parse_command_text(text)

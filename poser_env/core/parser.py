@@ -52,7 +52,7 @@ GenEval forms ("a photo of ..." with the structure of one of GenEval's six tasks
 other prompts get the tag ``"long"`` when they ask for more than GenEval can express, else None.
 
 Word lists are data (``poser_env/data/lexicon.toml``); command texts are read by
-:func:`poser_env.grammar.parse_command_text`, which reuses this module's noun-phrase scanner.
+:func:`poser_env.core.grammar.parse_command_text`, which reuses this module's noun-phrase scanner.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from dataclasses import dataclass, field, replace
 
 from lemminflect import getAllLemmas
 
-from poser_env import lexicon
+from poser_env.core import lexicon
 from poser_env.core.spec import (
     RELATIONS,
     Entity,

@@ -1,7 +1,7 @@
 """Command grammar: command text ``"<op>: <instruction>"`` -> :class:`poser_env.core.commands.ParsedCommand`.
 
 Command texts (see :mod:`poser_env.core.commands`) are read by :func:`parse_command_text`, with the noun-phrase
-scanner of :mod:`poser_env.parser`. Ordinals ("the second clock") count objects of that noun **from left to
+scanner of :mod:`poser_env.core.parser`. Ordinals ("the second clock") count objects of that noun **from left to
 right** (by box centre x), 0-based in :attr:`poser_env.core.commands.ParsedCommand.index`; "the last clock" gives
 index -1.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 
 from poser_env.core.commands import CommandError, ParsedCommand, split_op
-from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation, Spec
-from poser_env.parser import (
+from poser_env.core.parser import (
     _COLOR_WORDS,
     _FRAMING_NOUNS,
     _NON_OBJECTS,
@@ -34,8 +33,9 @@ from poser_env.parser import (
     _short,
     parse,
 )
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation, Spec
 
-__all__ = ["parse_command_text"]
+__all__ = ["parse_command", "parse_command_text"]
 
 
 _BG_WORDS: list[tuple[str, re.Pattern[str]]] = [
@@ -229,3 +229,12 @@ def _parse_move(text: str, low: str) -> ParsedCommand:
     noun = target.noun or None
     return ParsedCommand("move", _edit_spec(noun, None), noun=noun, index=target.ordinal,
                          relation=relation, reference=ref.noun)
+
+
+def parse_command(text: str) -> ParsedCommand:
+    """Parse a command text ``"<op>: <instruction>"`` (see :mod:`poser_env.core.commands`) with the rule grammar.
+
+    Raises:
+        CommandError: the text names no usable op/target; the message says what was expected.
+    """
+    return parse_command_text(text)
