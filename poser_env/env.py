@@ -39,7 +39,6 @@ from poser_env.rendering import render_frame
 __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
 
 
-
 class EnvConfigError(ValueError):
     """A bad constructor argument or reset option; the message names it, the value and the fix."""
 
