@@ -29,6 +29,7 @@ import difflib
 import functools
 import inspect
 import os
+import shutil
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
@@ -179,7 +180,8 @@ class _ReportingSubprocVecEnv(SubprocVecEnv):
             raise
 
     def close(self) -> None:
-        """Close the workers; after a worker died, end the others instead of failing on the dead pipe."""
+        """Close the workers; after a worker died, end the others instead of failing on the dead pipe. The
+        folder of error reports is removed."""
         try:
             super().close()
         except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -188,6 +190,9 @@ class _ReportingSubprocVecEnv(SubprocVecEnv):
                     p.terminate()
                 p.join(timeout=5)
             self.closed = True
+        finally:
+            if self._report_dir:
+                shutil.rmtree(self._report_dir, ignore_errors=True)
 
 
 def make_vec_env(
