@@ -28,6 +28,10 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import os
+import shutil
+import tempfile
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -120,8 +124,6 @@ class _ErrorReporting(gym.Wrapper):  # type: ignore[type-arg]
         self._path = path
 
     def _report(self, where: str) -> None:
-        import traceback
-
         Path(self._path).write_text(f"{where}: {traceback.format_exc()}", encoding="utf-8")
 
     def reset(self, **kwargs: Any) -> Any:
@@ -145,14 +147,10 @@ def _worker_errors(report_dir: str) -> str:
 
 
 def _reporting_factory(factory: Callable[..., gym.Env], report_dir: str, **kwargs: Any) -> gym.Env:  # type: ignore[type-arg]
-    import os
-
     path = str(Path(report_dir) / f"worker-{os.getpid()}.txt")
     try:
         env = factory(**kwargs)
     except Exception:
-        import traceback
-
         Path(path).write_text(f"constructing the env: {traceback.format_exc()}", encoding="utf-8")
         raise
     return _ErrorReporting(env, path)
@@ -183,7 +181,8 @@ class _ReportingSubprocVecEnv(SubprocVecEnv):
             raise
 
     def close(self) -> None:
-        """Close the workers; after a worker died, end the others instead of failing on the dead pipe."""
+        """Close the workers; after a worker died, end the others instead of failing on the dead pipe. The
+        folder of error reports is removed."""
         try:
             super().close()
         except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -192,6 +191,9 @@ class _ReportingSubprocVecEnv(SubprocVecEnv):
                     p.terminate()
                 p.join(timeout=5)
             self.closed = True
+        finally:
+            if self._report_dir:
+                shutil.rmtree(self._report_dir, ignore_errors=True)
 
 
 def make_vec_env(
@@ -231,8 +233,6 @@ def make_vec_env(
         return _sb3_make_vec_env(
             factory, n_envs=n_envs, seed=seed, env_kwargs=dict(env_kwargs or {}), vec_env_cls=classes[vec_cls]
         )
-    import tempfile
-
     report_dir = tempfile.mkdtemp(prefix="poser-vecenv-")
     try:
         venv = _sb3_make_vec_env(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.bench import BENCH_KINDS
+from agents.bench import BENCH_KINDS, bench_file
 
 app = typer.Typer(
     name="poser",
@@ -205,8 +205,6 @@ def _bench_command(kind: str) -> Any:
 
     def command(files: Any = None, policy: Any = None, algo: str = "maskable-ppo", images: int = k.images,
                 runs: int = 3, limit: int = k.limit, out: Path = Path(f"runs/bench-{kind}"), workers: int = 1) -> None:
-        from agents.bench import bench_file
-
         if k.needs_file and not files:
             raise typer.BadParameter(f"`poser bench {kind}` needs at least one file; {k.files_help}",
                                      param_hint="FILES")

@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from experts.diffusers import diffusers_registry, load_diffusers_experts
-from experts.registry import default_expert_names
+from experts.registry import EXPERTS, default_expert_names
 from poser_env.components import (
     build_experts,
     check_trust_remote_code,
@@ -292,6 +292,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
                 raise EnvConfigError(f"experts entry {e!r} must be a registry name or an Expert object.")
         if len(set(names)) != len(names):
             raise EnvConfigError(f"experts={names} has duplicate names; each expert may appear once.")
+        if type(self)._build_experts is ImagePoserEnv._build_experts:  # names must be in this env's registry now
+            reg = self._expert_registry if self._expert_registry is not None else EXPERTS
+            for e in experts:
+                if isinstance(e, str):
+                    reg.entry(e)  # RegistryError (a ValueError) with "did you mean ..."
         return names
 
     def _build_experts(self) -> list[Expert]:
