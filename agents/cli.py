@@ -50,7 +50,7 @@ class _PoserGroup(TyperGroup):
                 msg = msg[1:-1]
             from agents.envargs import EnvArgError
 
-            hint = "" if isinstance(exc, (CLIError, EnvArgError)) else " (poser --debug ... shows the traceback)"
+            hint = "" if isinstance(exc, (CLIError, EnvArgError)) else " (poser --debug ... shows where it came from)"
             click.echo(f"Error: {msg}{hint}", err=True)
             ctx.exit(1)
 
@@ -200,7 +200,10 @@ def train(
     if warm_start is not None and algo_key == "dqn":
         raise CLIError("--warm-start clones a teacher into an actor-critic policy; it works with --algo ppo or "
                        "maskable-ppo, not dqn.")
-    env_kwargs = _parse_kv(env_arg, env) if env_arg else None
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; pass a folder (runs go to <out>/seed<k>).")
+    parsed = _parse_kv(env_arg, env)  # also checks the env id
+    env_kwargs = parsed if env_arg else None  # None: a resumed run keeps its checkpoint's env kwargs
     if warm_start is not None:
         _check_policies([warm_start], env, env_kwargs or {})
     if resume is not None:

@@ -210,6 +210,7 @@ def train_one(
     warm_start_epochs: int = 3,
     trust_pickle: bool = False,
     overwrite: bool = False,
+    curve_interval: int = 1000,
 ) -> Path:
     """Train one model into the run folder ``out`` (see the module docstring); returns ``out/policy.json``.
 
@@ -233,6 +234,7 @@ def train_one(
             MaskablePPO only; ignored when resuming). None trains from scratch.
         trust_pickle: Allow ``resume`` to be a pickle-based SB3 zip (it runs code from the file).
         overwrite: Replace a run already in ``out`` (its policy, checkpoints, train.json, curve) instead of refusing.
+        curve_interval: Timesteps between learning-curve points (>= 1).
 
     Raises:
         TrainConfigError: bad arguments, ``out`` already holds a run (without ``overwrite``), env kwargs that differ
@@ -249,6 +251,7 @@ def train_one(
     _check_int("n_envs", n_envs, 1)
     _check_int("checkpoint_every", checkpoint_every, 1)
     _check_int("warm_start_episodes", warm_start_episodes, 1)
+    _check_int("curve_interval", curve_interval, 1)
     algo_key = _check_algo(algo)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -332,7 +335,7 @@ def train_one(
         history.update({"env_id": env_id, "algo": algo, "seed": seed, "n_envs": n, "env_kwargs": env_kwargs,
                         "steps": sum(int(r.get("steps", 0)) for r in runs), "resumed_from": segment["resumed_from"],
                         "warm_start": first.get("warm_start")})
-        metrics = PoserMetricsCallback()
+        metrics = PoserMetricsCallback(curve_interval=curve_interval)
         writer = RunWriter(out, metrics, checkpoint_every=checkpoint_every, env_id=env_id, env_kwargs=env_kwargs,
                            history=history, curve_prefix=prior_curve,
                            run_info={"seed": seed, "algo": algo_key, "n_envs": n, "model_kwargs": model_kwargs})
