@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -37,12 +36,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 class _PoserGroup(TyperGroup):
     """Prints a user error as ``Error: <message>`` (exit code 1); ``poser --debug ...`` shows the traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a typer (vendored click) Context
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except Exception as exc:
+        except Exception as exc:  # typer's usage errors and exits are not user errors here: they pass through
             if _STATE["debug"] or not isinstance(exc, _user_errors()):
                 raise
             msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -51,7 +48,7 @@ class _PoserGroup(TyperGroup):
             from agents.envargs import EnvArgError
 
             hint = "" if isinstance(exc, (CLIError, EnvArgError)) else " (poser --debug ... shows where it came from)"
-            click.echo(f"Error: {msg}{hint}", err=True)
+            typer.echo(f"Error: {msg}{hint}", err=True)
             ctx.exit(1)
 
 

@@ -94,12 +94,10 @@ def _bound(a: np.ndarray) -> Any:
 
 
 def _unbound(v: Any, shape: tuple[int, ...]) -> np.ndarray:
-    def f(x: Any) -> float:
-        return float(x) if not isinstance(x, str) else float(x)  # "inf" / "-inf"
-
+    # float() reads the numbers and the strings "inf" / "-inf" that _bound writes for infinite bounds
     if isinstance(v, list):
-        return np.asarray([f(x) for x in v], dtype=np.float64).reshape(shape)
-    return np.full(shape, f(v), dtype=np.float64)
+        return np.asarray([float(x) for x in v], dtype=np.float64).reshape(shape)
+    return np.full(shape, float(v), dtype=np.float64)
 
 
 def describe_space(space: gym.Space[Any]) -> dict[str, Any]:
@@ -156,7 +154,7 @@ def _algo_class(algo: str) -> type[BaseAlgorithm]:
     return ALGO_CLASSES[algo]
 
 
-def _class_tables() -> dict[str, dict[str, type]]:
+def _class_tables() -> dict[str, dict[str, Any]]:
     from stable_baselines3.common import torch_layers
 
     from agents.extractor import PoserExtractor
@@ -536,7 +534,7 @@ def load_policy(path: str | Path, *, env: gym.Env[Any, Any] | VecEnv | None = No
                                   f"{env_id!r}. Evaluate it with --env {config.get('env_id')}.")
     policy = _build_policy(config, _read_tensors(w_path), device, f"policy {str(cfg_path)!r}")
     policy.set_training_mode(False)
-    policy.poser_config = config  # type: ignore[attr-defined]
+    setattr(policy, "poser_config", config)  # noqa: B010  (the config it was loaded from, for callers)
     return policy
 
 
