@@ -138,6 +138,7 @@ def bench_file(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     workers: int = 1,
+    trust_pickle: bool = False,
 ) -> str:
     """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown.
 
@@ -151,7 +152,7 @@ def bench_file(
     kw["prompt_source"] = "geneval"
     t0 = time.perf_counter()
     results = evaluate_methods(methods, specs, env_id=env_id, algo=algo, env_kwargs=kw, images=images, runs=runs,
-                               progress=progress, workers=workers)
+                               progress=progress, workers=workers, trust_pickle=trust_pickle)
     summaries = summarize(results)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)

@@ -167,7 +167,9 @@ def train(
     steps: Annotated[int, typer.Option(help="Environment steps per seed.")] = 30_000,
     seeds: Annotated[list[int] | None, typer.Option("--seed", help="Training seed (repeat for several; default 0, or "
                                                                    "the resumed checkpoint's).")] = None,
-    out: OutOpt = Path("runs/train"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output folder; runs go to <out>/seed<k> (default runs/train, or the resumed run's "
+                            "parent folder).")] = None,
     n_envs: Annotated[int, typer.Option(help="Parallel envs per run.")] = 4,
     env_arg: EnvArgOpt = None,
     resume: Annotated[Path | None, typer.Option(
@@ -197,7 +199,7 @@ def train(
     if warm_start is not None and algo_key == "dqn":
         raise CLIError("--warm-start clones a teacher into an actor-critic policy; it works with --algo ppo or "
                        "maskable-ppo, not dqn.")
-    if out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():
         raise CLIError(f"--out {str(out)!r} is a file; pass a folder (runs go to <out>/seed<k>).")
     parsed = _parse_kv(env_arg, env)  # also checks the env id
     env_kwargs = parsed if env_arg else None  # None: a resumed run keeps its checkpoint's env kwargs
@@ -211,8 +213,13 @@ def train(
             seeds = [int((read_config(ckpt)[0].get("run") or {}).get("seed", 0))]
         if seeds is not None and len(seeds) != 1:
             raise CLIError(f"--resume continues one run; pass one --seed, got {seeds}.")
+        if out is None and ckpt.parent.name == "checkpoints":  # continue in the run's own folder
+            out = ckpt.parent.parent.parent
+            if ckpt.parent.parent.name != f"seed{(seeds or [0])[0]}":
+                raise CLIError(f"--resume {str(resume)!r} is not in a seed<k> run folder of seed {(seeds or [0])[0]}; "
+                               "pass --out (runs go to <out>/seed<k>).")
         resume = ckpt
-    paths = train_runs(env_id=env, algo=algo, steps=steps, seeds=seeds or [0], out=out, n_envs=n_envs,
+    paths = train_runs(env_id=env, algo=algo, steps=steps, seeds=seeds or [0], out=out or Path("runs/train"), n_envs=n_envs,
                        env_kwargs=env_kwargs, resume=resume, progress=True, warm_start=warm_start,
                        warm_start_episodes=warm_start_episodes, checkpoint_every=checkpoint_every,
                        trust_pickle=trust_pickle, overwrite=overwrite)
@@ -350,57 +357,63 @@ def ablations(
 def bench_geneval(
     file: Annotated[Path, typer.Argument(help="A GenEval-format JSONL file (e.g. ../shared/benchmarks/geneval/"
                                               "evaluation_metadata.jsonl).")],
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
+    policy: Annotated[list[str] | None, typer.Option(
+        "--policy", help="policy.json (or its run folder), an SB3 .zip with --trust-pickle, or a baseline (repeatable).")] = None,
     algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
     images: Annotated[int, typer.Option(help="Images per prompt (GenEval: 4).")] = 4,
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Use only the first N prompts (0 = all).")] = 0,
     out: OutOpt = Path("runs/bench-geneval"),
     workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
+    trust_pickle: TrustOpt = False,
 ) -> None:
     """Evaluate on a GenEval-format file (judge and critic side by side); write JSON and a markdown table."""
     from agents.bench import bench_file
 
     md = bench_file(file, kind="geneval", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
+                    limit=limit, out=out, workers=workers, trust_pickle=trust_pickle)
     typer.echo(md)
 
 
 @bench_app.command("compbench")
 def bench_compbench(
     files: Annotated[list[Path], typer.Argument(help="T2I-CompBench-style text files (one prompt a line).")],
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
+    policy: Annotated[list[str] | None, typer.Option(
+        "--policy", help="policy.json (or its run folder), an SB3 .zip with --trust-pickle, or a baseline (repeatable).")] = None,
     algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
     images: Annotated[int, typer.Option(help="Images per prompt.")] = 1,
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Prompts per file (0 = all).")] = 50,
     out: OutOpt = Path("runs/bench-compbench"),
     workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
+    trust_pickle: TrustOpt = False,
 ) -> None:
     """Evaluate on T2I-CompBench-style text files, parsed by the decomposer, scored per category (file)."""
     from agents.bench import bench_file
 
     md = bench_file(files, kind="compbench", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
+                    limit=limit, out=out, workers=workers, trust_pickle=trust_pickle)
     typer.echo(md)
 
 
 @bench_app.command("long")
 def bench_long(
     file: Annotated[Path | None, typer.Argument(help="A long-prompt JSONL file (default: the generated test split).")] = None,
-    policy: Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")] = None,
+    policy: Annotated[list[str] | None, typer.Option(
+        "--policy", help="policy.json (or its run folder), an SB3 .zip with --trust-pickle, or a baseline (repeatable).")] = None,
     algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
     images: Annotated[int, typer.Option(help="Images per prompt.")] = 1,
     runs: Annotated[int, typer.Option(help="Runs (seeds).")] = 3,
     limit: Annotated[int, typer.Option(help="Prompts (0 = all).")] = 100,
     out: OutOpt = Path("runs/bench-long"),
     workers: Annotated[int, typer.Option(help="Parallel evaluation processes.")] = 1,
+    trust_pickle: TrustOpt = False,
 ) -> None:
     """Long prompts: all-assertions rate and per-assertion accuracy."""
     from agents.bench import bench_file
 
     md = bench_file(file, kind="long", methods=policy or ["baselines"], algo=algo, images=images, runs=runs,
-                    limit=limit, out=out, workers=workers)
+                    limit=limit, out=out, workers=workers, trust_pickle=trust_pickle)
     typer.echo(md)
 
 

@@ -258,6 +258,16 @@ def train_one(
         raise TrainConfigError(f"out={str(out)!r} is a file; pass a folder for the run.")
     ckpt = resolve_resume(resume, trust_pickle=trust_pickle) if resume is not None else None
     has_run = out.is_dir() and (any((out / f).exists() for f in _RUN_FILES) or (out / "checkpoints").is_dir())
+    if has_run and ckpt is not None and ckpt.suffix == ".json":
+        ck_run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        if ck_run.resolve() != out.resolve() and not overwrite:
+            raise TrainConfigError(
+                f"out={str(out)!r} already holds another run; resume {str(ckpt)!r} into its own run folder "
+                f"({str(ck_run)!r}), into an empty --out, or pass --overwrite to replace the run in out.")
+        if ck_run.resolve() != out.resolve():
+            for f in _RUN_FILES:
+                (out / f).unlink(missing_ok=True)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if has_run and ckpt is None:
         if not overwrite:
             raise TrainConfigError(

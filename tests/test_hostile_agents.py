@@ -284,6 +284,30 @@ def _cases() -> list[Case]:
                                                    c.resume_target(c.root / "copies" / "res" / "seed0"),
                                                    "--out", str(c.root / "copies" / "res")],
         setup=lambda c: c.copy_run(c.hash_run, "res/seed0") and None, expect="ok", check=resumed_history)  # type: ignore[attr-defined]
+    def setup_other_run(c: Ctx) -> None:
+        run = c.copy_run(c.nofb_run, "other/seed0")  # type: ignore[attr-defined]
+        c.flags["snap-other"] = snapshot(run)  # type: ignore[assignment]
+
+    def other_untouched(c: Ctx, res: Any) -> str | None:
+        same = snapshot(c.root / "copies" / "other" / "seed0") == c.flags["snap-other"]  # type: ignore[comparison-overlap]
+        return None if same else "data lost"
+
+    add("train-resume-into-other-run-refused", lambda c: [*t, "--steps", "64", "--resume", c.resume_target(c.hash_run),  # type: ignore[attr-defined]
+                                                          "--out", str(c.root / "copies" / "other")],
+        setup=setup_other_run, check=other_untouched, words=("already holds another run",))
+
+    def newest_ckpt_arg(c: Ctx) -> list[str]:
+        run = c.root / "copies" / "dflt" / "seed0"
+        files = ckpt_files(run)
+        target = str(max(files, key=lambda p: int(p.name.split("_")[1]))) if files else str(run / "model.zip")
+        return [*t, "--steps", "64", "--resume", target]
+
+    def default_out_continues(c: Ctx, res: Any) -> str | None:
+        info = json.loads((c.root / "copies" / "dflt" / "seed0" / "train.json").read_text())
+        return None if len(info.get("runs", [])) == 2 else "data lost"
+
+    add("train-resume-checkpoint-without-out", newest_ckpt_arg,
+        setup=lambda c: c.copy_run(c.hash_run, "dflt/seed0") and None, expect="ok", check=default_out_continues)  # type: ignore[attr-defined]
     add("train-resume-missing", lambda c: [*t, "--steps", "64", "--resume", str(c.root / "nope"), *out(c, "rm")],
         words=("nope", "does not exist"))
     add("train-resume-evil-zip", lambda c: [*t, "--steps", "64", *HASH, "--resume", str(c.evil_zip), *out(c, "rz")],  # type: ignore[attr-defined]
@@ -527,6 +551,9 @@ def _cases() -> list[Case]:
 
     add("generate-with-trained-policy", lambda c: [*g, "a photo of a red cup", "--policy", str(c.policy(c.hash_run)),  # type: ignore[attr-defined]
                                                    *gen_out(c, "okp")], expect="ok", check=generated)
+
+    add("bench-long-evil-zip", lambda c: ["bench", "long", "--policy", str(c.evil_zip), "--limit", "1", "--runs", "1",  # type: ignore[attr-defined]
+                                          "--out", str(c.root / "bench")], words=("trust-pickle",), check=_no_marker)
 
     # ------------------------------------------------------------------ other commands and the CLI itself
     add("experts-registry-missing", lambda c: ["experts", "--registry", str(c.root / "missing.toml")],
