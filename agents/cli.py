@@ -34,7 +34,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class _PoserGroup(TyperGroup):
-    """Prints a user error as ``Error: <message>`` (exit code 1); ``poser --debug ...`` shows the traceback."""
+    """Prints a user error as one line ``Error: <message>`` (exit code 1); ``poser --debug ...`` shows the traceback.
+
+    User errors are bad values and files (``ValueError``, ``OSError``, Gymnasium's errors, registry and missing-extra
+    errors); anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a typer (vendored click) Context
         try:
@@ -45,10 +48,7 @@ class _PoserGroup(TyperGroup):
             msg = " ".join(str(exc).split()) or type(exc).__name__
             if isinstance(exc, KeyError) and msg.startswith(("'", '"')):
                 msg = msg[1:-1]
-            from agents.envargs import EnvArgError
-
-            hint = "" if isinstance(exc, (CLIError, EnvArgError)) else " (poser --debug ... shows where it came from)"
-            typer.echo(f"Error: {msg}{hint}", err=True)
+            typer.echo(f"Error: {msg}", err=True)
             ctx.exit(1)
 
 

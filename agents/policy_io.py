@@ -307,13 +307,13 @@ def check_compatible(config: Mapping[str, Any], env: gym.Env[Any, Any] | VecEnv,
                                   f"{list(have_x)}: action i would run another expert. Use the registry and env "
                                   "arguments it was trained with (see its JSON config).")
     if diffs:
-        raise PolicyMismatchError(f"{source}'s action space differs from this env's: {'; '.join(diffs)}. Use the env "
-                                  "it was trained on (see its JSON config).")
+        raise PolicyMismatchError(f"the action space of {source} differs from this env's: {'; '.join(diffs)}. Use the "
+                                  "env it was trained on (see its JSON config).")
     diffs = _space_diff(config["observation_space"], sig["observation_space"])
     if diffs:
         kw = config.get("env_kwargs") or {}
         hint = ", ".join(f"{k}={v}" for k, v in kw.items() if k in ("feedback_in_obs", "thumbnail", "thumbnail_size"))
-        raise PolicyMismatchError(f"{source}'s observation space differs from this env's: {'; '.join(diffs[:4])}. "
+        raise PolicyMismatchError(f"the observation space of {source} differs from this env's: {'; '.join(diffs[:4])}. "
                                   f"Use the env arguments it was trained with{f' ({hint})' if hint else ''}.")
 
 
@@ -486,6 +486,12 @@ def _read_tensors(w_path: Path) -> dict[str, torch.Tensor]:
         raise PolicyFileError(f"weights {str(w_path)!r} cannot be read as safetensors: {exc}") from exc
 
 
+def _first_error(exc: BaseException) -> str:
+    """The informative part of a torch ``load_state_dict`` error (its first detail line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+
+
 def _build_policy(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], device: str,
                   source: str) -> BasePolicy:
     cls = _algo_class(str(config["algo"]))
@@ -504,7 +510,7 @@ def _build_policy(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
         policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise PolicyFileError(f"{source}: its weights do not fit the policy its config describes: "
-                              f"{str(exc).splitlines()[0]}") from exc
+                              f"{_first_error(exc)[:300]}") from exc
     return policy.to(device)
 
 
@@ -610,7 +616,7 @@ def restore_checkpoint(model: BaseAlgorithm, path: str | Path) -> dict[str, Any]
         model.policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise PolicyFileError(f"checkpoint {str(cfg_path)!r} does not fit this model (other net_arch or "
-                              f"extractor?): {str(exc).splitlines()[0]}") from exc
+                              f"extractor?): {_first_error(exc)[:300]}") from exc
     opt_meta = config.get("optimizer") or {}
     opt_state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
