@@ -136,9 +136,9 @@ def test_load_checks_env_id_encoder_experts_and_spaces(tmp_path):
         load_policy(path, env=gym.make(ENV, text_encoder="minilm"))
     with pytest.raises(PolicyMismatchError, match=r"experts .* action i would run another expert"):
         load_policy(path, env=gym.make(ENV, text_encoder="hashing", experts=["sim/sketch", "sim/add"]))
-    with pytest.raises(PolicyMismatchError, match=r"observation space differs.*'thumbnail'"):
+    with pytest.raises(PolicyMismatchError, match=r"observation space of .* differs.*'thumbnail'"):
         load_policy(path, env=gym.make(ENV, text_encoder="hashing", thumbnail=True, thumbnail_size=32))
-    with pytest.raises(PolicyMismatchError, match=r"observation space differs.*'feedback'"):
+    with pytest.raises(PolicyMismatchError, match=r"observation space of .* differs.*'feedback'"):
         load_policy(path, env=gym.make(ENV, text_encoder="hashing", feedback_in_obs=False))
     assert load_policy(tmp_path, env=gym.make(ENV, text_encoder="hashing")) is not None  # the folder works too
 
