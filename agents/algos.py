@@ -389,18 +389,32 @@ def make_model(algo: str, env: EnvLike, *, seed: int = 0, **overrides: Any) -> B
 
 
 def load_model(
-    path: str | Path, algo: str, env: gym.Env | VecEnv | None = None, *, device: str = "cpu", **kwargs: Any
+    path: str | Path, algo: str, env: gym.Env | VecEnv | None = None, *, device: str = "cpu",
+    trust_pickle: bool = False, **kwargs: Any
 ) -> BaseAlgorithm:
-    """Load a model saved with ``model.save(path)`` (or by ``CheckpointCallback``).
+    """Load an SB3 model saved with ``model.save(path)`` (a ``.zip``), only with ``trust_pickle=True``.
+
+    SB3 zips hold cloudpickle data that ``<Algo>.load`` unpickles, which runs any code the file's author put there:
+    load only zips you made or trust. Policies written by ``poser train`` use the safe format instead
+    (:func:`agents.policy_io.load_policy`, safetensors + JSON, nothing unpickled).
 
     :param path: the ``.zip`` file (the suffix may be omitted, as with SB3).
     :param algo: the algorithm it was trained with (see :data:`ALGOS`).
-    :param env: env to attach (needed to continue training; not needed for ``predict``).
+    :param env: env to attach (needed to continue training; not needed for ``predict``); SB3 checks its spaces.
     :param device: torch device (default ``"cpu"``).
+    :param trust_pickle: must be True: you vouch that the file is not hostile.
     :param kwargs: passed to ``<Algo>.load`` (e.g. ``custom_objects``).
+    :raises agents.policy_io.UnsafePolicyError: ``trust_pickle`` is False.
     """
     cls = ALGO_CLASSES[_check_algo(algo)]
     p = Path(path)
     if not p.is_file() and not p.with_name(p.name + ".zip").is_file():
         raise FileNotFoundError(f"path={str(path)!r}: no saved model there (looked for {p} and {p}.zip).")
+    if trust_pickle is not True:
+        from agents.policy_io import UnsafePolicyError
+
+        raise UnsafePolicyError(
+            f"path={str(path)!r} is a Stable-Baselines3 zip: loading it unpickles its 'data' entry with cloudpickle, "
+            "which runs any code its author put there. Pass trust_pickle=True (CLI: --trust-pickle) only for files "
+            "you trust, or load the safe format with agents.policy_io.load_policy.")
     return cls.load(p, env=env, device=device, **kwargs)

@@ -197,6 +197,7 @@ def bench_file(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     workers: int = 1,
+    trust_pickle: bool = False,
 ) -> str:
     """Evaluate methods on a benchmark; write ``out/bench.json`` and ``out/bench.md``; return the markdown. Both
     end with rliable's aggregates (:func:`rliable_section`; key ``"rliable"`` in the JSON).
@@ -214,7 +215,7 @@ def bench_file(
     kw["prompt_source"] = "geneval"  # the benchmark's prompts are passed explicitly; no pool is generated
     t0 = time.perf_counter()
     results = evaluate_methods(methods, specs, env_id=env_id, algo=algo, env_kwargs=kw, images=images, runs=runs,
-                               progress=progress, workers=workers)
+                               progress=progress, workers=workers, trust_pickle=trust_pickle)
     summaries = summarize(results)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)

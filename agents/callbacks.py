@@ -32,6 +32,7 @@ frequency); :func:`resume_training` continues a checkpoint with ``reset_num_time
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import deque
@@ -47,6 +48,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.algos import AlgoConfigError, load_model
+from agents.atomic import atomic_write_json, atomic_write_text
 
 __all__ = [
     "CURVE_FIELDS",
@@ -222,14 +224,14 @@ class PoserMetricsCallback(BaseCallback):
         p = Path(path)
         if p.suffix not in (".json", ".csv"):
             raise ValueError(f"path={str(path)!r} must end in .json or .csv (the format is chosen by the suffix).")
-        p.parent.mkdir(parents=True, exist_ok=True)
         if p.suffix == ".json":
-            p.write_text(json.dumps(self.curve, indent=1, allow_nan=True) + "\n")
+            atomic_write_json(p, self.curve)
         else:
-            with p.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(CURVE_FIELDS))
-                writer.writeheader()
-                writer.writerows(self.curve)
+            buf = io.StringIO(newline="")
+            writer = csv.DictWriter(buf, fieldnames=list(CURVE_FIELDS), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.curve)
+            atomic_write_text(p, buf.getvalue())
         return p
 
 
@@ -298,6 +300,7 @@ def resume_training(
     replay_buffer_path: str | Path | None = None,
     device: str = "cpu",
     tb_log_name: str | None = None,
+    trust_pickle: bool = False,
 ) -> BaseAlgorithm:
     """Load a checkpoint and train until the model has seen ``total_timesteps`` timesteps in all.
 
@@ -309,10 +312,12 @@ def resume_training(
 
     :param env: the env to continue on (the same id and kwargs as the original run; its episode restarts).
     :param algo: the algorithm the checkpoint was trained with (``"ppo"``, ``"maskable_ppo"``, ``"dqn"``).
+    :param trust_pickle: must be True: SB3 checkpoints are zips that are unpickled (see
+        :func:`agents.algos.load_model`); ``poser train`` resumes from its safe checkpoints instead.
     """
     if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
         raise ValueError(f"total_timesteps={total_timesteps!r} must be an int >= 1 (the run's overall budget).")
-    model = load_model(path, algo, env=env, device=device)
+    model = load_model(path, algo, env=env, device=device, trust_pickle=trust_pickle)
     if replay_buffer_path is not None:
         if not hasattr(model, "load_replay_buffer"):
             raise AlgoConfigError(f"replay_buffer_path is only for off-policy algorithms; algo={algo!r} has none.")

@@ -7,11 +7,56 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from agents.bench import BENCH_KINDS, bench_file
 
+_STATE: dict[str, bool] = {"debug": False}
+
+
+class CLIError(ValueError):
+    """A bad command-line value found before any work; printed as one line (``Error: ...``)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix (bad values, files, env ids, missing extras): one line, no traceback."""
+    import gymnasium.error
+
+    from poser_env.core.optional import MissingExtraError
+    from poser_env.core.registry import RegistryError
+
+    errors: list[type[BaseException]] = [ValueError, OSError, gymnasium.error.Error, RegistryError, MissingExtraError]
+    try:
+        from poser_env.core.hf import ModelLoadError
+
+        errors.append(ModelLoadError)
+    except ImportError:  # pragma: no cover - critic is part of the package
+        pass
+    return tuple(errors)
+
+
+class _PoserGroup(TyperGroup):
+    """Prints a user error as one line ``Error: <message>`` (exit code 1); ``poser --debug ...`` shows the traceback.
+
+    User errors are bad values and files (``ValueError``, ``OSError``, Gymnasium's errors, registry and missing-extra
+    errors); anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a typer (vendored click) Context
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # typer's usage errors and exits are not user errors here: they pass through
+            if _STATE["debug"] or not isinstance(exc, _user_errors()):
+                raise
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, KeyError) and msg.startswith(("'", '"')):
+                msg = msg[1:-1]
+            typer.echo(f"Error: {msg}", err=True)
+            ctx.exit(1)
+
+
 app = typer.Typer(
     name="poser",
+    cls=_PoserGroup,
     help=(
         "image-poser: learn to orchestrate image-generation experts with RL.\n\n"
         "Runs on SceneSim (offline, CPU) by default. Numbers measured in SceneSim are about the simulator, "
@@ -25,22 +70,67 @@ bench_app = typer.Typer(help="Benchmarks: GenEval-format files, T2I-CompBench-st
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False) -> None:
+    """image-poser: learn to orchestrate image-generation experts with RL."""
+    _STATE["debug"] = debug
+
+
 EnvOpt = Annotated[str, typer.Option("--env", help="Gymnasium env id.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+EnvArgOpt = Annotated[list[str] | None, typer.Option(
+    "--env-arg", help="Env constructor argument key=value, typed by its signature: booleans true/false/1/0/yes/no, "
+                      "numbers, JSON objects/lists, none (repeatable).")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow Stable-Baselines3 .zip model files: loading them unpickles data, which runs any "
+                           "code the file's author put there. Only for files you trust.")]
 
 
-def _parse_kv(pairs: list[str] | None) -> dict[str, Any]:
-    """``["cost_weight=0", "thumbnail=true"]`` -> kwargs (JSON values where they parse, else strings)."""
-    out: dict[str, Any] = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise typer.BadParameter(f"--env-arg {p!r} must look like key=value, e.g. cost_weight=0.")
-        k, v = p.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+def _parse_kv(pairs: list[str] | None, env_id: str = "poser_env/ImagePoser-v0") -> dict[str, Any]:
+    """``["cost_weight=0", "thumbnail=false"]`` -> typed kwargs of ``env_id``'s constructor (see agents.envargs)."""
+    from agents.envargs import parse_env_args
+
+    return parse_env_args(pairs, env_id)
+
+
+def _at_least(name: str, value: int, minimum: int, meaning: str = "") -> None:
+    if value < minimum:
+        raise CLIError(f"{name} {value} must be >= {minimum}{meaning}.")
+
+
+def _check_algo_name(algo: str) -> str:
+    from agents.algos import _check_algo
+
+    return _check_algo(algo)
+
+
+def _check_policies(policies: list[str], env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """Every --policy is a model path that exists, 'baselines', or a baseline of this env (did-you-mean otherwise)."""
+    import difflib
+
+    from agents.pipeline import baseline_names
+    from agents.policy_io import is_policy_path
+
+    known: list[str] | None = None
+    for p in policies:
+        if p == "baselines":
+            continue
+        if is_policy_path(p) or "/" in p.split(":", 1)[0] or Path(p).exists():
+            if not Path(p).exists():
+                raise CLIError(f"--policy {p!r} does not exist; pass a policy.json written by `poser train` (or its "
+                               "run folder), or a baseline name.")
+            if not is_policy_path(p):
+                raise CLIError(f"--policy {p!r} is not a model file; pass a policy.json written by `poser train` (or its "
+                               "run folder), or an SB3 .zip with --trust-pickle.")
+            continue
+        if known is None:
+            known = [*baseline_names(env_id, env_kwargs), "fixed", "baselines"]
+        if p not in known:
+            close = difflib.get_close_matches(p, known, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise CLIError(f"--policy {p!r} is neither a model file nor a baseline of {env_id}.{hint} Baselines: "
+                           f"{', '.join(known)}.")
 
 
 @app.command()
@@ -52,6 +142,8 @@ def experts(
     from experts.registry import EXPERTS, model_card_table
 
     if registry is not None:
+        if not registry.is_file():
+            raise CLIError(f"--registry {str(registry)!r} does not exist; pass a registry TOML file.")
         EXPERTS.load_toml(registry, override=True)
     if markdown:
         typer.echo(model_card_table())
@@ -75,21 +167,64 @@ def train(
     env: EnvOpt = "poser_env/ImagePoser-v0",
     algo: Annotated[str, typer.Option(help="ppo, maskable-ppo or dqn.")] = "maskable-ppo",
     steps: Annotated[int, typer.Option(help="Environment steps per seed.")] = 30_000,
-    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Training seed (repeat for several).")] = None,
-    out: OutOpt = Path("runs/train"),
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Training seed (repeat for several; default 0, or "
+                                                                   "the resumed checkpoint's).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output folder; runs go to <out>/seed<k> (default runs/train, or the resumed run's "
+                            "parent folder).")] = None,
     n_envs: Annotated[int, typer.Option(help="Parallel envs per run.")] = 4,
-    env_arg: Annotated[list[str] | None, typer.Option("--env-arg", help="Env kwarg key=value (repeatable).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue from this checkpoint (.zip).")] = None,
+    env_arg: EnvArgOpt = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue a run: its folder (newest intact checkpoint) or a checkpoint "
+             "(<run>/checkpoints/model_<n>_steps.json). History (train.json, curve.json) is appended to.")] = None,
     warm_start: Annotated[str | None, typer.Option(
         help="Clone this teacher before RL, e.g. fixed:sim/layout (ppo and maskable-ppo).")] = None,
     warm_start_episodes: Annotated[int, typer.Option(help="Teacher episodes to clone.")] = 300,
+    checkpoint_every: Annotated[int, typer.Option(
+        help="Save a checkpoint every this many env steps (one is always saved at the end).")] = 10_000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the output folder.")] = False,
+    trust_pickle: TrustOpt = False,
 ) -> None:
-    """Train a policy (one run per seed), with a progress bar, TensorBoard logs and checkpoints."""
-    from agents.train import train_runs
+    """Train a policy (one run per seed), with a progress bar, TensorBoard logs and checkpoints. Writes
+    <out>/seed<k>/policy.json + policy.safetensors (the safe format; load with --policy)."""
+    from agents.train import resolve_resume, train_runs
 
-    paths = train_runs(env_id=env, algo=algo, steps=steps, seeds=seeds or [0], out=out, n_envs=n_envs,
-                       env_kwargs=_parse_kv(env_arg), resume=resume, progress=True, warm_start=warm_start,
-                       warm_start_episodes=warm_start_episodes)
+    _at_least("--steps", steps, 1, " environment steps")
+    _at_least("--n-envs", n_envs, 1)
+    _at_least("--checkpoint-every", checkpoint_every, 1, " environment steps")
+    _at_least("--warm-start-episodes", warm_start_episodes, 1)
+    algo_key = _check_algo_name(algo)
+    for s in seeds or []:
+        _at_least("--seed", s, 0)
+    if seeds and len(set(seeds)) != len(seeds):
+        raise CLIError(f"--seed values {seeds} repeat a seed; each seed trains into its own folder seed<k>.")
+    if warm_start is not None and algo_key == "dqn":
+        raise CLIError("--warm-start clones a teacher into an actor-critic policy; it works with --algo ppo or "
+                       "maskable-ppo, not dqn.")
+    if out is not None and out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; pass a folder (runs go to <out>/seed<k>).")
+    parsed = _parse_kv(env_arg, env)  # also checks the env id
+    env_kwargs = parsed if env_arg else None  # None: a resumed run keeps its checkpoint's env kwargs
+    if warm_start is not None:
+        _check_policies([warm_start], env, env_kwargs or {})
+    if resume is not None:
+        from agents.policy_io import read_config
+
+        ckpt = resolve_resume(resume, trust_pickle=trust_pickle)
+        if seeds is None and ckpt.suffix == ".json":
+            seeds = [int((read_config(ckpt)[0].get("run") or {}).get("seed", 0))]
+        if seeds is not None and len(seeds) != 1:
+            raise CLIError(f"--resume continues one run; pass one --seed, got {seeds}.")
+        if out is None and ckpt.parent.name == "checkpoints":  # continue in the run's own folder
+            out = ckpt.parent.parent.parent
+            if ckpt.parent.parent.name != f"seed{(seeds or [0])[0]}":
+                raise CLIError(f"--resume {str(resume)!r} is not in a seed<k> run folder of seed {(seeds or [0])[0]}; "
+                               "pass --out (runs go to <out>/seed<k>).")
+        resume = ckpt
+    paths = train_runs(env_id=env, algo=algo, steps=steps, seeds=seeds or [0], out=out or Path("runs/train"), n_envs=n_envs,
+                       env_kwargs=env_kwargs, resume=resume, progress=True, warm_start=warm_start,
+                       warm_start_episodes=warm_start_episodes, checkpoint_every=checkpoint_every,
+                       trust_pickle=trust_pickle, overwrite=overwrite)
     for p in paths:
         typer.echo(f"saved {p}")
 
@@ -97,27 +232,44 @@ def train(
 @app.command("eval")
 def eval_(
     policy: Annotated[list[str] | None, typer.Option(
-        "--policy", help="A trained model .zip, or a baseline: random, fixed, critic-greedy, oracle, single:<expert>, "
+        "--policy", help="A trained policy (policy.json from `poser train`, or its run folder; an SB3 .zip needs "
+                         "--trust-pickle), or a baseline: random, fixed, critic-greedy, oracle, single:<expert>, "
                          "or 'baselines' for all. Repeatable.")] = None,
     env: EnvOpt = "poser_env/ImagePoser-v0",
-    algo: Annotated[str, typer.Option(help="Algorithm of the model files.")] = "maskable-ppo",
+    algo: Annotated[str, typer.Option(help="Algorithm of .zip model files (policy.json records its own).")] = "maskable-ppo",
     split: Annotated[str, typer.Option(help="Generated prompt split: train or test.")] = "test",
     prompts: Annotated[Path | None, typer.Option(help="A GenEval-format JSONL file instead of the split.")] = None,
     n_prompts: Annotated[int, typer.Option(help="How many prompts (0 = all).")] = 100,
     images: Annotated[int, typer.Option(help="Images (seeds) per prompt.")] = 1,
     runs: Annotated[int, typer.Option(help="Evaluation runs (seeds) for baselines.")] = 3,
-    env_arg: Annotated[list[str] | None, typer.Option("--env-arg", help="Env kwarg key=value (repeatable).")] = None,
+    env_arg: EnvArgOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write results.json here.")] = None,
+    trust_pickle: TrustOpt = False,
 ) -> None:
     """Evaluate policies and baselines: judge- and critic-scored tables with 95% CIs, calls, cost, wall time."""
     from agents.bench import rliable_section
     from agents.evaluate import save_results, summarize, summary_table
     from agents.pipeline import evaluate_methods, load_prompts
 
+    _at_least("--runs", runs, 1, " (evaluation runs)")
+    _at_least("--images", images, 1, " (images per prompt)")
+    _at_least("--n-prompts", n_prompts, 0, " (0 = all)")
+    if split not in ("train", "test"):
+        raise CLIError(f"--split {split!r} must be 'train' or 'test'.")
+    if prompts is not None and not prompts.is_file():
+        raise CLIError(f"--prompts {str(prompts)!r} does not exist; pass a GenEval-format JSONL file.")
+    if out is not None and out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; pass a folder (results.json is written into it).")
+    _check_algo_name(algo)
+    env_kwargs = _parse_kv(env_arg, env)
+    methods = policy or ["baselines"]
+    _check_policies(methods, env, env_kwargs)
     specs = load_prompts(env, split=split, path=prompts, n=n_prompts)
-    results = evaluate_methods(policy or ["baselines"], specs, env_id=env, algo=algo, env_kwargs=_parse_kv(env_arg),
-                               images=images, runs=runs, progress=not json_out)
+    if not specs:
+        raise CLIError(f"no prompts to evaluate ({str(prompts) if prompts else split!r} gave none).")
+    results = evaluate_methods(methods, specs, env_id=env, algo=algo, env_kwargs=env_kwargs,
+                               images=images, runs=runs, progress=not json_out, trust_pickle=trust_pickle)
     summaries = summarize(results)
     rl = rliable_section(results)  # IQM, mean, probability of improvement (rliable)
     if out is not None:
@@ -136,18 +288,27 @@ def eval_(
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="The prompt to draw.")],
-    policy: Annotated[str, typer.Option(help="A trained model .zip or a baseline name.")] = "fixed",
-    env: EnvOpt = "poser_env/ImagePoserMain-v0",  # the main job's world (was ImagePoser-v0 + its kwargs)
-    algo: Annotated[str, typer.Option(help="Algorithm of the model file.")] = "maskable-ppo",
-    seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
+    policy: Annotated[str, typer.Option(help="A trained policy (policy.json or its run folder; an SB3 .zip needs "
+                                             "--trust-pickle) or a baseline name.")] = "fixed",
+    env: EnvOpt = "poser_env/ImagePoserMain-v0",  # the main job's world
+    algo: Annotated[str, typer.Option(help="Algorithm of a .zip model file.")] = "maskable-ppo",
+    seed: Annotated[int, typer.Option(help="Episode seed (>= 0).")] = 0,
     out: OutOpt = Path("runs/generate"),
-    env_arg: Annotated[list[str] | None, typer.Option("--env-arg", help="Env kwarg key=value (repeatable).")] = None,
+    env_arg: EnvArgOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous run's files in --out.")] = False,
+    trust_pickle: TrustOpt = False,
 ) -> None:
     """Run a policy on one prompt; write final.png, a contact sheet of every step, and trace.json."""
     from agents.pipeline import generate_one
 
+    if not prompt.strip():
+        raise CLIError(f"PROMPT {prompt!r} is empty; pass the text to draw, e.g. 'a photo of two red cups'.")
+    _at_least("--seed", seed, 0)
+    _check_algo_name(algo)
+    env_kwargs = _parse_kv(env_arg, env)
+    _check_policies([policy], env, env_kwargs)
     paths = generate_one(prompt, policy=policy, env_id=env, algo=algo, seed=seed, out=out,
-                         env_kwargs=_parse_kv(env_arg))
+                         env_kwargs=env_kwargs, overwrite=overwrite, trust_pickle=trust_pickle)
     for p in paths:
         typer.echo(f"wrote {p}")
 
@@ -204,23 +365,27 @@ def _bench_command(kind: str) -> Any:
     k = BENCH_KINDS[kind]
 
     def command(files: Any = None, policy: Any = None, algo: str = "maskable-ppo", images: int = k.images,
-                runs: int = 3, limit: int = k.limit, out: Path = Path(f"runs/bench-{kind}"), workers: int = 1) -> None:
+                runs: int = 3, limit: int = k.limit, out: Path = Path(f"runs/bench-{kind}"), workers: int = 1,
+                trust_pickle: bool = False) -> None:
         if k.needs_file and not files:
             raise typer.BadParameter(f"`poser bench {kind}` needs at least one file; {k.files_help}",
                                      param_hint="FILES")
         md = bench_file(files or None, kind=kind, methods=policy or ["baselines"], algo=algo, images=images,
-                        runs=runs, limit=limit, out=out, workers=workers)
+                        runs=runs, limit=limit, out=out, workers=workers, trust_pickle=trust_pickle)
         typer.echo(md)
 
     command.__annotations__ = {
         "files": Annotated[list[Path] | None, typer.Argument(help=k.files_help, show_default=False)],
-        "policy": Annotated[list[str] | None, typer.Option("--policy", help="Model .zip or baseline (repeatable).")],
+        "policy": Annotated[list[str] | None, typer.Option(
+            "--policy", help="policy.json (or its run folder), an SB3 .zip with --trust-pickle, or a baseline "
+                             "(repeatable).")],
         "algo": Annotated[str, typer.Option(help="Algorithm of the model files.")],
         "images": Annotated[int, typer.Option(help="Images per prompt.")],
         "runs": Annotated[int, typer.Option(help="Runs (seeds).")],
         "limit": Annotated[int, typer.Option(help=k.limit_help)],
         "out": OutOpt,
         "workers": Annotated[int, typer.Option(help="Parallel evaluation processes.")],
+        "trust_pickle": TrustOpt,
         "return": None,
     }
     command.__name__ = command.__qualname__ = f"bench_{kind}"

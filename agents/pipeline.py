@@ -71,6 +71,8 @@ def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | No
 
 
 _BEST_T2I: dict[str, str] = {}
+#: Files :func:`generate_one` writes into its output folder.
+GENERATE_FILES: tuple[str, ...] = ("final.png", "contact_sheet.png", "trace.json")
 
 
 def best_single_expert(env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, n: int = 60,
@@ -95,14 +97,48 @@ def _baseline_for_run(name: str, run: int, **kwargs: Any) -> Policy:
     return make_baseline(name, seed=run, **kwargs)
 
 
-def _model_for_run(path: Path, algo: str, name: str, run: int) -> Policy:
-    return _model_policy(path, algo, name)
+def _model_for_run(path: Path, algo: str, name: str, trust_pickle: bool, run: int) -> Policy:
+    return _model_policy(path, algo, name, trust_pickle=trust_pickle)
 
 
-def _model_policy(path: Path, algo: str, name: str) -> Policy:
+def _model_policy(path: Path, algo: str, name: str, *, trust_pickle: bool = False) -> Policy:
+    """A trained policy: the safe format (policy.json / .safetensors / run folder), or an SB3 zip if trusted."""
+    if Path(path).suffix == ".zip":
+        from agents.algos import load_model
+
+        return SB3Policy(load_model(str(path), algo, trust_pickle=trust_pickle), name=name)
+    from agents.policy_io import load_policy
+
+    return SB3Policy(load_policy(path), name=name)
+
+
+def check_model_file(path: str | Path, env: gym.Env[Any, Any], *, env_id: str, algo: str = "maskable-ppo",
+                     trust_pickle: bool = False) -> None:
+    """Check, before any episode runs, that a model file loads and fits ``env`` (made with ``env_id``).
+
+    Raises:
+        FileNotFoundError: no such file. agents.policy_io.UnsafePolicyError: an SB3 zip without ``trust_pickle``.
+        agents.policy_io.PolicyFileError / PolicyMismatchError: a damaged file, or one trained for another env id,
+        spaces, text encoder or experts (the message says which and the fix).
+    """
+    from agents.policy_io import PolicyMismatchError, check_compatible, describe_space, read_config
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--policy {str(p)!r} does not exist; pass a policy.json written by `poser train` "
+                                "(or its run folder).")
+    if p.suffix != ".zip":
+        config, cfg_path, _ = read_config(p)
+        check_compatible(config, env, env_id=env_id, source=f"policy {str(cfg_path)!r}")
+        return
     from agents.algos import load_model
 
-    return SB3Policy(load_model(str(path), algo), name=name)
+    model = load_model(p, algo, trust_pickle=trust_pickle)
+    for attr in ("observation_space", "action_space"):
+        if describe_space(getattr(model, attr)) != describe_space(getattr(env, attr)):
+            raise PolicyMismatchError(f"policy {str(p)!r}'s {attr} {getattr(model, attr)} differs from env {env_id!r}'s "
+                                      f"{getattr(env, attr)}; evaluate it on the env (and env arguments) it was "
+                                      "trained on.")
 
 
 def evaluate_methods(
@@ -118,8 +154,13 @@ def evaluate_methods(
     oracle_kwargs: Mapping[str, Any] | None = None,
     learned_name: str = "learned",
     workers: int = 1,
+    trust_pickle: bool = False,
 ) -> list[EpisodeResult]:
-    """Evaluate baselines (names, or ``"baselines"`` for all) and trained models (paths to .zip files).
+    """Evaluate baselines (names, or ``"baselines"`` for all) and trained models (paths: ``policy.json`` or its run
+    folder; SB3 ``.zip`` files only with ``trust_pickle=True``, since loading them runs pickled code).
+
+    Every model file is loaded and checked against the env (id, spaces, text encoder, experts) before any
+    episode runs.
 
     Baselines run ``runs`` times (run k seeds the episodes and the random baseline). All model files form one
     method, ``learned_name``, each file one run (train one file per seed). ``workers`` > 1 evaluates
@@ -127,13 +168,28 @@ def evaluate_methods(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an int >= 1 (parallel evaluation processes).")
+    for name, value in (("runs", runs), ("images", images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1.")
+    if not specs:
+        raise ValueError("specs is empty: no prompts to evaluate on (check --n-prompts / --prompts).")
+    from agents.policy_io import is_policy_path
+
+    models = [m for m in methods if m != "baselines" and is_policy_path(m)]
+    if models:
+        env = gym.make(env_id, **dict(env_kwargs or {}))
+        try:
+            for m in models:
+                check_model_file(m, env, env_id=env_id, algo=algo, trust_pickle=trust_pickle)
+        finally:
+            env.close()
     expanded: list[str] = []
     for m in methods:
         expanded += baseline_names(env_id, env_kwargs) if m == "baselines" else [m]
     jobs: list[tuple[str, Callable[[int], Policy], int]] = []
     best = None
     for m in expanded:
-        if m.endswith(".zip"):
+        if m in models:
             continue
         kwargs: dict[str, Any] = {}
         if m == "fixed":
@@ -142,10 +198,8 @@ def evaluate_methods(
         if m == "oracle":
             kwargs.update(oracle_kwargs or {})
         jobs += [(m, functools.partial(_baseline_for_run, m, **kwargs), run) for run in range(runs)]
-    for i, f in enumerate(Path(m) for m in expanded if m.endswith(".zip")):
-        if not f.is_file():
-            raise FileNotFoundError(f"--policy {str(f)!r} does not exist; pass a model .zip written by `poser train`.")
-        jobs.append((learned_name, functools.partial(_model_for_run, f, algo, learned_name), i))
+    for i, f in enumerate(Path(m) for m in expanded if m in models):
+        jobs.append((learned_name, functools.partial(_model_for_run, f, algo, learned_name, trust_pickle), i))
     common: dict[str, Any] = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "images_per_prompt": images}
     bar, tick = _progress(len(jobs) * len(specs) * images, progress)
     try:
@@ -188,9 +242,12 @@ def _progress(total: int, enabled: bool) -> tuple[Any, Callable[[int], None] | N
     return bar, lambda n: bar.advance(task, n)
 
 
-def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str, Any] | None) -> Policy:
-    if policy.endswith(".zip"):
-        return _model_policy(Path(policy), algo, "learned")
+def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str, Any] | None,
+                    trust_pickle: bool = False) -> Policy:
+    from agents.policy_io import is_policy_path
+
+    if is_policy_path(policy):
+        return _model_policy(Path(policy), algo, "learned", trust_pickle=trust_pickle)
     kw: dict[str, Any] = {}
     if policy == "fixed":
         kw["best_t2i"] = best_single_expert(env_id, env_kwargs, n=30)
@@ -199,21 +256,41 @@ def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str
 
 def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAIN_ENV_ID, algo: str = "maskable-ppo",
                  seed: int = 0, out: str | Path = "runs/generate",
-                 env_kwargs: Mapping[str, Any] | None = None) -> list[Path]:
+                 env_kwargs: Mapping[str, Any] | None = None, overwrite: bool = False,
+                 trust_pickle: bool = False) -> list[Path]:
     """Run a policy on one prompt; write ``final.png``, ``contact_sheet.png`` (every step with its expert, command
     and assertions), ``episode.gif`` (the same, one captioned frame per step) and ``trace.json``. Returns the
-    paths."""
+    paths.
+
+    The prompt, the output folder and the policy file are checked before anything runs. A folder that already
+    holds a previous run's files is refused unless ``overwrite`` (then those files are removed first, so no
+    stale ``final.png`` is left beside the new trace)."""
     from PIL import Image
 
     from poser_env.rendering import contact_sheet, episode_frames, save_gif
 
+    text = prompt.prompt if isinstance(prompt, Spec) else prompt
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"prompt={prompt!r} is empty; pass a prompt such as 'a photo of two red cups'.")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out={str(out)!r} is a file; pass a folder.")
+    stale = [out / f for f in GENERATE_FILES if (out / f).exists()]
+    if stale and not overwrite:
+        raise FileExistsError(f"out={str(out)!r} already holds a previous run ({', '.join(p.name for p in stale)}); "
+                              "pass --overwrite to replace it or choose another --out.")
     env = gym.make(env_id, **dict(env_kwargs or {}))
-    pol = _resolve_policy(policy, env_id, algo, env_kwargs)
+    from agents.policy_io import is_policy_path
+
+    if is_policy_path(policy):  # a bad or mismatched model file fails here, before the episode
+        check_model_file(policy, env, env_id=env_id, algo=algo, trust_pickle=trust_pickle)
     t0 = time.perf_counter()
-    obs, info = env.reset(seed=seed, options={"prompt": prompt})
+    obs, info = env.reset(seed=seed, options={"prompt": prompt})  # an unparseable prompt fails here
     assertions = list(info.get("assertions", []))
+    pol = _resolve_policy(policy, env_id, algo, env_kwargs, trust_pickle=trust_pickle)
+    for p in stale:
+        p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     pol.reset(env)
     done = False
     while not done:
@@ -277,7 +354,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
     teacher = f"fixed:{best_single_expert(MAIN_ENV_ID, env_kwargs)}" if warm_start else None
     models = train_runs(env_id=MAIN_ENV_ID, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
                         out=out / "maskable-ppo", env_kwargs=env_kwargs, progress=workers == 1, workers=workers,
-                        warm_start=teacher, warm_start_episodes=8 if quick else 300)
+                        warm_start=teacher, warm_start_episodes=8 if quick else 300, overwrite=True)
     t_train = time.perf_counter() - t0
     curves = {}
     for m in models:
@@ -297,7 +374,8 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
     sheets = []
     examples = [specs[0], specs[len(specs) // 2 + 1]] if len(specs) > 2 else list(specs)
     for i, spec in enumerate(examples):
-        paths = generate_one(spec, policy=str(models[0]), seed=i, out=out / "examples" / f"example-{i}")
+        paths = generate_one(spec, policy=str(models[0]), seed=i, out=out / "examples" / f"example-{i}",
+                             overwrite=True)
         sheets += [p for p in paths if p.name == "contact_sheet.png"]
     config = {"env_id": MAIN_ENV_ID, "env_kwargs": env_kwargs, "algo": "maskable-ppo", "steps_per_seed": steps,
               "warm_start": teacher,
@@ -347,7 +425,7 @@ def run_ablations(out: str | Path = "runs/ablations", *, steps: int = 20_000, se
         t0 = time.perf_counter()
         models = train_runs(env_id=env_id, algo=algo, steps=steps, seeds=list(range(seeds)), out=out / f"abl{i}",
                             env_kwargs=kw, workers=workers, warm_start=teacher if warm else None,
-                            warm_start_episodes=warm_start_episodes)
+                            warm_start_episodes=warm_start_episodes, overwrite=True)
         res = evaluate_methods([str(m) for m in models], specs, env_id=env_id, algo=algo, env_kwargs=kw,
                                progress=False, learned_name=name, workers=workers)
         s = summarize(res)[name]

@@ -327,7 +327,7 @@ def test_save_load_round_trip_gives_identical_actions(algo, tmp_path):
     model = make_model(algo, venv, seed=0, **kwargs)
     model.learn(128)
     model.save(tmp_path / "m.zip")
-    loaded = load_model(tmp_path / "m", algo)  # suffix optional, as in SB3
+    loaded = load_model(tmp_path / "m", algo, trust_pickle=True)  # suffix optional, as in SB3
     obs, masks = obs_batch(venv, n=16)
     extra = {"action_masks": masks} if algo == "maskable_ppo" else {}
     a1, _ = model.predict(obs, deterministic=True, **extra)
@@ -481,17 +481,20 @@ def test_checkpoint_and_resume_continue_the_timestep_count(tmp_path):
     latest = latest_checkpoint(tmp_path / "ckpt")
     assert latest is not None and latest.name == "model_256_steps.zip"
     cb = PoserMetricsCallback(curve_interval=128)
-    resumed = resume_training(latest, fake_venv(n_envs=2), "ppo", total_timesteps=512, callback=cb)
+    resumed = resume_training(latest, fake_venv(n_envs=2), "ppo", total_timesteps=512, callback=cb,
+                              trust_pickle=True)
     assert resumed.num_timesteps == 512
     assert cb.curve[0]["timesteps"] == 384  # curve continues from the checkpoint's count
     # a checkpoint already at its budget is returned as is
-    again = resume_training(tmp_path / "ckpt" / "model_128_steps.zip", fake_venv(n_envs=2), "ppo", total_timesteps=100)
+    again = resume_training(tmp_path / "ckpt" / "model_128_steps.zip", fake_venv(n_envs=2), "ppo", total_timesteps=100,
+                            trust_pickle=True)
     assert again.num_timesteps == 128
     assert latest_checkpoint(tmp_path / "nowhere") is None
     with pytest.raises(ValueError, match=r"total_timesteps=0 must be an int >= 1"):
         resume_training(latest, venv, "ppo", total_timesteps=0)
     with pytest.raises(AlgoConfigError, match=r"replay_buffer_path is only for off-policy"):
-        resume_training(latest, venv, "ppo", total_timesteps=600, replay_buffer_path=tmp_path / "rb.pkl")
+        resume_training(latest, venv, "ppo", total_timesteps=600, replay_buffer_path=tmp_path / "rb.pkl",
+                        trust_pickle=True)
     with pytest.raises(ValueError, match=r"every_timesteps=0 must be an int >= 1"):
         checkpoint_callback(tmp_path, every_timesteps=0)
 
@@ -501,7 +504,8 @@ def test_dqn_resume_with_replay_buffer(tmp_path):
     model.learn(120, callback=checkpoint_callback(tmp_path, every_timesteps=120, save_replay_buffer=True))
     assert (tmp_path / "model_replay_buffer_120_steps.pkl").is_file()
     resumed = resume_training(tmp_path / "model_120_steps.zip", make_vec_env(FakePaperEnv, seed=1), "dqn",
-                              total_timesteps=200, replay_buffer_path=tmp_path / "model_replay_buffer_120_steps.pkl")
+                              total_timesteps=200, replay_buffer_path=tmp_path / "model_replay_buffer_120_steps.pkl",
+                              trust_pickle=True)
     assert resumed.num_timesteps == 200
     # the checkpoint at step 120 is taken before transition 120 is stored: 119 old transitions plus 80 new ones
     assert resumed.replay_buffer.size() == 119 + 80
@@ -534,7 +538,7 @@ def test_real_env_learn_and_round_trip(algo, tmp_path):
     if algo == "maskable_ppo":
         assert cb.means()["invalid_rate"] == 0.0
     model.save(tmp_path / "m.zip")
-    loaded = load_model(tmp_path / "m.zip", algo)
+    loaded = load_model(tmp_path / "m.zip", algo, trust_pickle=True)
     obs, masks = obs_batch(venv, n=8)
     extra = {"action_masks": masks} if algo == "maskable_ppo" else {}
     np.testing.assert_array_equal(model.predict(obs, deterministic=True, **extra)[0],

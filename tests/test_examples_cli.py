@@ -90,7 +90,7 @@ def test_cli_help_and_experts():
 def test_cli_train_eval_generate_report(tmp_path):
     _cli("train", "--steps", "128", "--seed", "0", "--n-envs", "1", "--out", str(tmp_path / "train"),
          "--env-arg", "text_encoder=hashing")
-    model = tmp_path / "train" / "seed0" / "model.zip"
+    model = tmp_path / "train" / "seed0" / "policy.json"
     assert model.is_file() and (tmp_path / "train" / "seed0" / "curve.json").is_file()
     out = _cli("eval", "--policy", str(model), "--policy", "random", "--n-prompts", "3", "--runs", "1", "--json",
                "--env-arg", "text_encoder=hashing")

@@ -10,7 +10,7 @@ first command)::
     .venv/bin/poser train --steps 20000 --seed 0 --out runs/scratch \\
         --env-arg prompt_source=mixed --env-arg max_steps=20 --env-arg text_encoder=hashing
     PYTHONPATH=. .venv/bin/python examples/benchmarks/reward_returns.py --cost-weight 0.02 --success 0.5 \\
-        --max-steps 20 --model runs/scratch/seed0/model.zip
+        --max-steps 20 --model runs/scratch/seed0/policy.json
     PYTHONPATH=. .venv/bin/python examples/benchmarks/reward_returns.py --cost-weight 0.005 --success 2.0 --max-steps 20
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--n-long", type=int, default=40, help="long test prompts")
     ap.add_argument("--max-steps", type=int, default=MAIN.max_steps,
                     help="step budget (the README's numbers: 20)")
-    ap.add_argument("--model", action="append", default=[], help="a MaskablePPO .zip trained in this world")
+    ap.add_argument("--model", action="append", default=[], help="a policy.json trained in this world")
     args = ap.parse_args()
     kw = {**MAIN_ENV_KWARGS, "cost_weight": args.cost_weight, "reward_weights": {"success": args.success},
           "max_steps": args.max_steps}
@@ -66,10 +66,10 @@ def main() -> None:
     specs = load_prompts(MAIN_ENV_ID, split="test", n=args.n_long, family="long")
     policies: dict[str, Policy] = {f"fixed:{e}": FixedPipelinePolicy(e) for e in ("sim/layout", "sim/dense")}
     if args.model:
-        from sb3_contrib import MaskablePPO
+        from agents.policy_io import load_policy
 
-        for path in args.model:
-            policies[path] = SB3Policy(MaskablePPO.load(path, device="cpu"))
+        for path in args.model:  # safe format only: checked against this env, nothing unpickled
+            policies[path] = SB3Policy(load_policy(path, env=env, env_id=MAIN_ENV_ID))
     print(f"cost_weight={args.cost_weight}, success weight={args.success}, {len(specs)} long test prompts")
     print("| policy | mean return | potential gain | cost term | all assertions |")
     print("|---|---|---|---|---|")
