@@ -240,8 +240,9 @@ def make_vec_env(
             env_kwargs=dict(env_kwargs or {}), vec_env_cls=_ReportingSubprocVecEnv,
         )
     except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
-        raise VecEnvWorkerError(
-            f"a SubprocVecEnv worker failed while starting; its error:\n{_worker_errors(report_dir)}") from exc
+        cause = _worker_errors(report_dir)
+        shutil.rmtree(report_dir, ignore_errors=True)
+        raise VecEnvWorkerError(f"a SubprocVecEnv worker failed while starting; its error:\n{cause}") from exc
     assert isinstance(venv, _ReportingSubprocVecEnv)
     venv._report_dir = report_dir
     return venv
