@@ -44,6 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env as _sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from agents.errors import UnsafePolicyError
 from agents.extractor import PoserExtractor
 from poser_env.env import unwrap
 
@@ -55,6 +56,7 @@ __all__ = [
     "PPO_DEFAULTS",
     "PPO_POLICY_DEFAULTS",
     "AlgoConfigError",
+    "check_algo",
     "load_model",
     "make_dqn",
     "make_maskable_ppo",
@@ -106,7 +108,6 @@ EnvLike = gym.Env | VecEnv | str
 
 def _gym_make(env_id: str, **env_kwargs: Any) -> gym.Env:
     """``gym.make`` after importing ``poser_env`` (so the ids exist in subprocess workers too)."""
-    import poser_env  # noqa: F401  (registers the ids)
 
     return gym.make(env_id, **env_kwargs)
 
@@ -373,7 +374,7 @@ ALGOS: dict[str, Callable[..., BaseAlgorithm]] = {
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "maskable_ppo": MaskablePPO, "dqn": DQN}
 
 
-def _check_algo(algo: str) -> str:
+def check_algo(algo: str) -> str:
     key = algo.lower().replace("-", "_") if isinstance(algo, str) else algo
     if key == "maskableppo":
         key = "maskable_ppo"
@@ -386,7 +387,7 @@ def _check_algo(algo: str) -> str:
 
 def make_model(algo: str, env: EnvLike, *, seed: int = 0, **overrides: Any) -> BaseAlgorithm:
     """Build a model by name: ``"ppo"``, ``"maskable_ppo"`` (also ``"maskable-ppo"``) or ``"dqn"``."""
-    return ALGOS[_check_algo(algo)](env, seed=seed, **overrides)
+    return ALGOS[check_algo(algo)](env, seed=seed, **overrides)
 
 
 def load_model(
@@ -407,12 +408,11 @@ def load_model(
     :param kwargs: passed to ``<Algo>.load`` (e.g. ``custom_objects``).
     :raises agents.policy_io.UnsafePolicyError: ``trust_pickle`` is False.
     """
-    cls = ALGO_CLASSES[_check_algo(algo)]
+    cls = ALGO_CLASSES[check_algo(algo)]
     p = Path(path)
     if not p.is_file() and not p.with_name(p.name + ".zip").is_file():
         raise FileNotFoundError(f"path={str(path)!r}: no saved model there (looked for {p} and {p}.zip).")
     if trust_pickle is not True:
-        from agents.policy_io import UnsafePolicyError
 
         raise UnsafePolicyError(
             f"path={str(path)!r} is a Stable-Baselines3 zip: loading it unpickles its 'data' entry with cloudpickle, "

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
+import io
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
+from agents.pipeline import MAIN_ENV_ID, evaluate_methods
+from agents.stats import rliable_json, rliable_markdown, rliable_summary
+from poser_env.core.parser import parse
+from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
+from poser_env.decompose_eval import decompose_report
+from poser_env.decomposer import make_decomposer
 from poser_env.env import unwrap
+from poser_env.prompts import long_prompts
 
 __all__ = ["BENCH_KINDS", "BenchKind", "bench_decompose", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
            "paired_table",
@@ -62,8 +74,6 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
     """Prompts of a benchmark: GenEval-format JSONL (ground truth from the metadata), T2I-CompBench-style text
     files (one prompt a line, parsed by the rule decomposer; the category is the file name without a ``_val``/
     ``_train`` suffix), or a long-prompt JSONL (default: the generated long test split)."""
-    from poser_env.core.parser import parse
-    from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
 
     if kind not in BENCH_KINDS:
         raise ValueError(f"kind={kind!r} must be one of {list(BENCH_KINDS)}.")
@@ -72,7 +82,6 @@ def load_bench_prompts(files: Path | Sequence[Path] | None, kind: str, *, limit:
     if files is None:
         if BENCH_KINDS[kind].needs_file:
             raise ValueError(f"kind={kind!r} needs a file; pass the benchmark's path.")
-        from poser_env.prompts import long_prompts
 
         return list(long_prompts("test", limit or 100))
     paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
@@ -172,7 +181,6 @@ def rliable_section(results: Sequence[EpisodeResult], learned: str = "learned"
     """rliable's aggregates of ``results`` (:func:`agents.stats.rliable_summary`: IQM and mean with 95%
     stratified bootstrap intervals, probability of improvement of ``learned`` over each method) as (JSON, markdown
     section); a markdown note and no JSON when rliable is not installed; None when no method covers every tag."""
-    from agents.stats import rliable_json, rliable_markdown, rliable_summary
 
     try:
         s = rliable_summary(results, reference=learned)
@@ -204,7 +212,6 @@ def bench_file(
 
     ``env_id`` defaults to the main job's world (``poser_env/ImagePoserMain-v0``); ``workers`` > 1 evaluates
     (method, run) jobs in parallel processes (same results as one worker)."""
-    from agents.pipeline import MAIN_ENV_ID, evaluate_methods
 
     env_id = MAIN_ENV_ID if env_id is None else env_id
 
@@ -238,9 +245,7 @@ def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
     warm-up), the share of a step spent in the expert and the critic vs the env's own overhead, text-encoder cache
     hit ratio, and the
     diffusers batching and cache ratios on tiny CPU pipelines when the diffusers extra is installed."""
-    import gymnasium as gym
 
-    import poser_env  # noqa: F401
 
     lines = ["| measurement | value |", "|---|---|"]
     for k, enc in enumerate(("hashing", "auto")):
@@ -295,9 +300,6 @@ def _random_steps(env: Any, n: int, *, seed: int) -> None:
 def _diffusers_ratios() -> list[str]:
     """Batching and cache ratios on tiny CPU pipelines, from ``examples/benchmarks/diffusers_perf.py`` (it builds
     its pipelines with the test helpers, so it needs a source checkout and the diffusers extra)."""
-    import contextlib
-    import importlib.util
-    import io
 
     script = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "diffusers_perf.py"
     if importlib.util.find_spec("diffusers") is None:
@@ -307,7 +309,6 @@ def _diffusers_ratios() -> list[str]:
     spec = importlib.util.spec_from_file_location("poser_diffusers_perf", script)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    import sys
 
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -324,8 +325,6 @@ def _diffusers_ratios() -> list[str]:
 def bench_decompose(decomposer: str = "rules", *, benchmarks: Path | None = None, long_n: int = 500,
                     heldout: Path | None = None, open_vocab: bool = False) -> str:
     """Decomposition quality of ``decomposer`` (see :mod:`poser_env.decompose_eval`) as markdown."""
-    from poser_env.decompose_eval import decompose_report
-    from poser_env.decomposer import make_decomposer
 
     dec = make_decomposer(decomposer, open_vocab=open_vocab)
     return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout)

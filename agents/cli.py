@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import gymnasium.error
 import typer
 from typer.core import TyperGroup
 
-from agents.bench import BENCH_KINDS, bench_file
+from agents import bench as bench_lib
+from agents.algos import check_algo
+from agents.bench import BENCH_KINDS, bench_file, rliable_section
+from agents.envargs import parse_env_args
+from agents.evaluate import save_results, summarize, summary_table
+from agents.pipeline import (
+    baseline_names,
+    evaluate_methods,
+    generate_one,
+    load_prompts,
+    report_from_dir,
+    run_ablations,
+    run_main,
+)
+from agents.policy_io import is_policy_path, read_config
+from agents.train import resolve_resume, train_runs
+from experts.registry import EXPERTS, model_card_table
+from poser_env.core.hf import ModelLoadError
+from poser_env.core.optional import MissingExtraError
+from poser_env.core.registry import RegistryError
 
 _STATE: dict[str, bool] = {"debug": False}
 
@@ -20,19 +42,7 @@ class CLIError(ValueError):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix (bad values, files, env ids, missing extras): one line, no traceback."""
-    import gymnasium.error
-
-    from poser_env.core.optional import MissingExtraError
-    from poser_env.core.registry import RegistryError
-
-    errors: list[type[BaseException]] = [ValueError, OSError, gymnasium.error.Error, RegistryError, MissingExtraError]
-    try:
-        from poser_env.core.hf import ModelLoadError
-
-        errors.append(ModelLoadError)
-    except ImportError:  # pragma: no cover - critic is part of the package
-        pass
-    return tuple(errors)
+    return (ValueError, OSError, gymnasium.error.Error, RegistryError, MissingExtraError, ModelLoadError)
 
 
 class _PoserGroup(TyperGroup):
@@ -89,7 +99,6 @@ TrustOpt = Annotated[bool, typer.Option(
 
 def _parse_kv(pairs: list[str] | None, env_id: str = "poser_env/ImagePoser-v0") -> dict[str, Any]:
     """``["cost_weight=0", "thumbnail=false"]`` -> typed kwargs of ``env_id``'s constructor (see agents.envargs)."""
-    from agents.envargs import parse_env_args
 
     return parse_env_args(pairs, env_id)
 
@@ -100,17 +109,13 @@ def _at_least(name: str, value: int, minimum: int, meaning: str = "") -> None:
 
 
 def _check_algo_name(algo: str) -> str:
-    from agents.algos import _check_algo
 
-    return _check_algo(algo)
+    return check_algo(algo)
 
 
 def _check_policies(policies: list[str], env_id: str, env_kwargs: dict[str, Any]) -> None:
     """Every --policy is a model path that exists, 'baselines', or a baseline of this env (did-you-mean otherwise)."""
-    import difflib
 
-    from agents.pipeline import baseline_names
-    from agents.policy_io import is_policy_path
 
     known: list[str] | None = None
     for p in policies:
@@ -139,7 +144,6 @@ def experts(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the model-card table as markdown.")] = False,
 ) -> None:
     """List the experts and their model cards."""
-    from experts.registry import EXPERTS, model_card_table
 
     if registry is not None:
         if not registry.is_file():
@@ -187,7 +191,6 @@ def train(
 ) -> None:
     """Train a policy (one run per seed), with a progress bar, TensorBoard logs and checkpoints. Writes
     <out>/seed<k>/policy.json + policy.safetensors (the safe format; load with --policy)."""
-    from agents.train import resolve_resume, train_runs
 
     _at_least("--steps", steps, 1, " environment steps")
     _at_least("--n-envs", n_envs, 1)
@@ -208,7 +211,6 @@ def train(
     if warm_start is not None:
         _check_policies([warm_start], env, env_kwargs or {})
     if resume is not None:
-        from agents.policy_io import read_config
 
         ckpt = resolve_resume(resume, trust_pickle=trust_pickle)
         if seeds is None and ckpt.suffix == ".json":
@@ -248,9 +250,6 @@ def eval_(
     trust_pickle: TrustOpt = False,
 ) -> None:
     """Evaluate policies and baselines: judge- and critic-scored tables with 95% CIs, calls, cost, wall time."""
-    from agents.bench import rliable_section
-    from agents.evaluate import save_results, summarize, summary_table
-    from agents.pipeline import evaluate_methods, load_prompts
 
     _at_least("--runs", runs, 1, " (evaluation runs)")
     _at_least("--images", images, 1, " (images per prompt)")
@@ -278,7 +277,6 @@ def eval_(
         if rl is not None and rl[0]:
             (out / "rliable.json").write_text(json.dumps(rl[0], indent=1))
     if json_out:
-        from dataclasses import asdict
 
         typer.echo(json.dumps({k: asdict(v) for k, v in summaries.items()}, indent=1))
     else:
@@ -299,7 +297,6 @@ def generate(
     trust_pickle: TrustOpt = False,
 ) -> None:
     """Run a policy on one prompt; write final.png, a contact sheet of every step, and trace.json."""
-    from agents.pipeline import generate_one
 
     if not prompt.strip():
         raise CLIError(f"PROMPT {prompt!r} is empty; pass the text to draw, e.g. 'a photo of two red cups'.")
@@ -318,7 +315,6 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A folder written by `poser main` (results.json, curves).")],
 ) -> None:
     """(Re)write report.md, the self-contained report.html and their charts from a main-job folder."""
-    from agents.pipeline import report_from_dir
 
     typer.echo(f"wrote {report_from_dir(run_dir)}")
 
@@ -335,7 +331,6 @@ def main_job(
 ) -> None:
     """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
     baseline on the test split, and write report.md and report.html."""
-    from agents.pipeline import run_main
 
     path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers,
                     warm_start=warm_start)
@@ -353,7 +348,6 @@ def ablations(
 ) -> None:
     """Ablations: the paper's DQN vs ours, observation without/with feedback/with thumbnail, cost weight 0,
     PPO without masks. Writes ablations.md and ablations.json."""
-    from agents.pipeline import run_ablations
 
     path = run_ablations(out, steps=steps, seeds=seeds, n_prompts=n_prompts, names=name, workers=workers)
     typer.echo(path.read_text())
@@ -403,9 +397,8 @@ def bench_perf(
     steps: Annotated[int, typer.Option(help="Env steps to time.")] = 2000,
 ) -> None:
     """Speed, side by side in one run: SceneSim steps/s, env overhead vs expert + critic time, cache/batching ratios."""
-    from agents.bench import bench_perf as run
 
-    typer.echo(run(steps=steps))
+    typer.echo(bench_lib.bench_perf(steps=steps))
 
 
 @bench_app.command("decompose")
@@ -418,9 +411,8 @@ def bench_decompose(
     open_vocab: Annotated[bool, typer.Option("--open-vocab", help="Decompose into the open spec.")] = False,
 ) -> None:
     """Decomposition quality: DSG-1k precision/recall per category and source, GenEval and long-split exact specs."""
-    from agents.bench import bench_decompose as run
 
-    typer.echo(run(decomposer, benchmarks=benchmarks, long_n=long_n, heldout=heldout, open_vocab=open_vocab))
+    typer.echo(bench_lib.bench_decompose(decomposer, benchmarks=benchmarks, long_n=long_n, heldout=heldout, open_vocab=open_vocab))
 
 
 def main() -> None:

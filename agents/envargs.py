@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+import gymnasium as gym
+
 __all__ = ["EnvArgError", "env_parameters", "parse_env_args"]
 
 _TRUE = {"true", "1", "yes"}
@@ -42,9 +44,7 @@ class EnvArgError(ValueError):
 
 
 def _check_env_id(env_id: str) -> Any:
-    import gymnasium as gym
 
-    import poser_env  # noqa: F401  (registers the ids)
 
     if env_id not in gym.envs.registry:
         ids = sorted(gym.envs.registry)
@@ -58,7 +58,6 @@ def _check_env_id(env_id: str) -> Any:
 @lru_cache(maxsize=32)
 def env_parameters(env_id: str) -> dict[str, Any]:
     """Keyword parameters of ``env_id``'s constructor (through ``**kwargs`` to its bases): name -> type hint."""
-    import gymnasium as gym
 
     spec = _check_env_id(env_id)
     entry = spec.entry_point

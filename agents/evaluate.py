@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from scipy import stats
 
 from agents.policies import Policy
 from poser_env.core.spec import GENEVAL_TAGS, Spec
@@ -144,7 +145,6 @@ def ci95(values: Sequence[float]) -> float:
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if len(x) < 2:
         return 0.0
-    from scipy import stats
 
     return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -13,13 +15,25 @@ from typing import Any
 import gymnasium as gym
 
 import poser_env
+from agents.algos import load_model
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
 from agents.policies import Policy, SB3Policy, make_baseline
+from agents.policy_io import (
+    PolicyMismatchError,
+    check_compatible,
+    describe_space,
+    is_policy_path,
+    load_policy,
+    read_config,
+)
+from agents.report import write_report
+from agents.train import train_runs
 from poser_env import registered_config
 from poser_env.components import generated_pool
 from poser_env.config import GENERATED_SOURCES, pool_size
 from poser_env.core.spec import Spec, read_geneval_jsonl
 from poser_env.env import unwrap
+from poser_env.rendering import contact_sheet, episode_frames, save_gif
 
 __all__ = [
     "MAIN_ENV_ID",
@@ -104,10 +118,8 @@ def _model_for_run(path: Path, algo: str, name: str, trust_pickle: bool, run: in
 def _model_policy(path: Path, algo: str, name: str, *, trust_pickle: bool = False) -> Policy:
     """A trained policy: the safe format (policy.json / .safetensors / run folder), or an SB3 zip if trusted."""
     if Path(path).suffix == ".zip":
-        from agents.algos import load_model
 
         return SB3Policy(load_model(str(path), algo, trust_pickle=trust_pickle), name=name)
-    from agents.policy_io import load_policy
 
     return SB3Policy(load_policy(path), name=name)
 
@@ -121,7 +133,6 @@ def check_model_file(path: str | Path, env: gym.Env[Any, Any], *, env_id: str, a
         agents.policy_io.PolicyFileError / PolicyMismatchError: a damaged file, or one trained for another env id,
         spaces, text encoder or experts (the message says which and the fix).
     """
-    from agents.policy_io import PolicyMismatchError, check_compatible, describe_space, read_config
 
     p = Path(path)
     if not p.exists():
@@ -131,7 +142,6 @@ def check_model_file(path: str | Path, env: gym.Env[Any, Any], *, env_id: str, a
         config, cfg_path, _ = read_config(p)
         check_compatible(config, env, env_id=env_id, source=f"policy {str(cfg_path)!r}")
         return
-    from agents.algos import load_model
 
     model = load_model(p, algo, trust_pickle=trust_pickle)
     for attr in ("observation_space", "action_space"):
@@ -173,7 +183,6 @@ def evaluate_methods(
             raise ValueError(f"{name}={value!r} must be an int >= 1.")
     if not specs:
         raise ValueError("specs is empty: no prompts to evaluate on (check --n-prompts / --prompts).")
-    from agents.policy_io import is_policy_path
 
     models = [m for m in methods if m != "baselines" and is_policy_path(m)]
     if models:
@@ -206,8 +215,6 @@ def evaluate_methods(
         if workers == 1:
             chunks = [evaluate(make, specs, runs=(run,), method=m, progress=tick, **common) for m, make, run in jobs]
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = [pool.submit(_eval_job, m, make, run, list(specs), common) for m, make, run in jobs]
@@ -244,7 +251,6 @@ def _progress(total: int, enabled: bool) -> tuple[Any, Callable[[int], None] | N
 
 def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str, Any] | None,
                     trust_pickle: bool = False) -> Policy:
-    from agents.policy_io import is_policy_path
 
     if is_policy_path(policy):
         return _model_policy(Path(policy), algo, "learned", trust_pickle=trust_pickle)
@@ -267,7 +273,6 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
     stale ``final.png`` is left beside the new trace)."""
     from PIL import Image
 
-    from poser_env.rendering import contact_sheet, episode_frames, save_gif
 
     text = prompt.prompt if isinstance(prompt, Spec) else prompt
     if not isinstance(text, str) or not text.strip():
@@ -280,7 +285,6 @@ def generate_one(prompt: str | Spec, *, policy: str = "fixed", env_id: str = MAI
         raise FileExistsError(f"out={str(out)!r} already holds a previous run ({', '.join(p.name for p in stale)}); "
                               "pass --overwrite to replace it or choose another --out.")
     env = gym.make(env_id, **dict(env_kwargs or {}))
-    from agents.policy_io import is_policy_path
 
     if is_policy_path(policy):  # a bad or mismatched model file fails here, before the episode
         check_model_file(policy, env, env_id=env_id, algo=algo, trust_pickle=trust_pickle)
@@ -321,7 +325,6 @@ def report_from_dir(run_dir: str | Path) -> Path:
     """Rewrite ``report.md`` and ``report.html`` from a main-job folder: ``results.json`` (required), and when
     present ``curves.json``, ``config.json`` and ``examples/*/contact_sheet.png`` (with ``episode.gif`` and
     ``trace.json`` beside each)."""
-    from agents.report import write_report
 
     d = Path(run_dir)
     if not (d / "results.json").is_file():
@@ -342,8 +345,6 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
 
     With ``warm_start`` each seed first clones the fixed pipeline that starts with the best single expert on the
     TRAIN split (:mod:`agents.imitation`, 300 teacher episodes), then trains with PPO on the env's reward."""
-    from agents.report import write_report
-    from agents.train import train_runs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -407,8 +408,6 @@ def run_ablations(out: str | Path = "runs/ablations", *, steps: int = 20_000, se
                   names: Sequence[str] | None = None, workers: int = 2, warm_start_episodes: int = 300) -> Path:
     """Train and evaluate each ablation (see :data:`ABLATIONS`) on the same test prompts; write
     ``ablations.md`` and ``ablations.json``. Judge-scored; calls and cost per prompt. Returns the markdown path."""
-    from agents.evaluate import summarize
-    from agents.train import train_runs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
+import poser_env
+from agents.algos import ALGO_CLASSES
 from agents.atomic import atomic_write, atomic_write_json
+from agents.errors import PolicyFileError, PolicyMismatchError, UnsafePolicyError
+from agents.extractor import PoserExtractor
+from poser_env.env import ImagePoserEnv
 
 __all__ = [
     "CHECKPOINT_RE",
@@ -72,16 +77,6 @@ CHECKPOINT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.json$")
 _ALGO_KEYS = ("ppo", "maskable_ppo", "dqn")
 
 
-class PolicyFileError(ValueError):
-    """A policy or checkpoint file that is missing, unreadable, corrupt or not of this format."""
-
-
-class UnsafePolicyError(PolicyFileError):
-    """A pickle-based SB3 ``.zip`` loaded without ``trust_pickle=True`` (``--trust-pickle``)."""
-
-
-class PolicyMismatchError(PolicyFileError):
-    """A policy loaded for an env it was not trained on (env id, spaces, text encoder or experts differ)."""
 
 
 # ---------------------------------------------------------------------------------------------- spaces
@@ -147,7 +142,6 @@ def space_from_description(d: Mapping[str, Any]) -> gym.Space[Any]:
 
 # ---------------------------------------------------------------------------------------------- classes
 def _algo_class(algo: str) -> type[BaseAlgorithm]:
-    from agents.algos import ALGO_CLASSES
 
     if algo not in ALGO_CLASSES:
         raise PolicyFileError(f"algo={algo!r} in the policy file is not one of {sorted(ALGO_CLASSES)}.")
@@ -157,7 +151,6 @@ def _algo_class(algo: str) -> type[BaseAlgorithm]:
 def _class_tables() -> dict[str, dict[str, Any]]:
     from stable_baselines3.common import torch_layers
 
-    from agents.extractor import PoserExtractor
 
     act = {c.__name__: c for c in (torch.nn.Tanh, torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.GELU,
                                    torch.nn.SiLU, torch.nn.Sigmoid, torch.nn.Identity)}
@@ -226,7 +219,6 @@ def _alias_of(model: BaseAlgorithm) -> str:
 
 
 def _algo_key(model: BaseAlgorithm) -> str:
-    from agents.algos import ALGO_CLASSES
 
     for key, cls in ALGO_CLASSES.items():
         if type(model) is cls:
@@ -247,9 +239,9 @@ def env_signature(env: gym.Env[Any, Any] | VecEnv) -> dict[str, Any]:
     names = _env_attr(env, "expert_names")
     if names is None:  # the expert list of a poser env is built at its first reset
         if isinstance(env, VecEnv):
-            env.env_method("_setup", indices=[0])
-        elif hasattr(env.unwrapped, "_setup"):
-            env.unwrapped._setup()
+            env.env_method("prepare", indices=[0])
+        elif isinstance(env.unwrapped, ImagePoserEnv):
+            env.unwrapped.prepare()
         names = _env_attr(env, "expert_names")
     return {
         "observation_space": describe_space(env.observation_space),
@@ -260,7 +252,6 @@ def env_signature(env: gym.Env[Any, Any] | VecEnv) -> dict[str, Any]:
 
 
 def _env_version() -> str:
-    import poser_env
 
     return str(getattr(poser_env, "__version__", "unknown"))
 

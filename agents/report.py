@@ -19,6 +19,8 @@ import numpy as np
 
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summary_table
 from agents.html_report import Figure, Gallery, Section, Text, html_document, markdown_document
+from agents.stats import DEFAULT_REPS, rliable_json, rliable_markdown, rliable_summary
+from poser_env.core.optional import require
 
 __all__ = ["OKABE_ITO", "PALETTE", "ROLE_COLORS", "TOL_MUTED", "claims_table", "method_colors", "plot_expert_heatmap", "plot_learning_curves",
            "plot_rliable", "plot_tag_bars", "write_report"]
@@ -52,7 +54,6 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
 
 
 def _plt() -> Any:
-    from poser_env.core.optional import require
 
     mpl = require("matplotlib", "rl")
     mpl.use("Agg")
@@ -353,7 +354,6 @@ def write_report(
     ``learned``, example episodes (each contact sheet's folder may hold ``episode.gif`` and ``trace.json``), the
     configuration. ``rliable_reps``: bootstrap resamples (default :data:`agents.stats.DEFAULT_REPS`).
     """
-    from agents.stats import DEFAULT_REPS, rliable_json, rliable_markdown, rliable_summary
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

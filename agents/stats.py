@@ -24,11 +24,12 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from agents.evaluate import EpisodeResult
+from poser_env.core.optional import require
 
 __all__ = ["RliableSummary", "interquartile_mean", "probability_of_improvement", "rliable_json", "rliable_markdown", "rliable_summary", "score_matrices"]
 
@@ -104,7 +105,6 @@ def rliable_summary(results: Sequence[EpisodeResult], *, reference: str | None =
         raise ValueError(f"reps={reps!r} must be an int >= 100 bootstrap resamples.")
     if isinstance(n_taus, bool) or not isinstance(n_taus, int) or n_taus < 2:
         raise ValueError(f"n_taus={n_taus!r} must be an int >= 2 thresholds.")
-    from poser_env.core.optional import require
 
     require("rliable", "rl")
     from rliable import library as rly
@@ -195,7 +195,6 @@ def rliable_markdown(s: RliableSummary) -> str:
 
 def rliable_json(s: RliableSummary) -> dict[str, object]:
     """A JSON-ready dict of :class:`RliableSummary`."""
-    from dataclasses import asdict
 
     return asdict(s)
 

@@ -19,9 +19,11 @@ segments. Starting a new run in a folder that already holds one is refused unles
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,11 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.algos import check_algo, load_model, make_model, make_vec_env
 from agents.atomic import atomic_write_json
+from agents.callbacks import PoserMetricsCallback
+from agents.imitation import collect_demonstrations, pretrain
+from agents.policy_io import newest_checkpoint, read_config, restore_checkpoint, save_checkpoint, save_policy
 
 __all__ = ["RunWriter", "TrainConfigError", "resolve_resume", "train_one", "train_runs"]
 
@@ -67,7 +73,6 @@ def resolve_resume(resume: str | Path, *, trust_pickle: bool = False) -> Path:
         FileNotFoundError: nothing there. TrainConfigError: no intact checkpoint in the folder.
         agents.policy_io.UnsafePolicyError: an SB3 zip without ``trust_pickle``.
     """
-    from agents.policy_io import newest_checkpoint, read_config
 
     p = Path(resume)
     if not p.exists():
@@ -138,7 +143,6 @@ class RunWriter(BaseCallback):
         self.write_curve()
 
     def checkpoint(self) -> Path:
-        from agents.policy_io import save_checkpoint
 
         assert self.model is not None
         self.last_checkpoint = save_checkpoint(self.model, self.out / "checkpoints", env_id=self.env_id,
@@ -242,9 +246,6 @@ def train_one(
     """
     import torch
 
-    from agents.algos import _check_algo, load_model, make_model, make_vec_env
-    from agents.callbacks import PoserMetricsCallback
-    from agents.policy_io import read_config, restore_checkpoint, save_policy
 
     _check_int("steps", steps, 1)
     _check_int("seed", seed, 0)
@@ -252,7 +253,7 @@ def train_one(
     _check_int("checkpoint_every", checkpoint_every, 1)
     _check_int("warm_start_episodes", warm_start_episodes, 1)
     _check_int("curve_interval", curve_interval, 1)
-    algo_key = _check_algo(algo)
+    algo_key = check_algo(algo)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrainConfigError(f"out={str(out)!r} is a file; pass a folder for the run.")
@@ -314,7 +315,6 @@ def train_one(
         start = int(model.num_timesteps)
         warm: dict[str, Any] | None = None
         if warm_start is not None and ckpt is None:
-            from agents.imitation import collect_demonstrations, pretrain
 
             t_warm = time.perf_counter()
             demos = collect_demonstrations(warm_start, env_id=env_id, env_kwargs=env_kwargs,
@@ -405,8 +405,6 @@ def train_runs(
                                   for s in seeds]
     if workers == 1 or len(jobs) == 1:
         return [train_one(**job, progress=progress) for job in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     # one process per seed (each on one torch thread); results come back in seed order
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:

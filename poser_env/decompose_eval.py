@@ -51,8 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poser_env.core.spec import COLORS, Spec, SpecError
+from poser_env.core.spec import COLORS, Spec, SpecError, read_geneval_jsonl
 from poser_env.core.text import singular
+from poser_env.prompts import long_prompts
 
 __all__ = [
     "COLOR_SYNONYMS",
@@ -444,8 +445,6 @@ def decompose_report(
     """The full decomposition report as markdown: DSG-1k (if ``benchmarks`` has ``dsg-1k/``), GenEval metadata
     (if it has ``geneval/``), the generated long test split (``long_n`` prompts, 0 to skip) and a held-out
     phrasing JSONL (GenEval-format records with gold specs; skipped when None)."""
-    from poser_env.core.spec import read_geneval_jsonl
-    from poser_env.prompts import long_prompts
 
     parts: list[str] = []
     rows = ["| set | prompts | exact | assertion P | assertion R | errors | prompts/s |",

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Unpack
 from poser_env.core.hf import HFModel, HFOptions
 from poser_env.core.lru import LRUCache
 from poser_env.core.optional import require
-from poser_env.core.parser import clean_prompt
-from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
+from poser_env.core.parser import clean_prompt, parse
+from poser_env.core.spec import BACKGROUNDS, COLORS, MAX_OPEN_CHARS, PATTERNS, RELATIONS, SIZES, STYLES, Spec, SpecError
+from poser_env.core.text import singular
+from poser_env.decomposer import RuleDecomposer
 
 if TYPE_CHECKING:
     from poser_env.core.commands import Command
@@ -129,7 +131,6 @@ def _check_schema(obj: dict[str, Any]) -> None:
 
 
 def _open_word(value: Any, where: str) -> str:
-    from poser_env.core.spec import MAX_OPEN_CHARS
 
     if not isinstance(value, str):
         raise LLMOutputError(f"{where}={value!r} must be a string")
@@ -148,7 +149,6 @@ def _check_vocab(value: Any, where: str, choices: Sequence[str]) -> str | None:
 
 
 def _norm_noun(value: Any, where: str) -> str:
-    from poser_env.core.text import singular
 
     if not isinstance(value, str) or not value.strip():
         raise LLMOutputError(f"{where}={value!r} must be a non-empty noun")
@@ -156,7 +156,6 @@ def _norm_noun(value: Any, where: str) -> str:
 
 
 def _prompt_words(prompt: str) -> str:
-    from poser_env.core.text import singular
 
     words = re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", prompt.lower())
     return " " + " ".join(singular(w) for w in words) + " "
@@ -360,7 +359,6 @@ class LLMDecomposer(HFModel):
     def rules(self) -> Any:
         """The rule decomposer used for planning, revising and the fallback parse."""
         if self._rules is None:
-            from poser_env.decomposer import RuleDecomposer
 
             self._rules = RuleDecomposer()
         return self._rules
@@ -368,7 +366,6 @@ class LLMDecomposer(HFModel):
     def _fallback_parse(self, prompt: str) -> Spec:
         if self._rules is not None:
             return self._rules.parse(prompt)  # type: ignore[no-any-return]
-        from poser_env.core.parser import parse
 
         return parse(prompt)
 

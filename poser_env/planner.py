@@ -38,7 +38,7 @@ from poser_env.core.feedback import Detection, Feedback
 from poser_env.core.spec import Assertion, Entity, Spec
 from poser_env.core.text import noun_phrase, number_word, plural
 
-__all__ = ["Plan", "PlanError", "Planner"]
+__all__ = ["Plan", "PlanError", "Planner", "fix_command"]
 
 _ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
@@ -188,7 +188,7 @@ class Planner:
             present.add(i)
             cmds.append(Command("add", text, tuple(ids), target=i))
         for a in asserts:
-            c = _fix_command(spec, a, None)
+            c = fix_command(spec, a, None)
             if c is not None and a.kind not in ("exists", "count", "exclusion"):
                 cmds.append(c)
         # order: generate, adds, attribute fixes, moves, background, restyle
@@ -309,7 +309,7 @@ class Planner:
             a = spec.assertion(aid)
         except KeyError:
             return None
-        c = _fix_command(spec, a, fb)
+        c = fix_command(spec, a, fb)
         if c is None:
             return None
         repairs[aid] = repairs.get(aid, 0) + 1
@@ -324,7 +324,7 @@ class Planner:
                 a = spec.assertion(aid)
             except KeyError:
                 continue
-            c = _fix_command(spec, a, fb)
+            c = fix_command(spec, a, fb)
             if c is not None:
                 return replace(c, attempts=cur.attempts)
         return cur
@@ -375,7 +375,7 @@ def _found(fb: Feedback | None, noun: str, aid: str) -> int | None:
     return None
 
 
-def _fix_command(spec: Spec, a: Assertion, fb: Feedback | None) -> Command | None:
+def fix_command(spec: Spec, a: Assertion, fb: Feedback | None) -> Command | None:
     """A command that makes assertion ``a`` hold (targeted by ``fb`` when given)."""
     ents = spec.entities
     if a.kind in ("color", "pattern", "size") and a.entity is not None and a.value is not None:

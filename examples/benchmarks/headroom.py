@@ -29,6 +29,7 @@ from poser_env.core.expert import Expert, ExpertOutput
 from poser_env.core.feedback import Feedback
 from poser_env.core.spec import GENEVAL_TAGS, Spec
 from poser_env.core.text import stable_hash
+from poser_env.planner import fix_command
 from poser_env.prompts import geneval_style, long_prompts
 
 
@@ -43,13 +44,11 @@ class Args:
 
 def _fix_commands(spec: Spec, fb: Feedback) -> list[str]:
     """Edit commands for the failing assertions (the planner's fix writer, one per failing assertion)."""
-    from poser_env.planner import _fix_command  # the planner's repair writer (private helper, used here only)
-
     out: list[str] = []
     for v in fb.verdicts:
         if v.ok:
             continue
-        c = _fix_command(spec, spec.assertion(v.assertion_id), fb)
+        c = fix_command(spec, spec.assertion(v.assertion_id), fb)
         if c is not None and c.text not in out:
             out.append(c.text)
     return out
