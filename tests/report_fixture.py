@@ -65,7 +65,7 @@ def make_run_dir(d: Path, *, examples: int = 2) -> Path:
     (d / "curves.json").write_text(json.dumps({f"seed{s}": synthetic_curve(s) for s in range(2)}))
     (d / "config.json").write_text(json.dumps({"env_id": MAIN_ENV_ID, "env_kwargs": dict(MAIN_ENV_KWARGS),
                                                "note": "synthetic fixture for report tests"}, indent=1))
-    specs = load_prompts(MAIN_ENV_ID, split="test", n=3, family="mixed")
+    specs = load_prompts(MAIN_ENV_ID, split="test", n=6, family="mixed")  # 3 GenEval-style, then 3 long
     for i, spec in enumerate([specs[0], specs[4]][:examples]):
         generate_one(spec, policy="fixed:sim/layout", seed=i, out=d / "examples" / f"example-{i}",
                      env_kwargs={**MAIN_ENV_KWARGS, "max_steps": 6})

@@ -96,7 +96,8 @@ def test_cli_train_eval_generate_report(tmp_path):
                "--env-arg", "text_encoder=hashing")
     data = json.loads(out[out.index("{"):])
     assert set(data) == {"learned", "random"} and 0 <= data["random"]["overall"] <= 1
-    _cli("generate", "a photo of a red kite", "--policy", str(model), "--out", str(tmp_path / "gen"),
+    _cli("generate", "a photo of a red kite", "--env", "poser_env/ImagePoser-v0", "--policy", str(model), "--out",
+         str(tmp_path / "gen"),
          "--env-arg", "text_encoder=hashing")
     assert (tmp_path / "gen" / "contact_sheet.png").is_file()
 

@@ -506,7 +506,8 @@ def _cases() -> list[Case]:
         words=("critic-gredy", "critic-greedy"))
     add("generate-evil-zip", lambda c: [*g, "a red cup", "--policy", str(c.evil_zip), *gen_out(c, "ez")],  # type: ignore[attr-defined]
         words=("trust-pickle",), check=_no_marker)
-    add("generate-encoder-mismatch", lambda c: [*g, "a red cup", "--policy", str(c.policy(c.hash_run)),  # type: ignore[attr-defined]
+    add("generate-encoder-mismatch", lambda c: [*g, "a red cup", "--env", "poser_env/ImagePoser-v0", "--policy",
+                                                str(c.policy(c.hash_run)),  # type: ignore[attr-defined]
                                                 "--env-arg", "text_encoder=minilm", *gen_out(c, "em")],
         words=("text_encoder", "hashing"))
     add("generate-envarg-bad-bool", lambda c: [*g, "a red cup", "--policy", "random", "--env-arg",
@@ -549,7 +550,8 @@ def _cases() -> list[Case]:
         d = c.root / "gen" / "okp"
         return None if (d / "trace.json").is_file() and (d / "contact_sheet.png").is_file() else "silent wrong"
 
-    add("generate-with-trained-policy", lambda c: [*g, "a photo of a red cup", "--policy", str(c.policy(c.hash_run)),  # type: ignore[attr-defined]
+    add("generate-with-trained-policy", lambda c: [*g, "a photo of a red cup", "--env", "poser_env/ImagePoser-v0",
+                                                   "--policy", str(c.policy(c.hash_run)),  # type: ignore[attr-defined]
                                                    *gen_out(c, "okp")], expect="ok", check=generated)
 
     add("bench-long-evil-zip", lambda c: ["bench", "long", "--policy", str(c.evil_zip), "--limit", "1", "--runs", "1",  # type: ignore[attr-defined]

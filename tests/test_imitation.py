@@ -87,7 +87,8 @@ def test_train_one_with_warm_start_records_it(tmp_path):
     record = json.loads((tmp_path / "train.json").read_text())
     info = record["warm_start"]
     # 40 steps round up to whole rollouts of 32 (the progress bar's total is what runs: it read 1,024/512)
-    assert record["steps"] == 40 and record["steps_rounded_to_rollouts"] == 64 == record["num_timesteps"]
+    segment = record["runs"][-1]
+    assert record["steps"] == 40 and segment["steps_rounded_to_rollouts"] == 64 == segment["num_timesteps"]
     assert path.is_file()
     assert info["teacher"] == "fixed:sim/layout" and info["episodes"] == 6 and info["accuracy"] > 0.5
 
