@@ -57,13 +57,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from critic._hf import ModelLoadError, check_device, check_model_id, fetch_hint, needs_torchvision, torchvision_hint
 from critic.feedback import Critic, CriticError, Detection, Feedback
 from critic.rules import MAX_PER_CLASS, evaluate
-from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
+from poser_env import devices
 from poser_env.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
 __all__ = [
@@ -193,7 +194,8 @@ class DetectorJudge(Critic):
             (``AutoModelForZeroShotObjectDetection`` + ``AutoProcessor``), e.g.
             ``"google/owlv2-base-patch16-ensemble"``.
         device: Torch device, e.g. ``"cpu"`` (default) or ``"cuda:0"``.
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` (aliases fp16/bf16), ``"auto"`` or a ``torch.dtype``;
+            None (default): float32 on CPU, :attr:`cuda_dtype` (float16, as OWLv2's card runs it) on accelerators.
         local_files_only: Never touch the network (default True).
         trust_remote_code: Allow custom model code from the hub (default False).
         clip_model: Folder or hub id of a CLIP model for GenEval's zero-shot colour classification, or None
@@ -214,12 +216,15 @@ class DetectorJudge(Critic):
 
     name = "detector-judge"
 
+    #: dtype on accelerators when ``dtype=None``.
+    cuda_dtype: ClassVar[str] = "float16"
+
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
         device: str = "cpu",
-        dtype: Any = "float32",
+        dtype: Any = None,
         local_files_only: bool = True,
         trust_remote_code: bool = False,
         clip_model: str | os.PathLike[str] | None = None,
@@ -232,7 +237,7 @@ class DetectorJudge(Critic):
     ) -> None:
         self.model_id = check_model_id(model)
         self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
+        self.dtype = devices.default_dtype(dtype, self.device, self.cuda_dtype)
         self.local_files_only = bool(local_files_only)
         self.trust_remote_code = bool(trust_remote_code)
         self.clip_model = None if clip_model is None else check_model_id(clip_model, "clip_model")
@@ -276,8 +281,13 @@ class DetectorJudge(Critic):
         kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
         try:
             processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
-            model = getattr(transformers, model_class).from_pretrained(model_id, dtype=resolve_dtype(self.dtype), **kw)
-        except (OSError, ValueError, KeyError) as exc:
+            model = getattr(transformers, model_class).from_pretrained(
+                model_id, **devices.dtype_kwargs("transformers", self.dtype), **kw)
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            if needs_torchvision(exc):
+                raise ModelLoadError(
+                    f"cannot load the {role} {model_id!r}: its processor needs torchvision, which is not installed "
+                    f"({type(exc).__name__}).\nFix: {torchvision_hint()}") from exc
             raise ModelLoadError(
                 f"cannot load the {role} {model_id!r} (local_files_only={self.local_files_only}): {exc}\n"
                 f"Fix: {fetch_hint(model_id, self.local_files_only)}"

@@ -204,7 +204,7 @@ def test_plan_with_rule_decomposer_and_protocol():
         ({"max_new_tokens": 0}, "max_new_tokens=0 must be an int >= 1"),
         ({"cache_size": -1}, "cache_size=-1 must be an int >= 0"),
         ({"device": "tpu"}, "device='tpu' is not a torch device"),
-        ({"dtype": "half"}, "dtype='half' is not supported"),
+        ({"dtype": "int8"}, "dtype='int8' is not supported"),
     ],
 )
 def test_constructor_errors(kwargs, message):

@@ -43,11 +43,9 @@ from experts.diffusers.residency import (
     MemoryReport,
     PipelineSpec,
     ResidencyManager,
-    check_device,
-    check_dtype,
-    is_oom,
 )
 from poser_env.commands import split_op
+from poser_env.devices import check_device, check_dtype, is_oom, retry_on_oom
 from poser_env.registry import Registry, import_target
 from poser_env.text import plural, singular
 
@@ -497,34 +495,34 @@ class DiffusersExpert(Expert):
         from PIL import Image
 
         t0 = time.perf_counter()
-        result = None
         dropped: list[str] = []
-        for attempt in (0, 1):
-            try:
-                with self.manager.use(self.spec) as pipe:
-                    kwargs, dropped = self._call_kwargs(pipe, chunk)  # fresh generators on a retry
-                    result = pipe(**kwargs)
-                break
-            except ExpertError as exc:
-                return [exc] * len(chunk)
-            except Exception as exc:
-                if is_oom(exc) and attempt == 0:
-                    self.manager.counters["oom_retries"] += 1
-                    self.manager.evict_all(keep=self.spec)
-                    continue
-                if is_oom(exc):
-                    err = ExpertError(
-                        f"expert {self.name!r} ran out of memory on {self.device} with a batch of {len(chunk)} at "
-                        f"{chunk[0].settings[4]}x{chunk[0].settings[5]} even after evicting every other pipeline "
-                        f"({exc.__class__.__name__}); lower the batch or size, use dtype='float16' or "
-                        "cpu_offload=True."
-                    )
-                else:
-                    err = ExpertError(f"expert {self.name!r} (model {self.model!r}) failed: "
-                                      f"{exc.__class__.__name__}: {exc}")
-                err.__cause__ = exc
-                return [err] * len(chunk)
-        assert result is not None  # the loop either broke out with a result or returned
+
+        def run() -> Any:
+            nonlocal dropped
+            with self.manager.use(self.spec) as pipe:
+                kwargs, dropped = self._call_kwargs(pipe, chunk)  # fresh generators on a retry
+                return pipe(**kwargs)
+
+        def count() -> None:
+            self.manager.counters["oom_retries"] += 1
+
+        try:
+            result = retry_on_oom(run, lambda: self.manager.evict_all(keep=self.spec), count, passthrough=(ExpertError,))
+        except ExpertError as exc:
+            return [exc] * len(chunk)
+        except Exception as exc:
+            if is_oom(exc):
+                err = ExpertError(
+                    f"expert {self.name!r} ran out of memory on {self.device} with a batch of {len(chunk)} at "
+                    f"{chunk[0].settings[4]}x{chunk[0].settings[5]} even after evicting every other pipeline "
+                    f"({exc.__class__.__name__}); lower the batch or size, use dtype='float16', cpu_offload=True "
+                    "or offload='sequential'."
+                )
+            else:
+                err = ExpertError(f"expert {self.name!r} (model {self.model!r}) failed: "
+                                  f"{exc.__class__.__name__}: {exc}")
+            err.__cause__ = exc
+            return [err] * len(chunk)
         self.calls += 1
         elapsed = time.perf_counter() - t0
         images = np.asarray(result.images if hasattr(result, "images") else result[0])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from experts.base import ExpertError
+from poser_env.devices import DTYPES, check_device, check_dtype, dtype_kwargs, is_oom, retry_on_oom, torch_dtype
 
 __all__ = [
     "DTYPES",
@@ -56,47 +56,7 @@ TASKS: dict[str, str] = {
     "instruct-pix2pix": "StableDiffusionInstructPix2PixPipeline",
     "inpaint": "AutoPipelineForInpainting",
 }
-#: Accepted dtype names -> canonical name.
-DTYPES: dict[str, str] = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-}
-_DEVICE_RE = re.compile(r"^(cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 EvictTo = Literal["cpu", "release"]
-
-
-def check_dtype(dtype: str, arg: str = "dtype") -> str:
-    """Canonical dtype name (``"float32"``, ``"float16"``, ``"bfloat16"``); ValueError naming ``arg`` otherwise."""
-    if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
-        raise ValueError(f"{arg}={dtype!r} must be one of 'float32', 'float16', 'bfloat16' (float32 on CPU).")
-    return DTYPES[dtype.lower()]
-
-
-def check_device(device: str, arg: str = "device") -> str:
-    """Validate a torch device string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` (no torch import)."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device.strip().lower()):
-        raise ValueError(f"{arg}={device!r} must be a torch device string such as 'cpu', 'cuda' or 'cuda:0'.")
-    return device.strip().lower()
-
-
-def torch_dtype(name: str) -> Any:
-    """The ``torch.dtype`` of a dtype name."""
-    import torch
-
-    return getattr(torch, check_dtype(name))
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an accelerator out-of-memory error (``torch.OutOfMemoryError`` or its message)."""
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover - torch is a dependency of this backend
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def missing_model_message(model: str, exc: BaseException | None = None, *, local_files_only: bool = False) -> str:
@@ -271,7 +231,7 @@ def _default_loader(spec: PipelineSpec, device: str) -> Any:
         if not (folder / "model_index.json").is_file():
             raise ExpertError(missing_model_message(model, local_files_only=local_only))
         model = str(folder)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "local_files_only": local_only, **dict(spec.load_kwargs)}
+    kwargs: dict[str, Any] = {**dtype_kwargs("diffusers", spec.dtype), "local_files_only": local_only, **dict(spec.load_kwargs)}
     if spec.variant is not None:
         kwargs["variant"] = spec.variant
     if spec.revision is not None:
@@ -432,7 +392,7 @@ class ResidencyManager:
         if getattr(src, "scheduler", None) is not None:
             own["scheduler"] = type(src.scheduler).from_config(src.scheduler.config)
         try:
-            pipe = cls.from_pipe(src, dtype=torch_dtype(spec.dtype), **own)
+            pipe = cls.from_pipe(src, **dtype_kwargs("diffusers", spec.dtype), **own)
         except (ValueError, TypeError, KeyError) as exc:
             raise ExpertError(
                 f"cannot derive a {spec.task!r} pipeline from {type(src).__name__} of model {spec.model!r} "
@@ -463,22 +423,19 @@ class ResidencyManager:
                     f"{self._device_bytes()} bytes are held by pipelines in use; wait or raise the budget."
                 )
         self._check_device_available()
-        try:
-            self._place(base, spec)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
+
+        def count() -> None:
             self.counters["oom_retries"] += 1
-            self.evict_all(keep=spec)
-            try:
-                self._place(base, spec)
-            except Exception as exc2:
-                if is_oom(exc2):
-                    raise ExpertError(
-                        f"out of memory moving model {spec.model!r} ({base.bytes} bytes) to {self.device} even after "
-                        "evicting every other pipeline; use dtype='float16', cpu_offload=True or a smaller model."
-                    ) from exc2
-                raise
+
+        try:
+            retry_on_oom(lambda: self._place(base, spec), lambda: self.evict_all(keep=spec), count)
+        except Exception as exc:
+            if is_oom(exc):
+                raise ExpertError(
+                    f"out of memory moving model {spec.model!r} ({base.bytes} bytes) to {self.device} even after "
+                    "evicting every other pipeline; use dtype='float16', cpu_offload=True or a smaller model."
+                ) from exc
+            raise
 
     def _place(self, base: _Base, spec: PipelineSpec) -> None:
         if spec.cpu_offload and self.device != "cpu":
