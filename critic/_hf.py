@@ -43,43 +43,10 @@ def resolve_dtype(dtype: Any) -> Any:
     return devices.torch_dtype(dtype)
 
 
-def torchvision_hint() -> str:
-    """The pip command installing the torchvision that matches the installed torch (CPU or CUDA build)."""
-    try:
-        import torch
-
-        version = torch.__version__
-        cuda = getattr(torch.version, "cuda", None)
-    except ImportError:  # pragma: no cover - torch is checked before any model loads
-        return "pip install torchvision"
-    base, _, local = version.partition("+")
-    parts = base.split(".")
-    try:
-        tv = f"0.{int(parts[1]) + 15}.{parts[2] if len(parts) > 2 else 0}" if parts[0] == "2" else None
-    except (ValueError, IndexError):
-        tv = None
-    pin = f"torchvision=={tv}" if tv else "torchvision"
-    if cuda:
-        tag = "cu" + str(cuda).replace(".", "")
-    elif local.startswith(("cpu", "cu", "rocm")):
-        tag = local
-    else:
-        return f"pip install {pin}"
-    return f"pip install {pin} --index-url https://download.pytorch.org/whl/{tag}"
-
-
-def needs_torchvision(exc: BaseException) -> bool:
-    """Whether a load failure comes from a missing torchvision (Qwen2-VL-family and other fast processors)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, ImportError) and "torchvision" in (str(e) + str(getattr(e, "name", ""))):
-            return True
-        if "torchvision" in str(e) and ("install" in str(e).lower() or "requires" in str(e).lower()):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+#: The pip command installing the torchvision matching the installed torch (shared rule).
+torchvision_hint = devices.torchvision_hint
+#: Whether a load failure comes from a missing torchvision (shared rule).
+needs_torchvision = devices.needs_torchvision
 
 
 def check_model_id(model: Any, arg: str = "model") -> str:

@@ -27,8 +27,10 @@ __all__ = [
     "device_type",
     "dtype_kwargs",
     "is_oom",
+    "needs_torchvision",
     "retry_on_oom",
     "torch_dtype",
+    "torchvision_hint",
 ]
 
 #: Accepted dtype spellings (lower case) -> canonical name.
@@ -136,6 +138,62 @@ def retry_on_oom(
         on_retry()
     evict()
     return run()
+
+
+def torchvision_hint() -> str:
+    """The pip command installing the torchvision that matches the installed torch (CPU or CUDA build)."""
+    try:
+        import torch
+
+        version = torch.__version__
+        cuda = getattr(torch.version, "cuda", None)
+    except ImportError:  # pragma: no cover - torch is checked before any model loads
+        return "pip install torchvision"
+    base, _, local = version.partition("+")
+    parts = base.split(".")
+    try:
+        tv = f"0.{int(parts[1]) + 15}.{parts[2] if len(parts) > 2 else 0}" if parts[0] == "2" else None
+    except (ValueError, IndexError):
+        tv = None
+    pin = f"torchvision=={tv}" if tv else "torchvision"
+    if cuda:
+        tag = "cu" + str(cuda).replace(".", "")
+    elif local.startswith(("cpu", "cu", "rocm")):
+        tag = local
+    else:
+        return f"pip install {pin}"
+    return f"pip install {pin} --index-url https://download.pytorch.org/whl/{tag}"
+
+
+def needs_torchvision(exc: BaseException) -> bool:
+    """Whether a load failure comes from a missing torchvision (Qwen2-VL-family processors, fast image and
+    video processors): the error chain names torchvision, or torchvision is absent and the failure is in
+    transformers' video-processor registry (which only exists with torchvision)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        text = " ".join(str(e) for e in _chain(exc))
+        if "VIDEO_PROCESSOR" in text or "VideoProcessor" in text:
+            return True
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ImportError) and "torchvision" in (str(e) + str(getattr(e, "name", ""))):
+            return True
+        if "torchvision" in str(e) and ("install" in str(e).lower() or "requires" in str(e).lower()):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
 
 
 def dtype_kwargs(library: str, dtype: Any) -> dict[str, Any]:

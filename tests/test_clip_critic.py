@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from tiny_models import save_tiny_clip, save_tiny_llama
+from critic.testing import save_tiny_clip, save_tiny_llama
 
 from critic.clip import CLIPCritic, alternatives
 from critic.feedback import Feedback

@@ -25,7 +25,7 @@ from critic.detector_judge import (
 from critic.feedback import Feedback
 from critic.vlm import ModelLoadError
 from poser_env.spec import COLORS, GENEVAL_COLORS, Entity, Exclusion, Relation, Spec
-from tests.tiny_models import save_tiny_clip, save_tiny_owlv2
+from critic.testing import save_tiny_clip, save_tiny_owlv2
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from experts.base import Expert, ExpertError, ExpertOutput
 from experts.diffusers import BatchedExpert, ExpertRequest, as_request, batch_call, load_diffusers_experts
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry
+from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_cached_expert_wrapper(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_expert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pytest.importorskip("diffusers")
-    from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry
+    from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
     from experts.diffusers import load_diffusers_experts
 

@@ -16,7 +16,7 @@ from experts.diffusers import PipelineSpec, ResidencyManager
 from experts.diffusers.residency import check_device, check_dtype, is_oom, module_bytes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_diffusers import save_tiny_pipelines, torch_threads
+from experts.testing import save_tiny_pipelines, torch_threads
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from tiny_models import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
+from critic.testing import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 
 from critic.factory import CRITIC_FORMS, make_critic
 from critic.feedback import CriticError, Feedback

@@ -51,7 +51,7 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 def main(args: Args) -> dict[str, float]:
     import torch
-    from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
+    from experts.testing import save_tiny_pipelines, write_tiny_registry
 
     from experts.diffusers import batch_call, load_diffusers_experts
 
@@ -107,7 +107,7 @@ def main(args: Args) -> dict[str, float]:
 def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, float]:
     """Mean env step time and mean expert + critic time inside it, over ``steps`` steps (seconds)."""
     import gymnasium as gym
-    from tiny_models import save_tiny_clip
+    from critic.testing import save_tiny_clip
 
     import poser_env  # noqa: F401
 

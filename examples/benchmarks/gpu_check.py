@@ -222,7 +222,7 @@ class World:
         """Registry of the tiny pipelines (entries tiny-t2i, tiny-img2img, tiny-ip2p, tiny-inpaint)."""
 
         def build() -> str:
-            from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
+            from experts.testing import save_tiny_pipelines, write_tiny_registry
 
             folders = save_tiny_pipelines(self.root / "pipes")
             return str(write_tiny_registry(self.root / "registry.toml", folders, size=self.args.size,
@@ -235,7 +235,7 @@ class World:
         """The same entries with wider UNets, at ``bench_size`` and ``bench_steps``."""
 
         def build() -> str:
-            from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
+            from experts.testing import save_tiny_pipelines, write_tiny_registry
 
             a, b = (int(x) for x in self.args.bench_channels.split(","))
             folders = save_tiny_pipelines(self.root / "big", unet_channels=(a, b))
@@ -246,7 +246,7 @@ class World:
 
     def model(self, kind: str) -> str:
         """Folder of a tiny transformers model: clip, llava, idefics3, paligemma, llama or owlv2."""
-        import tiny_models
+        import critic.testing as tiny_models
 
         fn = getattr(tiny_models, f"save_tiny_{kind}")
         return str(self._get(kind, lambda: fn(self.root / kind)))
@@ -684,7 +684,7 @@ def check_env(w: World, args: Args, res: Result) -> None:
 
 def check_llm(w: World, args: Args, res: Result) -> None:
     """LLM decomposer on a tiny Llama: loading on the device, greedy determinism, scripted JSON end to end."""
-    from tiny_models import scripted_output
+    from critic.testing import scripted_output
 
     from poser_env.llm import LLMDecomposer
     from poser_env.parser import parse

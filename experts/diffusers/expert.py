@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +44,7 @@ from experts.diffusers.residency import (
     PipelineSpec,
     ResidencyManager,
 )
-from poser_env.commands import split_op
+from poser_env.commands import parse_command, split_op
 from poser_env.devices import check_device, check_dtype, is_oom, retry_on_oom
 from poser_env.registry import Registry, import_target
 from poser_env.text import plural, singular
@@ -71,12 +71,19 @@ DEFAULT_OPS: dict[str, frozenset[str]] = {
     "text-to-image": frozenset({"generate"}),
     "image-to-image": frozenset({"refine", "restyle", "background"}),
     "instruct-pix2pix": frozenset({"recolor", "retexture", "restyle", "background", "add", "remove", "refine"}),
-    "inpaint": frozenset({"add", "remove", "recolor", "retexture", "resize"}),
+    "inpaint": frozenset({"add", "remove", "recolor", "retexture", "resize", "move"}),
+    "instruct-edit": frozenset({"add", "remove", "recolor", "retexture", "resize", "move", "background", "restyle",
+                                "refine"}),
+    "gligen": frozenset({"add", "move"}),
 }
+#: Tasks whose calls edit a region (a mask or boxes): their outputs keep every pixel outside it.
+REGION_TASKS: frozenset[str] = frozenset({"inpaint", "gligen"})
+#: Box sizes (fraction of the shorter canvas side) of a new object by its size word.
+PLACEMENT_SIZE: dict[str | None, float] = {"small": 0.2, "medium": 0.3, None: 0.3, "large": 0.45}
 #: Per-call parameters an expert accepts in ``**params``.
 CALL_PARAMS: frozenset[str] = frozenset({
     "steps", "guidance_scale", "width", "height", "strength", "image_guidance_scale", "negative_prompt",
-    "prompt", "mask",
+    "prompt", "mask", "boxes", "phrases",
 })
 _ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "seventh": 6,
              "eighth": 7, "ninth": 8, "tenth": 9, "last": -1}
@@ -130,6 +137,26 @@ def target_mask(
         raise ValueError(f"default_mask={default!r} must be 'full' or 'center'.")
     if not isinstance(margin, int) or margin < 0:
         raise ValueError(f"mask_margin={margin!r} must be an int >= 0 (pixels).")
+    boxes, source = target_boxes(instruction, detections)
+    if not boxes:
+        mask = np.zeros((height, width), dtype=bool)
+        if default == "full":
+            mask[:] = True
+        else:
+            mask[height // 4: height - height // 4, width // 4: width - width // 4] = True
+        return mask, f"default:{default}"
+    return boxes_mask(boxes, height, width, margin), source
+
+
+Box = tuple[float, float, float, float]
+
+
+def target_boxes(instruction: str, detections: Sequence[Detection]) -> tuple[list[Box], str]:
+    """Boxes (x1, y1, x2, y2 pixels) of the command's target noun among ``detections``, and where they came from.
+
+    Same rule as :func:`target_mask`: the detection label mentioned first in ``instruction`` (an ordinal just
+    before it picks one in reading order). Empty with source ``"none"`` when nothing matches.
+    """
     text = instruction.lower()
     best: tuple[int, str, int | None] | None = None  # (position, label, index)
     for label in sorted({singular(d.label) for d in detections}):
@@ -141,22 +168,86 @@ def target_mask(
             idx = _ORDINALS.get(m.group(1) or "")
             if best is None or pos < best[0]:
                 best = (pos, label, idx)
-    mask = np.zeros((height, width), dtype=bool)
     if best is None:
-        if default == "full":
-            mask[:] = True
-        else:
-            mask[height // 4: height - height // 4, width // 4: width - width // 4] = True
-        return mask, f"default:{default}"
+        return [], "none"
     _, label, idx = best
     dets = sorted((d for d in detections if singular(d.label) == label), key=lambda d: (d.box[0], d.box[1]))
     chosen = dets if idx is None or not -len(dets) <= idx < len(dets) else [dets[idx]]
-    for d in chosen:
-        x1, y1, x2, y2 = d.box
-        grown = replace(d, box=(x1 - margin, y1 - margin, x2 + margin, y2 + margin))
-        mask |= grown.mask(height, width)
     which = "all" if len(chosen) == len(dets) else f"#{dets.index(chosen[0]) + 1}"
-    return mask, f"detections:{label}:{which}({len(chosen)})"
+    return [tuple(float(v) for v in d.box) for d in chosen], f"detections:{label}:{which}({len(chosen)})"  # type: ignore[misc]
+
+
+def placement_boxes(
+    command: str, detections: Sequence[Detection], height: int, width: int, *, size: tuple[float, float] | None = None,
+    exclude: Sequence[Box] = (),
+) -> list[Box]:
+    """Where an ``add`` (or the second half of a ``move``) puts its object(s): boxes in pixels.
+
+    The box is ``size`` (width, height pixels: the moved object's) or a square of :data:`PLACEMENT_SIZE` of the
+    shorter side by the command's size word. With a relation to a detected reference (``"right of the clock"``)
+    it sits on that side of the reference's box, centred on it across, one twentieth of the canvas away
+    (``"next to"``: the side with more room); otherwise in the free spot (of a 3x3 grid of centres, the centre
+    first) overlapping the other detections least. Several objects (``"add: two cups"``) go side by side.
+    Boxes are clipped to the canvas. Deterministic.
+    """
+    parsed = parse_command(command)
+    count = 1
+    size_word: str | None = None
+    if parsed.spec.entities:
+        count = max(1, min(int(parsed.spec.entities[0].count or 1), 6))
+        size_word = parsed.spec.entities[0].size
+    side = PLACEMENT_SIZE.get(size_word, 0.3) * min(height, width)
+    bw, bh = size if size is not None else (side, side)
+    bw, bh = min(bw, width / count), min(bh, float(height))
+    others = [tuple(float(v) for v in d.box) for d in detections if tuple(float(v) for v in d.box) not in exclude]
+    gap = max(width, height) / 20.0
+    ref = None
+    if parsed.relation and parsed.reference:
+        refs = sorted((d for d in detections if singular(d.label) == singular(parsed.reference)),
+                      key=lambda d: -d.score)
+        ref = refs[0].box if refs else None
+    group_w = bw * count
+    if ref is not None:
+        rx1, ry1, rx2, ry2 = ref
+        rcx, rcy = (rx1 + rx2) / 2, (ry1 + ry2) / 2
+        rel = parsed.relation
+        if rel == "next to":
+            rel = "left of" if rx1 > width - rx2 else "right of"
+        if rel == "left of":
+            x, y = rx1 - gap - group_w, rcy - bh / 2
+        elif rel == "right of":
+            x, y = rx2 + gap, rcy - bh / 2
+        elif rel == "above":
+            x, y = rcx - group_w / 2, ry1 - gap - bh
+        else:  # below
+            x, y = rcx - group_w / 2, ry2 + gap
+    else:
+        best: tuple[float, float, float] | None = None
+        for fy, fx in [(0.5, 0.5), *[(a, b) for a in (0.25, 0.5, 0.75) for b in (0.25, 0.5, 0.75) if (a, b) != (0.5, 0.5)]]:
+            cx, cy = fx * width, fy * height
+            cand = (cx - group_w / 2, cy - bh / 2, cx + group_w / 2, cy + bh / 2)
+            overlap = sum(_overlap(cand, o) for o in others)
+            if best is None or overlap < best[0] - 1e-9:
+                best = (overlap, cand[0], cand[1])
+        assert best is not None
+        x, y = best[1], best[2]
+    x = min(max(x, 0.0), max(0.0, width - group_w))
+    y = min(max(y, 0.0), max(0.0, height - bh))
+    return [(x + i * bw, y, x + (i + 1) * bw, y + bh) for i in range(count)]
+
+
+def _overlap(a: Box, b: Box) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def boxes_mask(boxes: Sequence[Box], height: int, width: int, margin: int = 0) -> np.ndarray:
+    """HxW bool mask of ``boxes`` (pixels, x1 y1 x2 y2) grown by ``margin`` pixels, clipped to the canvas."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        xa, ya = max(0, round(x1) - margin), max(0, round(y1) - margin)
+        xb, yb = min(width, round(x2) + margin), min(height, round(y2) + margin)
+        mask[ya:yb, xa:xb] = True
+    return mask
 
 
 @dataclass
@@ -171,6 +262,9 @@ class _Prepared:
     out_size: tuple[int, int]  # (width, height)
     meta: dict[str, Any]
     key: str | None = None
+    keep: np.ndarray | None = None  # HxW bool at output size: pixels to take from ``original``
+    original: np.ndarray | None = None  # the input image at output size (for region tasks)
+    gligen: tuple[tuple[str, ...], tuple[Box, ...]] | None = None  # phrases and normalised boxes
 
 
 class DiffusersExpert(Expert):
@@ -178,7 +272,9 @@ class DiffusersExpert(Expert):
 
     Args:
         model: Hub id (``"stabilityai/sd-turbo"``) or local folder of a saved pipeline.
-        task: ``"text-to-image"``, ``"image-to-image"``, ``"instruct-pix2pix"`` or ``"inpaint"``.
+        task: ``"text-to-image"``, ``"image-to-image"``, ``"instruct-pix2pix"``, ``"instruct-edit"`` (FLUX.1
+            Kontext, Qwen-Image-Edit: image + instruction), ``"inpaint"`` (mask: SD/SDXL inpainting, FLUX.1
+            Fill) or ``"gligen"`` (box-conditioned insertion).
         name: Registry name (set by :func:`load_diffusers_experts` to the entry name).
         pipeline_class: diffusers class to load with instead of the task's default, e.g. ``"FluxPipeline"``.
         device: Torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
@@ -196,7 +292,12 @@ class DiffusersExpert(Expert):
         negative_prompt: Default negative prompt, or None.
         prompt_template: ``str.format`` template with ``{instruction}`` and ``{op}``.
         remove_prompt: Inpainting prompt for ``remove`` commands (the removed noun goes to the negative prompt).
-        default_mask: Inpainting mask when no detection matches the target: ``"full"`` or ``"center"``.
+        default_mask: What a region edit (inpaint, GLIGEN) does when no detection matches its target:
+            ``"error"`` (default: an :class:`ExpertError` asking for a detector, never a repainted canvas),
+            ``"full"`` (the whole image) or ``"center"`` (the central half). Whole-scene ops (background,
+            restyle, refine) use the whole image.
+        composite: Region edits keep every pixel outside their mask from the input (the VAE round trip
+            otherwise shifts them); True by default.
         mask_margin: Pixels added around each detection box of the mask (>= 0).
         ops: Operations served (default :data:`DEFAULT_OPS` of the task).
         kind: Expert kind; default ``"text-to-image"`` for that task, else ``"image-to-image"``.
@@ -237,7 +338,8 @@ class DiffusersExpert(Expert):
         negative_prompt: str | None = None,
         prompt_template: str = "{instruction}",
         remove_prompt: str = "empty background, nothing there",
-        default_mask: Literal["full", "center"] = "full",
+        default_mask: Literal["error", "full", "center"] = "error",
+        composite: bool = True,
         mask_margin: int = 4,
         ops: Sequence[str] | None = None,
         kind: ExpertKind | None = None,
@@ -286,9 +388,10 @@ class DiffusersExpert(Expert):
             raise ValueError(f"prompt_template={prompt_template!r} must contain '{{instruction}}'.")
         self.prompt_template = prompt_template
         self.remove_prompt = remove_prompt
-        if default_mask not in ("full", "center"):
-            raise ValueError(f"default_mask={default_mask!r} must be 'full' or 'center'.")
-        self.default_mask: Literal["full", "center"] = default_mask
+        if default_mask not in ("error", "full", "center"):
+            raise ValueError(f"default_mask={default_mask!r} must be 'error', 'full' or 'center'.")
+        self.default_mask: Literal["error", "full", "center"] = default_mask
+        self.composite = bool(composite)
         self.mask_margin = _check_int("mask_margin", mask_margin, 0, 4096)
         self.max_batch = _check_int("max_batch", max_batch, 1, 4096)
         self.size_multiple = _check_int("size_multiple", size_multiple, 1, 256)
@@ -321,6 +424,42 @@ class DiffusersExpert(Expert):
         """Load (or bring back) the pipeline onto the device now and return it; ExpertError if it cannot."""
         return self.manager.pipeline(self.spec)
 
+    def weights_identity(self) -> dict[str, Any]:
+        """What identifies the weights this expert loads, for cache keys.
+
+        A local folder: a manifest of every file under it (relative name, size in bytes, modification time in
+        ns), hashed - replacing or re-saving the weights changes it; contents are not hashed (GBs per call).
+        A hub id: the id, ``revision`` and the commit of the locally cached snapshot when there is one.
+        Always with ``variant``, ``pipeline_class`` and ``load_kwargs``.
+        """
+        spec = self.spec
+        ident: dict[str, Any] = {"model": spec.model, "variant": spec.variant, "revision": spec.revision,
+                                 "class": spec.pipeline_class, "load_kwargs": dict(spec.load_kwargs)}
+        folder = Path(spec.model).expanduser()
+        if folder.is_dir():
+            h = hashlib.sha256()
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                st = path.stat()
+                h.update(f"{path.relative_to(folder).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            ident["manifest"] = h.hexdigest()
+        else:
+            ident["snapshot"] = _cached_snapshot(spec.model, spec.revision)
+        return ident
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every setting that changes this expert's output (for cache keys): weights identity, dtype, device
+        type, generator device, task, defaults (steps, guidance, size, strength...), prompt templates, mask
+        rules, call kwargs and the card."""
+        return {
+            "weights": self.weights_identity(), "task": self.task, "dtype": self.dtype,
+            "device": self.device.split(":")[0], "generator_device": self.generator_device,
+            "defaults": [self.steps, self.guidance_scale, self.width, self.height, self.strength,
+                         self.image_guidance_scale, self.size_multiple],
+            "prompts": [self.negative_prompt, self.prompt_template, self.remove_prompt],
+            "mask": [self.default_mask, self.mask_margin, self.composite], "call_kwargs": self.call_kwargs,
+            "card": self.card,
+        }
+
     def memory_report(self) -> MemoryReport:
         """Memory in use by this expert's manager."""
         return self.manager.memory_report()
@@ -343,7 +482,13 @@ class DiffusersExpert(Expert):
             ValueError: a bad argument in a request (always raised).
             ExpertError: a request failed and ``return_exceptions`` is False.
         """
-        prepared = [self._prepare(i, r) for i, r in enumerate(requests)]
+        moves = {i for i, r in enumerate(requests)
+                 if self.task in REGION_TASKS and split_op(r.command)[0] == "move" and "mask" not in r.params
+                 and "boxes" not in r.params}
+        if moves:
+            return self._generate_moves(requests, moves, return_exceptions)
+        fp = self.fingerprint() if self.cache is not None else None  # once per call: it lists the weight files
+        prepared = [self._prepare(i, r, fp) for i, r in enumerate(requests)]
         results: list[ExpertOutput | ExpertError | None] = [None] * len(prepared)
         todo: list[_Prepared] = []
         for p in prepared:
@@ -371,6 +516,77 @@ class DiffusersExpert(Expert):
             out.append(r)
         return out
 
+    def _generate_moves(
+        self, requests: Sequence[ExpertRequest], moves: set[int], return_exceptions: bool
+    ) -> list[ExpertOutput | ExpertError]:
+        """``move`` on a region expert = remove the target at its box, then insert it at the placement box.
+
+        Both halves run batched with the other requests of the same stage; the result's metadata holds
+        ``move = {"from": box, "to": box}`` and both stages' metadata.
+        """
+        stage1: list[tuple[int, ExpertRequest]] = []
+        plan: dict[int, tuple[Box, Box, str]] = {}
+        results: list[ExpertOutput | ExpertError | None] = [None] * len(requests)
+        for i, r in enumerate(requests):
+            if i not in moves:
+                stage1.append((i, r))
+                continue
+            validate_call(self, r.command, r.image, r.seed)
+            assert r.image is not None
+            h, w = r.image.shape[:2]
+            _, instruction = split_op(r.command)
+            parsed = parse_command(r.command)
+            old, source = target_boxes(instruction, r.detections)
+            if len(old) != 1:
+                err = ExpertError(
+                    f"expert {self.name!r} cannot move the target of {r.command!r}: {len(old)} matching detections "
+                    f"({source}); it needs exactly one box (name it with an ordinal, or run a detector beside the "
+                    "critic: critic_kwargs={'detector': '<owlv2 folder or id>'}).")
+                if not return_exceptions:
+                    raise err
+                results[i] = err
+                continue
+            ob = old[0]
+            moved = [d for d in r.detections if tuple(float(v) for v in d.box) != ob]
+            new = placement_boxes(r.command, moved, h, w, size=(ob[2] - ob[0], ob[3] - ob[1]), exclude=[ob])[0]
+            noun = parsed.noun or instruction
+            det = next((d for d in r.detections if tuple(float(v) for v in d.box) == ob), None)
+            phrase = " ".join(x for x in ("a", det.color if det is not None else None, noun) if x)
+            plan[i] = (ob, new, phrase)
+            stage1.append((i, ExpertRequest(f"remove: the {noun}", r.image, r.seed, r.detections,
+                                            {**dict(r.params), "boxes": [ob]})))
+        first = dict(zip([i for i, _ in stage1], self.generate_many([q for _, q in stage1], return_exceptions=True)))
+        stage2: list[tuple[int, ExpertRequest]] = []
+        for i, r in enumerate(requests):
+            if results[i] is not None:
+                continue
+            out = first[i]
+            if i not in plan or isinstance(out, ExpertError):
+                results[i] = out
+                continue
+            ob, new, phrase = plan[i]
+            stage2.append((i, ExpertRequest(f"add: {phrase}", out.image, r.seed, (),
+                                            {**dict(r.params), "boxes": [new], "prompt": phrase})))
+        second = self.generate_many([q for _, q in stage2], return_exceptions=True) if stage2 else []
+        for (i, _), out2 in zip(stage2, second):
+            out1 = first[i]
+            assert isinstance(out1, ExpertOutput)
+            if isinstance(out2, ExpertError):
+                results[i] = out2
+                continue
+            ob, new, phrase = plan[i]
+            meta = {**dict(out2.metadata), "op": "move", "command": requests[i].command,
+                    "move": {"from": [round(v, 2) for v in ob], "to": [round(v, 2) for v in new], "phrase": phrase},
+                    "remove_stage": dict(out1.metadata)}
+            results[i] = ExpertOutput(out2.image, out2.seed, out1.elapsed + out2.elapsed, meta)
+        final: list[ExpertOutput | ExpertError] = []
+        for res in results:
+            assert res is not None
+            if isinstance(res, ExpertError) and not return_exceptions:
+                raise res
+            final.append(res)
+        return final
+
     def generate_batch(self, requests: Sequence[ExpertRequest]) -> list[ExpertOutput]:
         """:meth:`generate_many` raising the first failure; returns one output per request, in order."""
         return [r for r in self.generate_many(requests) if isinstance(r, ExpertOutput)]
@@ -382,7 +598,7 @@ class DiffusersExpert(Expert):
         return self.generate_batch([ExpertRequest(command, image, seed, tuple(detections), params)])[0]
 
     # ------------------------------------------------------------------ preparing
-    def _prepare(self, index: int, req: ExpertRequest) -> _Prepared:
+    def _prepare(self, index: int, req: ExpertRequest, fingerprint: dict[str, Any] | None = None) -> _Prepared:
         from PIL import Image
 
         validate_call(self, req.command, req.image, req.seed)
@@ -424,46 +640,95 @@ class DiffusersExpert(Expert):
                 meta["strength"] = strength
             if self.task == "instruct-pix2pix":
                 meta["image_guidance_scale"] = igs
-        if self.task == "inpaint":
+        keep = original = None
+        gligen = None
+        if self.task in REGION_TASKS:
             assert image is not None
-            if "mask" in params:
-                mask = np.asarray(params["mask"])
-                if mask.shape != image.shape[:2]:
-                    raise ValueError(f"mask has shape {mask.shape}; it must be HxW = {image.shape[:2]} like image.")
-                mask, source = mask.astype(bool), "params:mask"
-            else:
-                mask, source = target_mask(instruction, req.detections, image.shape[0], image.shape[1],
-                                           default=self.default_mask, margin=self.mask_margin)
-            if op == "remove":
-                noun = source.split(":")[1] if source.startswith("detections:") else instruction
-                prompt = params.get("prompt") or self.remove_prompt
-                negative = ", ".join(x for x in (negative, noun) if x)
+            h, w = image.shape[:2]
+            mask, source, prompt, negative, boxes = self._region(op, instruction, req, params, prompt, negative)
+            if self.task == "gligen":
+                phrases = params.get("phrases") or [prompt] * len(boxes)
+                if len(phrases) != len(boxes):
+                    raise ValueError(f"phrases has {len(phrases)} items for {len(boxes)} boxes; give one per box.")
+                gligen = (tuple(str(x) for x in phrases),
+                          tuple((x1 / w, y1 / h, x2 / w, y2 / h) for x1, y1, x2, y2 in boxes))
             pil_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
             if pil_mask.size != (gw, gh):
                 pil_mask = pil_mask.resize((gw, gh), Image.Resampling.NEAREST)
             mask_digest = hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()
             meta["mask_source"] = source
             meta["mask_fraction"] = float(mask.mean())
+            if boxes:
+                meta["boxes"] = [tuple(round(v, 2) for v in b) for b in boxes]
+            if self.composite:
+                if (height, width) == (h, w):
+                    keep, original = ~mask, image
+                else:
+                    keep = ~np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+                    original = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
         meta["prompt"] = prompt
         if negative:
             meta["negative_prompt"] = negative
-        settings = (steps, guidance, strength, igs, gw, gh, negative is None)
+        settings: tuple[Any, ...] = (steps, guidance, strength, igs, gw, gh, negative is None)
+        if gligen is not None:  # GLIGEN takes one layout per call: never batch two requests
+            settings = (*settings, index)
         key = None
         if self.cache is not None:
             key = cache_key(
-                f"{self.name}|{self.model}|{self.task}|{self.dtype}|{self.device.split(':')[0]}",
-                req.command, image, req.seed,
-                {"prompt": prompt, "negative": negative, "settings": settings, "out": (width, height),
-                 "mask": mask_digest, "call_kwargs": self.call_kwargs, "class": self.spec.pipeline_class},
+                self.name, req.command, image, req.seed,
+                {"prompt": prompt, "negative": negative, "settings": settings[:7], "out": (width, height),
+                 "mask": mask_digest, "gligen": gligen, "expert": fingerprint or self.fingerprint()},
             )
         return _Prepared(index, int(req.seed), prompt, negative, pil_image, pil_mask, settings, (width, height),
-                         meta, key)
+                         meta, key, keep, original, gligen)
+
+    def _region(
+        self, op: str, instruction: str, req: ExpertRequest, params: Mapping[str, Any], prompt: str,
+        negative: str | None,
+    ) -> tuple[np.ndarray, str, str, str | None, list[Box]]:
+        """Mask (HxW bool at input size), its source, prompt, negative prompt and boxes of a region edit."""
+        assert req.image is not None
+        h, w = req.image.shape[:2]
+        boxes: list[Box] = []
+        if "mask" in params:
+            mask = np.asarray(params["mask"])
+            if mask.shape != (h, w):
+                raise ValueError(f"mask has shape {mask.shape}; it must be HxW = {(h, w)} like image.")
+            return mask.astype(bool), "params:mask", prompt, negative, boxes
+        if "boxes" in params:
+            boxes = [_check_box(b, w, h) for b in params["boxes"]]
+            if not boxes:
+                raise ValueError("boxes=[] is empty; give at least one (x1, y1, x2, y2) box in pixels.")
+            source = "params:boxes"
+        elif op == "add":
+            boxes = placement_boxes(req.command, req.detections, h, w)
+            source = "placement"
+            if not params.get("prompt"):
+                parsed = parse_command(req.command)
+                if parsed.spec.entities:
+                    prompt = self.prompt_template.format(instruction=parsed.spec.entities[0].phrase(), op=op)
+        else:
+            boxes, source = target_boxes(instruction, req.detections)
+            if not boxes:
+                if self.default_mask == "error" and op not in ("background", "restyle", "refine"):
+                    raise ExpertError(
+                        f"expert {self.name!r} edits a region but no detection matches the target of {req.command!r} "
+                        f"(detections: {sorted({d.label for d in req.detections}) or 'none'}); run a detector beside "
+                        "the critic (critic_kwargs={'detector': '<owlv2 folder or id>'}) or set default_mask='full'.")
+                mask, source = target_mask(instruction, (), h, w, default="center" if self.default_mask == "center"
+                                           else "full", margin=self.mask_margin)
+                return mask, source, prompt, negative, [(0.0, 0.0, float(w), float(h))]
+        if op == "remove" and "prompt" not in params:
+            noun = source.split(":")[1] if source.startswith("detections:") else instruction
+            prompt = self.remove_prompt
+            negative = ", ".join(x for x in (negative, noun) if x)
+        return boxes_mask(boxes, h, w, self.mask_margin), source, prompt, negative, boxes
 
     # ------------------------------------------------------------------ running
     def _call_kwargs(self, pipe: Any, chunk: list[_Prepared]) -> tuple[dict[str, Any], list[str]]:
         import torch
 
-        steps, guidance, strength, igs, gw, gh, no_negative = chunk[0].settings
+        steps, guidance, strength, igs, gw, gh, no_negative = chunk[0].settings[:7]
         gen_device = self.generator_device or self.device
         kwargs: dict[str, Any] = {
             "prompt": [p.prompt for p in chunk],
@@ -471,13 +736,19 @@ class DiffusersExpert(Expert):
             "guidance_scale": guidance,
             "generator": [torch.Generator(device=gen_device).manual_seed(p.seed) for p in chunk],
             "output_type": "np",
-            **self.call_kwargs,
         }
         if not no_negative:
             kwargs["negative_prompt"] = [p.negative or "" for p in chunk]
-        if self.task in ("text-to-image", "inpaint"):
+        if self.task in ("text-to-image", "inpaint", "instruct-edit", "gligen"):
             kwargs["width"], kwargs["height"] = gw, gh
-        if self.task != "text-to-image":
+        if self.task == "instruct-edit":
+            kwargs["max_area"] = gw * gh  # FLUX.1 Kontext: keep the canvas size (its default resizes to 1 MP)
+        if self.task == "gligen":
+            assert chunk[0].gligen is not None and len(chunk) == 1
+            phrases, boxes = chunk[0].gligen
+            kwargs.update(gligen_phrases=list(phrases), gligen_boxes=[list(b) for b in boxes],
+                          gligen_inpaint_image=chunk[0].image, gligen_scheduled_sampling_beta=1.0)
+        elif self.task != "text-to-image":
             kwargs["image"] = [p.image for p in chunk]
         if self.task in ("image-to-image", "inpaint"):
             kwargs["strength"] = strength
@@ -485,6 +756,8 @@ class DiffusersExpert(Expert):
             kwargs["image_guidance_scale"] = igs
         if self.task == "inpaint":
             kwargs["mask_image"] = [p.mask for p in chunk]
+        for k, v in self.call_kwargs.items():
+            kwargs[k] = v
         accepted = set(inspect.signature(pipe.__call__).parameters)
         dropped = sorted(k for k in kwargs if k not in accepted)
         for k in dropped:
@@ -538,6 +811,8 @@ class DiffusersExpert(Expert):
             arr = img if img.dtype == np.uint8 else (np.clip(img, 0.0, 1.0) * 255).round().astype(np.uint8)
             if arr.shape[:2] != (p.out_size[1], p.out_size[0]):
                 arr = np.asarray(Image.fromarray(arr).resize(p.out_size, Image.Resampling.LANCZOS), dtype=np.uint8)
+            if p.keep is not None and p.original is not None:  # region edit: pixels outside the mask stay
+                arr = np.where(p.keep[..., None], p.original, arr).astype(np.uint8)
             std = float(arr.std())
             if self.blank_threshold > 0 and std < self.blank_threshold:
                 outs.append(ExpertError(
@@ -550,7 +825,8 @@ class DiffusersExpert(Expert):
             if dropped:
                 meta["dropped_kwargs"] = dropped
             if p.key is not None and self.cache is not None:
-                self.cache.put(p.key, arr, meta)
+                if self.cache.try_put(p.key, arr, meta) is None:
+                    meta["cache"] = "write-failed"
                 meta["cache_key"] = p.key
             outs.append(ExpertOutput(np.ascontiguousarray(arr), p.seed, elapsed / len(chunk), meta))
         return outs
@@ -570,6 +846,26 @@ def _check_float(name: str, value: Any, lo: float, hi: float, *, low_open: bool 
         interval = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
         raise ValueError(f"{name}={value!r} must be a number in {interval}.")
     return v
+
+
+def _cached_snapshot(model: str, revision: str | None) -> str | None:
+    """Commit hash of the locally cached hub snapshot of ``model`` (None when not cached or not resolvable)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, revision=revision, local_files_only=True)).name
+    except Exception:  # not cached, no hub library, offline: the id and revision still identify it
+        return None
+
+
+def _check_box(box: Any, width: int, height: int) -> Box:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"box {box!r} must be (x1, y1, x2, y2) in pixels.") from None
+    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+        raise ValueError(f"box {box!r} must satisfy 0 <= x1 < x2 <= {width} and 0 <= y1 < y2 <= {height} (pixels).")
+    return (x1, y1, x2, y2)
 
 
 def _check_denoised_steps(task: str, steps: int, strength: float) -> None:
