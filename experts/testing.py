@@ -1,3 +1,4 @@
+# mypy: disable-error-code="call-arg,attr-defined,assignment,arg-type"
 """Builders of tiny random diffusers pipelines, made entirely in code (no download: tokenizer and all).
 
 Every pipeline is a Stable-Diffusion-shaped pipeline with a few thousand parameters:

@@ -45,7 +45,7 @@ from experts.diffusers.residency import (
     ResidencyManager,
 )
 from poser_env.commands import parse_command, split_op
-from poser_env.devices import check_device, check_dtype, is_oom, retry_on_oom
+from poser_env.devices import check_device, check_dtype, default_dtype, is_oom, retry_on_oom
 from poser_env.registry import Registry, import_target
 from poser_env.text import plural, singular
 
@@ -174,7 +174,7 @@ def target_boxes(instruction: str, detections: Sequence[Detection]) -> tuple[lis
     dets = sorted((d for d in detections if singular(d.label) == label), key=lambda d: (d.box[0], d.box[1]))
     chosen = dets if idx is None or not -len(dets) <= idx < len(dets) else [dets[idx]]
     which = "all" if len(chosen) == len(dets) else f"#{dets.index(chosen[0]) + 1}"
-    return [tuple(float(v) for v in d.box) for d in chosen], f"detections:{label}:{which}({len(chosen)})"  # type: ignore[misc]
+    return [_box(d.box) for d in chosen], f"detections:{label}:{which}({len(chosen)})"
 
 
 def placement_boxes(
@@ -199,7 +199,7 @@ def placement_boxes(
     side = PLACEMENT_SIZE.get(size_word, 0.3) * min(height, width)
     bw, bh = size if size is not None else (side, side)
     bw, bh = min(bw, width / count), min(bh, float(height))
-    others = [tuple(float(v) for v in d.box) for d in detections if tuple(float(v) for v in d.box) not in exclude]
+    others: list[Box] = [b for b in (_box(d.box) for d in detections) if b not in exclude]
     gap = max(width, height) / 20.0
     ref = None
     if parsed.relation and parsed.reference:
@@ -234,6 +234,11 @@ def placement_boxes(
     x = min(max(x, 0.0), max(0.0, width - group_w))
     y = min(max(y, 0.0), max(0.0, height - bh))
     return [(x + i * bw, y, x + (i + 1) * bw, y + bh) for i in range(count)]
+
+
+def _box(box: Sequence[float]) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1, y1, x2, y2)
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -278,10 +283,17 @@ class DiffusersExpert(Expert):
         name: Registry name (set by :func:`load_diffusers_experts` to the entry name).
         pipeline_class: diffusers class to load with instead of the task's default, e.g. ``"FluxPipeline"``.
         device: Torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-        dtype: ``"float32"`` (default; the only sensible choice on CPU), ``"float16"`` or ``"bfloat16"``.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; None (default): float32 on CPU, float16 on an
+            accelerator (registry entries pass their card's dtype).
         variant, revision: Passed to ``from_pretrained``.
         local_files_only: Never use the network (``HF_HUB_OFFLINE=1`` implies it).
-        cpu_offload: Run with ``enable_model_cpu_offload`` on CUDA (slower, needs far less VRAM).
+        cpu_offload: Run with ``enable_model_cpu_offload`` on CUDA (slower, needs far less VRAM); same as
+            ``offload="model"``.
+        offload: ``"none"``, ``"model"`` (one component on the GPU at a time) or ``"sequential"`` (one layer at a
+            time: the least VRAM, 5-20x slower); accelerators only.
+        quantization: ``"bnb-nf4"``, ``"bnb-int8"`` (bitsandbytes) or ``"torchao-int8wo"`` quantizes the
+            transformer/UNet on load (``pip install "image-poser[quant]"``; the 24 GB profile of FLUX/Qwen-Image),
+            or None.
         steps: Denoising steps per call (>= 1).
         guidance_scale: Classifier-free guidance (>= 0; <= 1 disables it, as for SD-Turbo/FLUX-schnell).
         width, height: Default output size in pixels (8..4096) for text-to-image. Image-to-image tasks default
@@ -324,11 +336,13 @@ class DiffusersExpert(Expert):
         name: str | None = None,
         pipeline_class: str | None = None,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
         variant: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
         cpu_offload: bool = False,
+        offload: str = "none",
+        quantization: str | None = None,
         steps: int = 30,
         guidance_scale: float = 7.5,
         width: int = 512,
@@ -357,11 +371,11 @@ class DiffusersExpert(Expert):
         if task not in TASKS:
             raise ValueError(f"task={task!r} must be one of {sorted(TASKS)}.")
         self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
+        self.dtype = check_dtype(default_dtype(dtype, self.device, "float16"))
         self.spec = PipelineSpec(
             model=model, task=task, pipeline_class=pipeline_class, dtype=self.dtype, variant=variant,
             revision=revision, local_files_only=bool(local_files_only), cpu_offload=bool(cpu_offload),
-            load_kwargs=tuple(sorted(dict(load_kwargs or {}).items())),
+            load_kwargs=tuple(sorted(dict(load_kwargs or {}).items())), offload=offload, quantization=quantization,
         )
         self.task = task
         self.name = name or f"diffusers/{task}:{model}"
@@ -897,6 +911,9 @@ def load_diffusers_experts(
     memory_budget_bytes: int | None = None,
     evict_to: EvictTo = "cpu",
     cpu_offload: bool | None = None,
+    offload: str | None = None,
+    quantization: str | None = None,
+    models: Mapping[str, str | os.PathLike[str]] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     manager: ResidencyManager | None = None,
     **overrides: Any,
@@ -915,6 +932,11 @@ def load_diffusers_experts(
             None = unlimited. Ignored when ``manager`` is given.
         evict_to: ``"cpu"`` or ``"release"`` (see :class:`ResidencyManager`). Ignored when ``manager`` is given.
         cpu_offload: Force ``enable_model_cpu_offload`` on (True) or off (False) for all; None keeps each entry's.
+        offload: ``"none"``, ``"model"`` or ``"sequential"`` for all (None keeps each entry's; the 24 GB profile
+            of the registry cards says which entries need it).
+        quantization: ``"bnb-nf4"``, ``"bnb-int8"`` or ``"torchao-int8wo"`` for all (None keeps each entry's).
+        models: Entry name -> local folder (or other hub id) replacing the entry's ``model`` - local weights
+            without editing the registry TOML. An unknown entry name raises RegistryError.
         cache_dir: Folder of an :class:`OutputCache` shared by all of them; None disables caching.
         manager: An existing manager to share (its device must be ``device``).
         **overrides: Keyword arguments passed to every expert (e.g. ``steps=2``).
@@ -925,6 +947,9 @@ def load_diffusers_experts(
     device = check_device(device)
     reg = diffusers_registry(registry_path)
     chosen = list(names) if names is not None else reg.names()
+    local = {str(k): os.fspath(v) for k, v in dict(models or {}).items()}
+    for name in local:
+        reg.entry(name)  # RegistryError with "did you mean" for a typo
     if manager is None:
         manager = ResidencyManager(device, budget_bytes=memory_budget_bytes, evict_to=evict_to)
     cache = OutputCache(cache_dir) if cache_dir is not None else None
@@ -934,12 +959,19 @@ def load_diffusers_experts(
         kw: dict[str, Any] = dict(entry.kwargs)
         kw.update(name=name, device=device, manager=manager, local_files_only=local_files_only or
                   bool(kw.get("local_files_only", False)), card=dict(entry.card))
-        if dtype is not None:
-            kw["dtype"] = check_dtype(dtype)
-        elif device == "cpu":
-            kw["dtype"] = "float32"
+        # the user's dtype, else float32 on CPU and the entry's (the model card's) dtype on accelerators
+        kw["dtype"] = default_dtype(dtype, device, kw.get("dtype", "float16"))
         if cpu_offload is not None:
             kw["cpu_offload"] = cpu_offload
+            kw.setdefault("offload", "model" if cpu_offload else "none")
+            if not cpu_offload:
+                kw["offload"] = "none"
+        if offload is not None:
+            kw["offload"] = offload
+        if quantization is not None:
+            kw["quantization"] = quantization
+        if name in local:
+            kw["model"] = local[name]
         if cache is not None:
             kw["cache"] = cache
         kw.update(overrides)
