@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -71,6 +72,7 @@ __all__ = [
     "CLIP_COLOR_TEMPLATES",
     "REFERENCE_COLORS",
     "DetectorJudge",
+    "GroundedCritic",
     "classify_color",
     "nms",
     "srgb_to_lab",
@@ -427,6 +429,23 @@ class DetectorJudge(Critic):
         return out
 
     # ------------------------------------------------------------------ judging
+    def detect(self, image: np.ndarray, nouns: Sequence[str]) -> tuple[Detection, ...]:
+        """Detections (boxes in pixels, colours) of ``nouns`` in ``image`` (HxWx3 uint8): the boxes region
+        experts (inpainting, moves, box insertion) edit."""
+        self.load()
+        if not nouns:
+            return ()
+        boxes, scores, labels = self._raw_detections(image, list(nouns))
+        return self.detections_from_boxes(image, boxes, scores, labels, list(nouns))
+
+    def device_bytes(self) -> int:
+        """Parameter + buffer bytes of the loaded detector (and CLIP colour model), for memory budgets."""
+        total = 0
+        for m in (self._model, self._clip):
+            if m is not None:
+                total += sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+        return total
+
     def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
         self.load()
         h, w = image.shape[:2]
@@ -449,3 +468,45 @@ class DetectorJudge(Critic):
                       "color_method": "pixel" if self.clip_model is None else f"clip:{self.clip_model}",
                       "n_raw_boxes": len(boxes)},
         )
+
+
+class GroundedCritic(Critic):
+    """A critic with a detector beside it (SLD-style grounding): the critic's verdicts and scores, plus the
+    detector's boxes of the prompt's nouns as ``Feedback.detections``, so region experts (inpainting, moves,
+    box insertion) edit the target's box instead of the whole canvas.
+
+    The VLM and CLIP critics judge without boxes; ``make_critic("vlm:<id>", detector="<owlv2 id>")`` wraps
+    them in this. Detections the critic already returned are kept (the detector's are added after them).
+
+    Args:
+        critic: The judging critic.
+        detector: A :class:`DetectorJudge` (only its :meth:`DetectorJudge.detect` is used).
+    """
+
+    def __init__(self, critic: Critic, detector: DetectorJudge) -> None:
+        if not isinstance(critic, Critic):
+            raise ValueError(f"critic={critic!r} must be a critic.feedback.Critic.")
+        if not isinstance(detector, DetectorJudge):
+            raise ValueError(f"detector={detector!r} must be a critic.detector_judge.DetectorJudge.")
+        self.critic = critic
+        self.detector = detector
+        self.name = f"{getattr(critic, 'name', type(critic).__name__)}+detector:{detector.model_id}"
+
+    def load(self) -> Self:
+        """Load the critic (when it loads models) and the detector now."""
+        load = getattr(self.critic, "load", None)
+        if callable(load):
+            load()
+        self.detector.load()
+        return self
+
+    def device_bytes(self) -> int:
+        """Bytes on the device of the critic and the detector (for memory budgets)."""
+        inner = getattr(self.critic, "device_bytes", None)
+        return (int(inner()) if callable(inner) else 0) + self.detector.device_bytes()
+
+    def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
+        fb = self.critic(image, spec)
+        dets = self.detector.detect(image, spec.nouns)
+        meta = {**dict(fb.metadata), "detector": self.detector.model_id, "n_detections": len(dets)}
+        return replace(fb, detections=(*fb.detections, *dets), metadata=meta)

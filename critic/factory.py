@@ -6,7 +6,10 @@ Accepted names:
 * ``"vlm:<folder-or-hub-id>"`` -> :class:`critic.vlm.VLMCritic`,
 * ``"clip:<folder-or-hub-id>"`` -> :class:`critic.clip.CLIPCritic`.
 
-Keyword arguments go to the critic's constructor. The model-loading arguments of :data:`MODEL_KWARGS`
+Keyword arguments go to the critic's constructor, except ``detector``: a folder or hub id of an OWL
+detector (or a :class:`critic.detector_judge.DetectorJudge`) run beside a ``vlm:``/``clip:`` critic
+(:class:`critic.detector_judge.GroundedCritic`), so region experts get the boxes of their targets; it is
+built with the same device, dtype and ``local_files_only``. The model-loading arguments of :data:`MODEL_KWARGS`
 (``device``, ``dtype``, ``local_files_only``, ``trust_remote_code``) are dropped for ``"scene"``, which runs
 no model, so one configuration works for every critic. Nothing heavy is imported or loaded here.
 """
@@ -43,6 +46,17 @@ def make_critic(name: str, **kwargs: Any) -> Critic:
 
         return SceneCritic(**{k: v for k, v in kwargs.items() if k not in MODEL_KWARGS})
     if sep and head in ("vlm", "clip"):
+        detector = kwargs.pop("detector", None)
+        if detector is not None:
+            from critic.detector_judge import DetectorJudge, GroundedCritic
+
+            inner = make_critic(name, **kwargs)
+            if not isinstance(detector, DetectorJudge):
+                dkw = {k: v for k, v in kwargs.items() if k in ("device", "local_files_only", "trust_remote_code")}
+                if kwargs.get("dtype") is not None:
+                    dkw["dtype"] = kwargs["dtype"]
+                detector = DetectorJudge(detector, **dkw)
+            return GroundedCritic(inner, detector)
         if not model.strip():
             raise ValueError(
                 f"critic name={name!r} names no model; write '{head}:<folder-or-hub-id>', e.g. "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -479,3 +479,73 @@ def save_tiny(pipeline_class: str, folder: str | Path, *, seed: int = 0) -> Path
     pipe = TINY_BUILDERS[pipeline_class](getattr(diffusers, pipeline_class), folder)
     pipe.save_pretrained(str(folder))
     return folder
+
+
+#: Pipeline classes named by the packaged registry that cannot be built tiny on this machine, and why.
+NOT_BUILDABLE: dict[str, str] = {
+    "QwenImageEditPipeline": (
+        "its Qwen2VLProcessor requires transformers' video-processor registry, which only exists with "
+        "torchvision installed (this machine has none, by rule); with torchvision the builder above works"),
+}
+#: Call arguments that keep tiny pipelines tiny (each dropped where a pipeline does not take it).
+TINY_CALL_KWARGS: dict[str, Any] = {"max_sequence_length": 32, "use_resolution_binning": False}
+
+
+def registry_classes(registry_path: str | Path | None = None) -> dict[str, str]:
+    """Entry name -> diffusers pipeline class of every entry of a registry TOML (default: the packaged one)."""
+    import tomllib
+
+    from experts.diffusers.expert import DEFAULT_REGISTRY
+    from experts.diffusers.residency import TASKS
+
+    data = tomllib.loads(Path(registry_path or DEFAULT_REGISTRY).read_text(encoding="utf-8"))
+    return {name: t["kwargs"].get("pipeline_class") or TASKS[t["kwargs"].get("task", "text-to-image")]
+            for name, t in data.items() if isinstance(t, dict)}
+
+
+def write_tiny_copy_of_registry(
+    root: str | Path, *, registry_path: str | Path | None = None, names: Sequence[str] | None = None,
+    size: int = 32, steps: int = 2, seed: int = 0,
+) -> tuple[Path, dict[str, str]]:
+    """A copy of a registry whose entries keep every setting but point at tiny random pipelines of their class.
+
+    One tiny folder per distinct ``model`` of the chosen entries (entries that share a model share its folder,
+    and so derive their pipeline through ``from_pipe`` as with real weights). Overrides: ``model`` (the folder),
+    ``steps``, ``width``/``height`` (``size``), ``dtype`` float32, no ``variant``, and ``call_kwargs`` extended
+    with :data:`TINY_CALL_KWARGS`. Entries whose class is in :data:`NOT_BUILDABLE` are left out.
+
+    Returns:
+        The registry path and entry name -> class of the entries written.
+    """
+    import tomllib
+
+    from experts.diffusers.expert import DEFAULT_REGISTRY
+
+    root = Path(root)
+    src = Path(registry_path or DEFAULT_REGISTRY)
+    data = tomllib.loads(src.read_text(encoding="utf-8"))
+    classes = registry_classes(src)
+    chosen = [n for n in (names or list(classes)) if classes[n] not in NOT_BUILDABLE]
+    folders: dict[str, Path] = {}
+    lines = [f"# tiny copy of {src.name} written by experts.testing.write_tiny_copy_of_registry", ""]
+    for i, name in enumerate(chosen):
+        kw = dict(data[name]["kwargs"])
+        model = kw["model"]
+        if model not in folders:
+            folders[model] = save_tiny(classes[name], root / f"m{len(folders)}-{classes[name]}", seed=seed + i)
+        kw.update(model=str(folders[model]), steps=steps, width=size, height=size, dtype="float32",
+                  call_kwargs={**dict(kw.get("call_kwargs", {})), **TINY_CALL_KWARGS})
+        kw.pop("variant", None)
+        lines += [f'["{name}"]', 'target = "experts.diffusers.expert:DiffusersExpert"', f'["{name}".kwargs]']
+        lines += [f"{k} = {_toml_inline(v)}" for k, v in kw.items()]
+        lines += [f'["{name}".card]'] + [f"{k} = {_toml_inline(v)}" for k, v in data[name].get("card", {}).items()]
+        lines.append("")
+    out = root / "registry.toml"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out, {n: classes[n] for n in chosen}
+
+
+def _toml_inline(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_inline(x)}" for k, x in v.items()) + " }"
+    return _toml_value(v)
