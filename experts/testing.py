@@ -408,6 +408,8 @@ def _qwen_vl_text_encoder(tok: Any) -> Any:
     cfg = Qwen2_5_VLConfig(
         text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                      "num_key_value_heads": 2, "vocab_size": len(tok), "max_position_embeddings": 2048,
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"],
                      "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},
         vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16,
@@ -447,6 +449,7 @@ def _build_gligen(cls: Any, folder: Path) -> Any:
 #: diffusers class -> how to build a tiny one (every class the packaged registry names).
 TINY_BUILDERS: dict[str, Any] = {
     "StableDiffusionPipeline": lambda cls, f: build_tiny_pipeline("text-to-image", f.parent / f"_tok_{f.name}"),
+    "StableDiffusionImg2ImgPipeline": lambda cls, f: build_tiny_pipeline("text-to-image", f.parent / f"_tok_{f.name}"),
     "StableDiffusionInpaintPipeline": lambda cls, f: build_tiny_pipeline("inpaint", f.parent / f"_tok_{f.name}"),
     "StableDiffusionInstructPix2PixPipeline": lambda cls, f: build_tiny_pipeline("instruct-pix2pix",
                                                                                  f.parent / f"_tok_{f.name}"),
@@ -488,7 +491,7 @@ NOT_BUILDABLE: dict[str, str] = {
         "torchvision installed (this machine has none, by rule); with torchvision the builder above works"),
 }
 #: Call arguments that keep tiny pipelines tiny (each dropped where a pipeline does not take it).
-TINY_CALL_KWARGS: dict[str, Any] = {"max_sequence_length": 32, "use_resolution_binning": False}
+TINY_CALL_KWARGS: dict[str, Any] = {"max_sequence_length": 32, "use_resolution_binning": False, "_auto_resize": False}
 
 
 def registry_classes(registry_path: str | Path | None = None) -> dict[str, str]:

@@ -151,15 +151,22 @@ def target_mask(
 Box = tuple[float, float, float, float]
 
 
-def target_boxes(instruction: str, detections: Sequence[Detection]) -> tuple[list[Box], str]:
+def target_boxes(
+    instruction: str, detections: Sequence[Detection], noun: str | None = None
+) -> tuple[list[Box], str]:
     """Boxes (x1, y1, x2, y2 pixels) of the command's target noun among ``detections``, and where they came from.
 
     Same rule as :func:`target_mask`: the detection label mentioned first in ``instruction`` (an ordinal just
-    before it picks one in reading order). Empty with source ``"none"`` when nothing matches.
+    before it picks one in reading order); with ``noun`` (the parsed target) only that label counts, so
+    ``"move: put the cat left of the dog"`` never picks the dog. Empty with source ``"none"`` when nothing
+    matches.
     """
     text = instruction.lower()
     best: tuple[int, str, int | None] | None = None  # (position, label, index)
-    for label in sorted({singular(d.label) for d in detections}):
+    labels = {singular(d.label) for d in detections}
+    if noun:
+        labels &= {singular(noun)}
+    for label in sorted(labels):
         for form in {label, plural(label)}:
             m = re.search(rf"(?:\b(\w+)\s+)?\b{re.escape(form)}\b", text)
             if m is None:
@@ -550,7 +557,7 @@ class DiffusersExpert(Expert):
             h, w = r.image.shape[:2]
             _, instruction = split_op(r.command)
             parsed = parse_command(r.command)
-            old, source = target_boxes(instruction, r.detections)
+            old, source = target_boxes(instruction, r.detections, parsed.noun)
             if len(old) != 1:
                 err = ExpertError(
                     f"expert {self.name!r} cannot move the target of {r.command!r}: {len(old)} matching detections "
@@ -722,7 +729,7 @@ class DiffusersExpert(Expert):
                 if parsed.spec.entities:
                     prompt = self.prompt_template.format(instruction=parsed.spec.entities[0].phrase(), op=op)
         else:
-            boxes, source = target_boxes(instruction, req.detections)
+            boxes, source = target_boxes(instruction, req.detections, _target_noun(req.command))
             if not boxes:
                 if self.default_mask == "error" and op not in ("background", "restyle", "refine"):
                     raise ExpertError(
@@ -860,6 +867,14 @@ def _check_float(name: str, value: Any, lo: float, hi: float, *, low_open: bool 
         interval = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
         raise ValueError(f"{name}={value!r} must be a number in {interval}.")
     return v
+
+
+def _target_noun(command: str) -> str | None:
+    """The parsed target noun of an edit command, or None when the command does not parse."""
+    try:
+        return parse_command(command).noun
+    except ValueError:
+        return None
 
 
 def _cached_snapshot(model: str, revision: str | None) -> str | None:
