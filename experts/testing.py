@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -536,7 +537,9 @@ def write_tiny_copy_of_registry(
         model = kw["model"]
         if model not in folders:
             folders[model] = save_tiny(classes[name], root / f"m{len(folders)}-{classes[name]}", seed=seed + i)
-        kw.update(model=str(folders[model]), steps=steps, width=size, height=size, dtype="float32",
+        strength = float(kw.get("strength", 1.0))
+        n_steps = max(steps, math.ceil(1.0 / strength - 1e-9))  # img2img runs int(steps * strength) >= 1 steps
+        kw.update(model=str(folders[model]), steps=n_steps, width=size, height=size, dtype="float32",
                   call_kwargs={**dict(kw.get("call_kwargs", {})), **TINY_CALL_KWARGS})
         kw.pop("variant", None)
         lines += [f'["{name}"]', 'target = "experts.diffusers.expert:DiffusersExpert"', f'["{name}".kwargs]']

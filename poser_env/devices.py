@@ -196,6 +196,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def _transformers_version() -> tuple[int, int]:
+    import transformers
+
+    major, minor = (int("".join(c for c in p if c.isdigit()) or 0) for p in transformers.__version__.split(".")[:2])
+    return major, minor
+
+
 def dtype_kwargs(library: str, dtype: Any) -> dict[str, Any]:
     """The ``from_pretrained`` keyword that sets the dtype in the installed ``library`` (``"transformers"`` or
     ``"diffusers"``): ``{"dtype": ...}`` where the library honours it, else ``{"torch_dtype": ...}``.
@@ -206,10 +213,7 @@ def dtype_kwargs(library: str, dtype: Any) -> dict[str, Any]:
     """
     value = torch_dtype(dtype)
     if library == "transformers":
-        import transformers
-
-        major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
-        return {"dtype": value} if (major, minor) >= (4, 56) else {"torch_dtype": value}
+        return {"dtype": value} if _transformers_version() >= (4, 56) else {"torch_dtype": value}
     if library == "diffusers":
         from diffusers.pipelines import pipeline_utils
 

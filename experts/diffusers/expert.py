@@ -795,7 +795,15 @@ class DiffusersExpert(Expert):
             nonlocal dropped
             with self.manager.use(self.spec) as pipe:
                 kwargs, dropped = self._call_kwargs(pipe, chunk)  # fresh generators on a retry
-                return pipe(**kwargs)
+                if self.task != "gligen":
+                    return pipe(**kwargs)
+                # GLIGEN's inpainting loop draws noise with torch.randn_like (the global RNG, not the generator):
+                # seed it from the call's seed inside a forked RNG state, so the same seed gives the same image
+                import torch
+
+                with torch.random.fork_rng(devices=[self.device] if self.device.startswith("cuda") else []):
+                    torch.manual_seed(chunk[0].seed)
+                    return pipe(**kwargs)
 
         def count() -> None:
             self.manager.counters["oom_retries"] += 1
