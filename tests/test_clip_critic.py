@@ -12,10 +12,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from critic.testing import save_tiny_clip, save_tiny_llama
 
 from critic.clip import CLIPCritic, alternatives
 from critic.feedback import Feedback
+from critic.testing import save_tiny_clip, save_tiny_llama
 from critic.vlm import ModelLoadError
 from poser_env._optional import MissingExtraError
 from poser_env.spec import COLORS, Entity, Exclusion, Relation, Spec

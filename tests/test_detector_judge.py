@@ -23,9 +23,9 @@ from critic.detector_judge import (
     srgb_to_lab,
 )
 from critic.feedback import Feedback
+from critic.testing import save_tiny_clip, save_tiny_owlv2
 from critic.vlm import ModelLoadError
 from poser_env.spec import COLORS, GENEVAL_COLORS, Entity, Exclusion, Relation, Spec
-from critic.testing import save_tiny_clip, save_tiny_owlv2
 
 
 @pytest.fixture(scope="module")

@@ -131,9 +131,8 @@ def test_cached_expert_wrapper(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_expert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pytest.importorskip("diffusers")
-    from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
-
     from experts.diffusers import load_diffusers_experts
+    from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
     root = tmp_path_factory.mktemp("tiny_cache")
     with torch_threads(1):
@@ -190,9 +189,8 @@ def test_cache_and_expert_pickle(tmp_path: Path) -> None:
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[dict[str, Any]]:
     pytest.importorskip("diffusers")
-    from experts.testing import save_tiny_pipelines, torch_threads
-
     from experts.diffusers import DiffusersExpert
+    from experts.testing import save_tiny_pipelines, torch_threads
 
     with torch_threads(1):
         folder = save_tiny_pipelines(tmp_path / "p", kinds=("text-to-image",))["text-to-image"]

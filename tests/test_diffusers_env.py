@@ -14,10 +14,9 @@ pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experts.testing import save_tiny_pipelines, write_tiny_registry
-from critic.testing import save_tiny_clip, save_tiny_llava, save_tiny_owlv2
-
 import poser_env  # noqa: F401
+from critic.testing import save_tiny_clip, save_tiny_llava, save_tiny_owlv2
+from experts.testing import save_tiny_pipelines, write_tiny_registry
 from poser_env.conformance import check_conformance
 
 

@@ -103,7 +103,7 @@ def test_gligen_inserts_inside_its_box_only(experts: dict[str, Any]) -> None:
 
 
 def test_no_detection_of_the_target_is_an_error_not_a_repainted_canvas(experts: dict[str, Any]) -> None:
-    with pytest.raises(ExpertError, match="no detection matches the target.*detector"):
+    with pytest.raises(ExpertError, match=r"no detection matches the target.*detector"):
         experts["inpaint"]("recolor: make the cat blue", _scene(), seed=0, detections=DETS)
     with pytest.raises(ExpertError, match="cannot move the target"):
         experts["inpaint"]("move: put the cat left of the dog", _scene(), seed=0, detections=DETS)

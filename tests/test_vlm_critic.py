@@ -12,10 +12,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from critic.testing import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 
 from critic.factory import CRITIC_FORMS, make_critic
 from critic.feedback import CriticError, Feedback
+from critic.testing import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 from critic.vlm import (
     ModelLoadError,
     VLMCritic,

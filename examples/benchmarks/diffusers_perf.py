@@ -51,9 +51,9 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 def main(args: Args) -> dict[str, float]:
     import torch
-    from experts.testing import save_tiny_pipelines, write_tiny_registry
 
     from experts.diffusers import batch_call, load_diffusers_experts
+    from experts.testing import save_tiny_pipelines, write_tiny_registry
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,9 +107,9 @@ def main(args: Args) -> dict[str, float]:
 def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, float]:
     """Mean env step time and mean expert + critic time inside it, over ``steps`` steps (seconds)."""
     import gymnasium as gym
-    from critic.testing import save_tiny_clip
 
     import poser_env  # noqa: F401
+    from critic.testing import save_tiny_clip
 
     clip = save_tiny_clip(root / "clip")
     env = gym.make("poser_env/ImagePoserDiffusers-v0", registry=str(registry), experts=["tiny-t2i"],

@@ -685,7 +685,6 @@ def check_env(w: World, args: Args, res: Result) -> None:
 def check_llm(w: World, args: Args, res: Result) -> None:
     """LLM decomposer on a tiny Llama: loading on the device, greedy determinism, scripted JSON end to end."""
     from critic.testing import scripted_output
-
     from poser_env.llm import LLMDecomposer
     from poser_env.parser import parse
     from poser_env.spec import Entity, Spec
