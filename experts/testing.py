@@ -212,7 +212,7 @@ def write_tiny_registry(
                                 "image_guidance_scale": 1.5}
     if "inpaint" in f:
         entries["tiny-inpaint"] = {"model": f["inpaint"], "task": "inpaint", "strength": 1.0, "guidance_scale": 5.0}
-    lines = ["# tiny random pipelines written by tests/tiny_diffusers.py", ""]
+    lines = ["# tiny random pipelines written by experts/testing.py", ""]
     for name, kwargs in entries.items():
         kwargs = {"steps": steps, "width": size, "height": size, "dtype": "float32", "cost": 0.01, **kwargs,
                   **dict((extra or {}).get(name, {}))}

@@ -1,6 +1,6 @@
 """Benchmark (not a test): batching, output cache and wrapper overhead of diffusers experts, on CPU.
 
-Builds tiny random pipelines in code (tests/tiny_diffusers.py), loads them through a registry file by
+Builds tiny random pipelines in code (experts/testing.py), loads them through a registry file by
 path, and measures side by side in one run (best of ``repeats`` timings each):
 
 1. 8 requests as one batched pipeline call vs 8 sequential calls (goal: >= 2x throughput);
