@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
-from typing import Any, Literal, Unpack
+from typing import Any, ClassVar, Literal, Unpack
 
 import numpy as np
 
@@ -119,6 +119,9 @@ class CLIPCritic(HFModel, Critic):
 
     name = "clip"
     model_role = "CLIP critic model"
+
+    #: dtype on accelerators when ``dtype=None`` (CLIP checkpoints ship float16/float32 weights).
+    cuda_dtype: ClassVar[str] = "float16"
 
     def __init__(
         self,

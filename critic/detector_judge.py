@@ -57,13 +57,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Self
+from dataclasses import replace
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from critic.vlm import ModelLoadError, check_device, check_dtype, check_model_id, fetch_hint, resolve_dtype
+from poser_env.core import device as devices
 from poser_env.core.feedback import Critic, CriticError, Detection, Feedback
-from poser_env.core.hf import free_accelerator_memory
+from poser_env.core.hf import (
+    ModelLoadError,
+    check_device,
+    check_model_id,
+    fetch_hint,
+    free_accelerator_memory,
+    needs_torchvision,
+    torchvision_hint,
+)
 from poser_env.core.rules import MAX_PER_CLASS, evaluate
 from poser_env.core.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
@@ -71,6 +80,7 @@ __all__ = [
     "CLIP_COLOR_TEMPLATES",
     "REFERENCE_COLORS",
     "DetectorJudge",
+    "GroundedCritic",
     "classify_color",
     "nms",
     "srgb_to_lab",
@@ -194,7 +204,8 @@ class DetectorJudge(Critic):
             (``AutoModelForZeroShotObjectDetection`` + ``AutoProcessor``), e.g.
             ``"google/owlv2-base-patch16-ensemble"``.
         device: Torch device, e.g. ``"cpu"`` (default) or ``"cuda:0"``.
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` (aliases fp16/bf16), ``"auto"`` or a ``torch.dtype``;
+            None (default): float32 on CPU, :attr:`cuda_dtype` (float16, as OWLv2's card runs it) on accelerators.
         local_files_only: Never touch the network (default True).
         trust_remote_code: Allow custom model code from the hub (default False).
         clip_model: Folder or hub id of a CLIP model for GenEval's zero-shot colour classification, or None
@@ -215,12 +226,15 @@ class DetectorJudge(Critic):
 
     name = "detector-judge"
 
+    #: dtype on accelerators when ``dtype=None``.
+    cuda_dtype: ClassVar[str] = "float16"
+
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
         device: str = "cpu",
-        dtype: Any = "float32",
+        dtype: Any = None,
         local_files_only: bool = True,
         trust_remote_code: bool = False,
         clip_model: str | os.PathLike[str] | None = None,
@@ -233,7 +247,7 @@ class DetectorJudge(Critic):
     ) -> None:
         self.model_id = check_model_id(model)
         self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
+        self.dtype = devices.default_dtype(dtype, self.device, self.cuda_dtype)
         self.local_files_only = bool(local_files_only)
         self.trust_remote_code = bool(trust_remote_code)
         self.clip_model = None if clip_model is None else check_model_id(clip_model, "clip_model")
@@ -277,8 +291,13 @@ class DetectorJudge(Critic):
         kw = {"local_files_only": self.local_files_only, "trust_remote_code": self.trust_remote_code}
         try:
             processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
-            model = getattr(transformers, model_class).from_pretrained(model_id, dtype=resolve_dtype(self.dtype), **kw)
-        except (OSError, ValueError, KeyError) as exc:
+            model = getattr(transformers, model_class).from_pretrained(
+                model_id, **devices.dtype_kwargs("transformers", self.dtype), **kw)
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            if needs_torchvision(exc):
+                raise ModelLoadError(
+                    f"cannot load the {role} {model_id!r}: its processor needs torchvision, which is not installed "
+                    f"({type(exc).__name__}).\nFix: {torchvision_hint()}") from exc
             raise ModelLoadError(
                 f"cannot load the {role} {model_id!r} (local_files_only={self.local_files_only}): {exc}\n"
                 f"Fix: {fetch_hint(model_id, self.local_files_only)}"
@@ -427,6 +446,23 @@ class DetectorJudge(Critic):
         return out
 
     # ------------------------------------------------------------------ judging
+    def detect(self, image: np.ndarray, nouns: Sequence[str]) -> tuple[Detection, ...]:
+        """Detections (boxes in pixels, colours) of ``nouns`` in ``image`` (HxWx3 uint8): the boxes region
+        experts (inpainting, moves, box insertion) edit."""
+        self.load()
+        if not nouns:
+            return ()
+        boxes, scores, labels = self._raw_detections(image, list(nouns))
+        return self.detections_from_boxes(image, boxes, scores, labels, list(nouns))
+
+    def device_bytes(self) -> int:
+        """Parameter + buffer bytes of the loaded detector (and CLIP colour model), for memory budgets."""
+        total = 0
+        for m in (self._model, self._clip):
+            if m is not None:
+                total += sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+        return total
+
     def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
         self.load()
         h, w = image.shape[:2]
@@ -449,3 +485,45 @@ class DetectorJudge(Critic):
                       "color_method": "pixel" if self.clip_model is None else f"clip:{self.clip_model}",
                       "n_raw_boxes": len(boxes)},
         )
+
+
+class GroundedCritic(Critic):
+    """A critic with a detector beside it (SLD-style grounding): the critic's verdicts and scores, plus the
+    detector's boxes of the prompt's nouns as ``Feedback.detections``, so region experts (inpainting, moves,
+    box insertion) edit the target's box instead of the whole canvas.
+
+    The VLM and CLIP critics judge without boxes; ``make_critic("vlm:<id>", detector="<owlv2 id>")`` wraps
+    them in this. Detections the critic already returned are kept (the detector's are added after them).
+
+    Args:
+        critic: The judging critic.
+        detector: A :class:`DetectorJudge` (only its :meth:`DetectorJudge.detect` is used).
+    """
+
+    def __init__(self, critic: Critic, detector: DetectorJudge) -> None:
+        if not isinstance(critic, Critic):
+            raise ValueError(f"critic={critic!r} must be a poser_env.core.feedback.Critic.")
+        if not isinstance(detector, DetectorJudge):
+            raise ValueError(f"detector={detector!r} must be a critic.detector_judge.DetectorJudge.")
+        self.critic = critic
+        self.detector = detector
+        self.name = f"{getattr(critic, 'name', type(critic).__name__)}+detector:{detector.model_id}"
+
+    def load(self) -> Self:
+        """Load the critic (when it loads models) and the detector now."""
+        load = getattr(self.critic, "load", None)
+        if callable(load):
+            load()
+        self.detector.load()
+        return self
+
+    def device_bytes(self) -> int:
+        """Bytes on the device of the critic and the detector (for memory budgets)."""
+        inner = getattr(self.critic, "device_bytes", None)
+        return (int(inner()) if callable(inner) else 0) + self.detector.device_bytes()
+
+    def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
+        fb = self.critic(image, spec)
+        dets = self.detector.detect(image, spec.nouns)
+        meta = {**dict(fb.metadata), "detector": self.detector.model_id, "n_detections": len(dets)}
+        return replace(fb, detections=(*fb.detections, *dets), metadata=meta)

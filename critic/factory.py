@@ -9,7 +9,10 @@ Registered names (:data:`CRITICS`, a :class:`poser_env.core.registry.Registry` w
 
 A third party registers ``"mine:<model>"`` with an entry point returning
 ``{"mine": {"target": "pkg.mod:MyCritic", "card": {"argument": "model"}}}``. Keyword arguments go to the
-critic's constructor. The model-loading arguments of :data:`MODEL_KWARGS` are dropped for critics whose card says
+critic's constructor, except ``detector``: a folder or hub id of an OWL
+detector (or a :class:`critic.detector_judge.DetectorJudge`) run beside a model-backed critic
+(:class:`critic.detector_judge.GroundedCritic`), so region experts get the boxes of their targets; it is
+built with the same device, dtype and ``local_files_only``. The model-loading arguments of :data:`MODEL_KWARGS` are dropped for critics whose card says
 ``model_free`` (``"scene"``), so one configuration works for every critic. Nothing heavy is imported or loaded here.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from critic.detector_judge import DetectorJudge, GroundedCritic
 from poser_env.core.feedback import Critic
 from poser_env.core.registry import Registry
 
@@ -46,10 +50,22 @@ def make_critic(name: str, **kwargs: Any) -> Critic:
         poser_env.core.registry.RegistryError: (a ValueError) an unknown name with "did you mean", a
             ``vlm:``/``clip:`` name without a model, or a target that is not a Critic subclass.
     """
+    detector = kwargs.pop("detector", None)
     head, _ = CRITICS.split(name)
-    if CRITICS.entry(head).card.get("model_free"):
+    model_free = bool(CRITICS.entry(head).card.get("model_free"))
+    if model_free:
         kwargs = {k: v for k, v in kwargs.items() if k not in MODEL_KWARGS}
     critic = CRITICS.make(name, **kwargs)
     if not isinstance(critic, Critic):  # a factory target would be refused by resolve(); defensive
         raise TypeError(f"critic={name!r} built a {type(critic).__name__}, not a Critic.")
-    return critic
+    if detector is None:
+        return critic
+    if model_free:
+        raise ValueError(f"detector={detector!r} goes with a model-backed critic (vlm:/clip:), not critic={name!r}: "
+                         "the scene critic finds its own boxes. Drop detector=.")
+    if not isinstance(detector, DetectorJudge):
+        dkw = {k: v for k, v in kwargs.items() if k in ("device", "local_files_only", "trust_remote_code")}
+        if kwargs.get("dtype") is not None:
+            dkw["dtype"] = kwargs["dtype"]
+        detector = DetectorJudge(detector, **dkw)
+    return GroundedCritic(critic, detector)

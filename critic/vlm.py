@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_AESTHETICS_QUESTION",
     "DEFAULT_FIDELITY_QUESTION",
     "DEFAULT_QUESTION_TEMPLATE",
+    "DEFAULT_REASON_PROMPT",
     "NO_VARIANTS",
     "YES_VARIANTS",
     "ModelLoadError",
@@ -67,6 +68,7 @@ __all__ = [
 
 #: Question asked per assertion; ``{statement}`` is :attr:`poser_env.core.spec.Assertion.text`.
 DEFAULT_QUESTION_TEMPLATE = "Is it true that {statement}? Answer yes or no."
+DEFAULT_REASON_PROMPT = "It is not true that {statement}. In one short sentence, what is wrong in the image?"
 DEFAULT_FIDELITY_QUESTION = "Is this image free of visual artifacts and distortions? Answer yes or no."
 DEFAULT_AESTHETICS_QUESTION = "Is this image well composed and pleasing to look at? Answer yes or no."
 #: Strings whose single-token encodings count as "yes" / "no".
@@ -144,6 +146,11 @@ class VLMCritic(HFModel, Critic):
         explain_max_new_tokens: When > 0, also generate a free-text description of the image (greedy,
             this many tokens at most) and append it to ``Feedback.text``. Default 0 (off).
         explain_prompt: The question used for that description.
+        reason_max_new_tokens: When > 0, the model also writes a short reason for each failing assertion
+            (verdict "no"): one batched greedy generation of at most this many tokens per failing assertion,
+            carried in the verdict's ``reason``, in ``Feedback.text`` and in ``metadata["reasons"]``
+            (assertion id -> reason). Default 0 (off).
+        reason_prompt: The request for a reason; ``{statement}`` is the assertion's text.
         prompt_template: Used only when the processor has no chat template: a string with ``{question}``
             and the model's image token, e.g. ``"USER: <image>\\n{question} ASSISTANT:"``.
 
@@ -167,9 +174,20 @@ class VLMCritic(HFModel, Critic):
         explain_max_new_tokens: int = 0,
         explain_prompt: str = "Describe the objects in this image, their colours and positions.",
         prompt_template: str | None = None,
+        reason_max_new_tokens: int = 0,
+        reason_prompt: str = DEFAULT_REASON_PROMPT,
         **options: Unpack[HFOptions],
     ) -> None:
         super().__init__(model, **options)
+        if isinstance(reason_max_new_tokens, bool) or not isinstance(reason_max_new_tokens, int) or not (
+                0 <= reason_max_new_tokens <= 256):
+            raise ValueError(f"reason_max_new_tokens={reason_max_new_tokens!r} must be an int in [0, 256] (0 = off), "
+                             "e.g. 24.")
+        if "{statement}" not in reason_prompt:
+            raise ValueError(f"reason_prompt={reason_prompt!r} must contain '{{statement}}', e.g. "
+                             f"{DEFAULT_REASON_PROMPT!r}.")
+        self.reason_max_new_tokens = reason_max_new_tokens
+        self.reason_prompt = reason_prompt
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be an int >= 1, e.g. 8.")
         self.batch_size = batch_size
@@ -267,18 +285,28 @@ class VLMCritic(HFModel, Critic):
 
     def explain(self, image: np.ndarray) -> str:
         """A greedy free-text description of ``image`` (``explain_max_new_tokens`` tokens at most)."""
+        return self.generate_answers(image, [self.explain_prompt], max(1, self.explain_max_new_tokens))[0]
+
+    def generate_answers(self, image: np.ndarray, questions: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy free-text answers to ``questions`` about ``image``, batched (``batch_size`` per pass), each
+        at most ``max_new_tokens`` tokens."""
         import torch
         from PIL import Image
 
         self.load()
-        batch = self._inputs(Image.fromarray(image), [self._prompt(self.explain_prompt)], "left")
-        with torch.inference_mode():
-            ids = self._model.generate(
-                **batch, max_new_tokens=max(1, self.explain_max_new_tokens), do_sample=False,
-                pad_token_id=self._processor.tokenizer.pad_token_id,
-            )
-        new = ids[0, batch["input_ids"].shape[1]:]
-        return str(self._processor.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        pil = Image.fromarray(image)
+        prompts = [self._prompt(q) for q in questions]
+        out: list[str] = []
+        tok = self._processor.tokenizer
+        for start in range(0, len(prompts), self.batch_size):
+            # left padding: generation continues right after each prompt
+            batch = self._inputs(pil, prompts[start:start + self.batch_size], "left")
+            with torch.inference_mode():
+                ids = self._model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                           pad_token_id=tok.pad_token_id)
+            new = ids[:, batch["input_ids"].shape[1]:]
+            out += [str(tok.decode(row, skip_special_tokens=True)).strip() for row in new]
+        return out
 
     def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
         assertions = spec.assertions()
@@ -309,10 +337,21 @@ class VLMCritic(HFModel, Critic):
             quality[key] = s.confidence
             if s.unknown:
                 meta[f"{key}_unknown_reason"] = s.reason
+        reasons: dict[str, str] = {}
+        if self.reason_max_new_tokens > 0:
+            failing = [(i, a) for i, (a, v) in enumerate(zip(assertions, verdicts)) if v.holds == "no"]
+            answers = self.generate_answers(image, [self.reason_prompt.format(statement=a.text) for _, a in failing],
+                                            self.reason_max_new_tokens) if failing else []
+            for (i, a), why in zip(failing, answers):
+                reasons[a.id] = why
+                v = verdicts[i]
+                verdicts[i] = Verdict(v.assertion_id, v.holds, v.confidence, f"{v.reason}; why: {why}", v.kind)
+            meta["reasons"] = reasons
         lines = []
         for a, v in zip(assertions, verdicts):
             if v.holds == "no":
-                lines.append(f"not {a.text} (p={v.confidence:.2f})")
+                why = f": {reasons[a.id]}" if reasons.get(a.id) else ""
+                lines.append(f"not {a.text} (p={v.confidence:.2f}){why}")
             elif v.holds == "unknown":
                 lines.append(f"cannot tell whether {a.text}")
         n_yes = sum(v.ok for v in verdicts)

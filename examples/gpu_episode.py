@@ -12,29 +12,38 @@ Each step prints the expert, its time and the residency report (bytes per pipeli
 statistics); images go to ``--out-dir``. Fetch models beforehand (``hf download <id>``) and pass
 ``--local-files-only`` (or set ``HF_HUB_OFFLINE=1``) on machines without network.
 
-VRAM per registry entry (estimated peak for one image at the recommended settings, without
-``cpu_offload``; weights in the listed dtype; H100-class GPU seconds per image, also estimates):
+VRAM per registry entry (estimated peak for one image at the recommended settings, resident, weights in
+the listed CUDA dtype; the mode recommended on a 24 GB GPU - resident, model-offload or nf4 (bitsandbytes
+4-bit transformer + model offload); H100-class GPU seconds per image, also estimates; the registry cards
+hold the offload/sequential/nf4 VRAM and the 48/80 GB profiles):
 
-================  ==========================================  ========  ========  =========
-entry             model                                       dtype     VRAM GB   GPU s/img
-================  ==========================================  ========  ========  =========
-sd15              stable-diffusion-v1-5/stable-diffusion-v1-5 float16   3.5       0.8
-sd15-img2img      (shares sd15's weights)                     float16   +0        0.5
-sd15-inpaint      stable-diffusion-v1-5/stable-diffusion-inp. float16   3.5       0.8
-sd-turbo          stabilityai/sd-turbo                        float16   3.0       0.05
-sdxl-turbo        stabilityai/sdxl-turbo                      float16   8.0       0.1
-sdxl              stabilityai/stable-diffusion-xl-base-1.0    float16   10        3.0
-sdxl-img2img      (shares sdxl's weights)                     float16   +0        1.8
-sdxl-refiner      stabilityai/stable-diffusion-xl-refiner-1.0 float16   9         1.0
-sdxl-inpaint      diffusers/stable-diffusion-xl-1.0-inp.-0.1  float16   10        3.0
-sd3-medium        stabilityai/stable-diffusion-3-medium-diff. float16   18        3.5
-sd35-medium       stabilityai/stable-diffusion-3.5-medium     bfloat16  20        4.5
-sd35-large        stabilityai/stable-diffusion-3.5-large      bfloat16  32        9.0
-flux-schnell      black-forest-labs/FLUX.1-schnell            bfloat16  34        1.5
-flux-dev          black-forest-labs/FLUX.1-dev                bfloat16  35        10
-pixart-sigma      PixArt-alpha/PixArt-Sigma-XL-2-1024-MS      float16   12        2.5
-instruct-pix2pix  timbrooks/instruct-pix2pix                  float16   4.0       0.7
-================  ==========================================  ========  ========  =========
+=================  ==========================================  ========  =============  ========  =========
+entry              model                                       dtype     24 GB profile  VRAM GB   GPU s/img
+=================  ==========================================  ========  =============  ========  =========
+sd15               stable-diffusion-v1-5/stable-diffusion-v1.  float16   resident       3.5       0.8
+sd15-img2img       (shares sd15's weights)                     float16   resident       +0        0.5
+sd15-inpaint       stable-diffusion-v1-5/stable-diffusion-in.  float16   resident       3.5       0.8
+sd-turbo           stabilityai/sd-turbo                        float16   resident       3         0.05
+sdxl-turbo         stabilityai/sdxl-turbo                      float16   resident       8         0.1
+sdxl               stabilityai/stable-diffusion-xl-base-1.0    float16   resident       10        3
+sdxl-img2img       (shares sdxl's weights)                     float16   resident       +0        1.8
+sdxl-refiner       stabilityai/stable-diffusion-xl-refiner-1.  float16   resident       9         1
+sdxl-inpaint       diffusers/stable-diffusion-xl-1.0-inpaint.  float16   resident       10        3
+sd3-medium         stabilityai/stable-diffusion-3-medium-dif.  float16   resident       18        3.5
+sd35-medium        stabilityai/stable-diffusion-3.5-medium     bfloat16  resident       20        4.5
+sd35-large         stabilityai/stable-diffusion-3.5-large      bfloat16  model-offload  32        9
+sd35-large-turbo   stabilityai/stable-diffusion-3.5-large-tu.  bfloat16  model-offload  32        1.3
+flux-schnell       black-forest-labs/FLUX.1-schnell            bfloat16  nf4            34        1.5
+flux-dev           black-forest-labs/FLUX.1-dev                bfloat16  nf4            35        10
+flux-fill          black-forest-labs/FLUX.1-Fill-dev           bfloat16  nf4            36        11
+flux-kontext       black-forest-labs/FLUX.1-Kontext-dev        bfloat16  nf4            38        20
+qwen-image         Qwen/Qwen-Image                             bfloat16  nf4            60        40
+qwen-image-edit    Qwen/Qwen-Image-Edit                        bfloat16  nf4            62        60
+pixart-sigma       PixArt-alpha/PixArt-Sigma-XL-2-1024-MS      float16   resident       12        2.5
+sana               Efficient-Large-Model/Sana_1600M_1024px_B.  bfloat16  resident       12        1.5
+instruct-pix2pix   timbrooks/instruct-pix2pix                  float16   resident       4         0.7
+gligen-insert      masterful/gligen-1-4-inpainting-text-box    float16   resident       4.5       2
+=================  ==========================================  ========  =============  ========  =========
 
 The default set (sdxl-turbo + instruct-pix2pix + sd15-inpaint + sdxl-refiner) needs about 25 GB with
 everything resident; ``--budget-gb 12`` keeps it under 12 GB of weights by evicting the least recently used

@@ -803,9 +803,30 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
     def _build_critic(self) -> Critic:
         if isinstance(self._critic_arg, Critic):
             return self._critic_arg
-        kw = {"device": self.device, "dtype": self.dtype or "float32", "local_files_only": self.local_files_only,
+        # dtype None: float32 on CPU, the critic's card dtype (bf16/fp16) on an accelerator
+        kw = {"device": self.device, "dtype": self.dtype, "local_files_only": self.local_files_only,
               **self.critic_kwargs}
         return make_critic(self._critic_arg, **kw)
+
+    def _build_decomposer(self) -> Any:
+        d = self._decomposer_arg
+        if isinstance(d, str) and d.strip().lower().startswith("llm:"):  # the LLM follows the env's device and dtype
+            return make_decomposer(d, max_attempts=self.max_attempts, device=self.device, dtype=self.dtype,
+                                   local_files_only=self.local_files_only)
+        return super()._build_decomposer()
+
+    def _setup(self) -> None:
+        """As the base env, then count the critic, the judge and the decomposer against the experts' memory
+        budget (:meth:`experts.diffusers.ResidencyManager.reserve`), so diffusion pipelines make room for them."""
+        ready = self._components_ready
+        super()._setup()
+        if ready:
+            return
+        managers = {id(m): m for m in (getattr(e, "manager", None) for e in self.experts) if m is not None}
+        for m in managers.values():
+            for name, comp in (("critic", self.critic), ("judge", self.judge), ("decomposer", self.decomposer)):
+                if callable(getattr(comp, "device_bytes", None)):
+                    m.reserve(name, comp)
 
 
 def unwrap(env: gym.Env[Any, Any]) -> ImagePoserEnv:

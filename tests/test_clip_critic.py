@@ -12,9 +12,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from tiny_models import save_tiny_clip, save_tiny_llama
 
 from critic.clip import CLIPCritic, alternatives
+from critic.testing import save_tiny_clip, save_tiny_llama
 from critic.vlm import ModelLoadError
 from poser_env.core.feedback import Feedback
 from poser_env.core.optional import MissingExtraError

@@ -22,10 +22,10 @@ from critic.detector_judge import (
     nms,
     srgb_to_lab,
 )
+from critic.testing import save_tiny_clip, save_tiny_owlv2
 from critic.vlm import ModelLoadError
 from poser_env.core.feedback import Feedback
 from poser_env.core.spec import COLORS, GENEVAL_COLORS, Entity, Exclusion, Relation, Spec
-from tests.tiny_models import save_tiny_clip, save_tiny_owlv2
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 from poser_env.core.feedback import Detection
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry
+from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
 
 @pytest.fixture(scope="module")

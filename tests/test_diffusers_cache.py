@@ -131,9 +131,8 @@ def test_cached_expert_wrapper(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_expert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pytest.importorskip("diffusers")
-    from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry
-
     from experts.diffusers import load_diffusers_experts
+    from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
     root = tmp_path_factory.mktemp("tiny_cache")
     with torch_threads(1):
@@ -184,3 +183,93 @@ def test_cache_and_expert_pickle(tmp_path: Path) -> None:
     assert hit is not None and hit.image.tobytes() == IMG.tobytes()
     wrapped = pickle.loads(pickle.dumps(CachedExpert(Seeded(), cache)))
     assert wrapped("generate: x", seed=1).image.shape == (8, 8, 3)
+
+
+# ---------------------------------------------------------------------- keys cover everything (issue 19)
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    pytest.importorskip("diffusers")
+    from experts.diffusers import DiffusersExpert
+    from experts.testing import save_tiny_pipelines, torch_threads
+
+    with torch_threads(1):
+        folder = save_tiny_pipelines(tmp_path / "p", kinds=("text-to-image",))["text-to-image"]
+
+        def make(**kw: Any) -> Any:
+            args = {"steps": 2, "width": 32, "height": 32, "local_files_only": True, "cache": tmp_path / "cache",
+                    "name": "tiny", "card": {"vram_gb": 1.0}, **kw}
+            return DiffusersExpert(str(folder), "text-to-image", **args)
+
+        yield {"make": make, "folder": folder, "root": tmp_path}
+
+
+def test_replaced_weights_changed_card_and_changed_size_each_miss(fresh: dict[str, Any]) -> None:
+    from experts.testing import save_tiny_pipelines, torch_threads
+
+    make = fresh["make"]
+    with torch_threads(1):
+        first = make()("generate: a cup", seed=1)
+        assert first.metadata["cache"] == "miss" and make()("generate: a cup", seed=1).metadata["cache"] == "hit"
+        assert make(card={"vram_gb": 2.0})("generate: a cup", seed=1).metadata["cache"] == "miss"  # changed card
+        bigger = make(width=48, height=48)("generate: a cup", seed=1)  # changed size under the same name
+        assert bigger.metadata["cache"] == "miss" and bigger.image.shape == (48, 48, 3)
+        # the weights in the folder are replaced (other random weights saved over them): the old image is not served
+        other = save_tiny_pipelines(fresh["root"] / "other", kinds=("text-to-image",), seed=9)["text-to-image"]
+        import shutil
+
+        shutil.rmtree(fresh["folder"])
+        shutil.copytree(other, fresh["folder"])
+        from experts.diffusers import ResidencyManager
+
+        replaced = make(manager=ResidencyManager("cpu"))("generate: a cup", seed=1)  # a fresh process would load anew
+        assert replaced.metadata["cache"] == "miss" and replaced.image.tobytes() != first.image.tobytes()
+
+
+def test_key_covers_variant_revision_load_kwargs_and_generator_device(fresh: dict[str, Any]) -> None:
+    base = fresh["make"]().fingerprint()
+    for kw in ({"variant": "fp16"}, {"revision": "abc"}, {"load_kwargs": {"use_safetensors": True}},
+               {"generator_device": "cpu"}, {"call_kwargs": {"eta": 0.5}}, {"prompt_template": "a photo, {instruction}"}):
+        assert fresh["make"](**kw).fingerprint() != base, kw
+
+
+def test_cached_expert_keys_on_settings_not_only_the_name(tmp_path: Path) -> None:
+    class Sized(Expert):
+        name = "sized"
+
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def _generate(self, command, image, *, seed, state, detections, **params):  # type: ignore[override]
+            return ExpertOutput(np.full((self.size, self.size, 3), seed % 256, dtype=np.uint8), seed)
+
+    cache = OutputCache(tmp_path)
+    assert CachedExpert(Sized(256), cache)("generate: a cup", seed=1).image.shape == (256, 256, 3)
+    small = CachedExpert(Sized(128), cache)("generate: a cup", seed=1)
+    assert small.metadata["cache"] == "miss" and small.image.shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize("fault", ["disk-full", "read-only"])
+def test_failed_cache_write_warns_and_returns_the_image(fresh: dict[str, Any], fault: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    from experts.diffusers import ExpertRequest
+    from experts.testing import torch_threads
+
+    def fail(*a: Any, **k: Any) -> Any:
+        if fault == "disk-full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", fail)
+    ex = fresh["make"]()
+    with torch_threads(1), pytest.warns(RuntimeWarning, match="computed image is returned uncached"):
+        out = ex("generate: a cup", seed=3)
+        batch = ex.generate_many([ExpertRequest("generate: a cup", seed=s) for s in (4, 5, 6)])
+    assert out.image.shape == (32, 32, 3) and out.metadata["cache"] == "write-failed"
+    assert len(batch) == 3 and all(o.metadata["cache"] == "write-failed" for o in batch)  # the batch is kept
+    assert ex.cache.write_errors == 4
+    wrapped = CachedExpert(fresh["make"](cache=None), ex.cache)
+    with pytest.warns(RuntimeWarning, match="uncached"):
+        assert wrapped("generate: a cup", seed=7).metadata["cache"] == "write-failed"

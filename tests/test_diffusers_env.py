@@ -14,10 +14,9 @@ pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
-from tiny_models import save_tiny_clip, save_tiny_llava, save_tiny_owlv2
-
 import poser_env  # noqa: F401
+from critic.testing import save_tiny_clip, save_tiny_llava, save_tiny_owlv2
+from experts.testing import save_tiny_pipelines, write_tiny_registry
 from poser_env.conformance import check_conformance
 
 
@@ -37,8 +36,10 @@ def world(tmp_path_factory):
 
 def _kwargs(world, critic="clip"):
     kind, folder = ("vlm", world["llava"]) if critic == "llava" else ("clip", world["clip"])
+    # no detector beside the critic: region experts may repaint the whole canvas (default_mask="full"); without
+    # it they refuse an edit whose target no detection locates (tests/test_diffusers_grounded.py)
     return {"registry": world["registry"], "critic": f"{kind}:{folder}", "local_files_only": True,
-            "text_encoder": "hashing", "max_steps": 6, "prompt_source": ["a red cup left of a blue dog",
+            "expert_kwargs": {"default_mask": "full"}, "text_encoder": "hashing", "max_steps": 6, "prompt_source": ["a red cup left of a blue dog",
                                                                           "two green apples"]}
 
 

@@ -26,7 +26,7 @@ from poser_env.core.feedback import Detection
 from poser_env.core.registry import RegistryError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_diffusers import save_tiny_pipelines, torch_threads, write_tiny_registry
+from experts.testing import save_tiny_pipelines, torch_threads, write_tiny_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["tiny-t2i", "tiny-img2img", "tiny-ip2p", "tiny-inpaint"]
@@ -105,8 +105,11 @@ def test_inpaint_mask_from_detections_metadata(tiny: dict[str, Any]) -> None:
     ex = tiny["experts"]["tiny-inpaint"]
     out = ex("recolor: make the second clock blue", tiny["canvas"], seed=0, detections=dets)
     assert out.metadata["mask_source"] == "detections:clock:#2(1)"
-    none = ex("add: a cat", tiny["canvas"], seed=0, detections=dets)
-    assert none.metadata["mask_source"] == "default:full" and none.metadata["mask_fraction"] == 1.0
+    added = ex("add: a cat", tiny["canvas"], seed=0, detections=dets)
+    assert added.metadata["mask_source"] == "placement" and 0 < added.metadata["mask_fraction"] < 0.5
+    assert added.metadata["prompt"] == "a cat"
+    with pytest.raises(ExpertError, match="no detection matches the target"):  # never the whole canvas
+        ex("recolor: make the cat blue", tiny["canvas"], seed=0, detections=dets)
     rm = ex("remove: the clocks", tiny["canvas"], seed=0, detections=dets)
     assert rm.metadata["prompt"] == ex.remove_prompt and "clock" in rm.metadata["negative_prompt"]
     mask = np.zeros((32, 32), dtype=bool)

@@ -16,7 +16,7 @@ from experts.diffusers.residency import check_device, check_dtype, is_oom, modul
 from poser_env.core.expert import ExpertError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_diffusers import save_tiny_pipelines, torch_threads
+from experts.testing import save_tiny_pipelines, torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_base_larger_than_budget_is_refused(specs: dict[str, PipelineSpec], base
     mgr = ResidencyManager("cpu", budget_bytes=base_bytes // 10)
     with pytest.raises(ExpertError, match=f"budget_bytes={base_bytes // 10}") as err:
         mgr.pipeline(specs["t2i"])
-    assert "cpu_offload=True" in str(err.value)
+    assert "offload='model'" in str(err.value) and "quantization='bnb-nf4'" in str(err.value)
 
 
 def test_bases_in_use_are_not_evicted(specs: dict[str, PipelineSpec], base_bytes: int) -> None:

@@ -215,7 +215,7 @@ def test_plan_with_rule_decomposer_and_protocol():
         ({"max_new_tokens": 0}, "max_new_tokens=0 must be an int >= 1"),
         ({"cache_size": -1}, "cache_size=-1 must be an int >= 0"),
         ({"device": "tpu"}, "device='tpu' is not a torch device"),
-        ({"dtype": "half"}, "dtype='half' is not supported"),
+        ({"dtype": "int8"}, "dtype='int8' is not supported"),
     ],
 )
 def test_constructor_errors(kwargs, message):
@@ -246,7 +246,7 @@ def test_missing_transformers_error(monkeypatch):
 def llama_folder(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tiny_models import save_tiny_llama
+    from critic.testing import save_tiny_llama
 
     return str(save_tiny_llama(tmp_path_factory.mktemp("llm") / "llama"))
 
@@ -293,7 +293,7 @@ def test_tiny_llama_plain_format_without_chat_template(llama_folder):
 
 def test_tiny_llama_writes_scripted_json(llama_folder):
     """Force the real model's logits token by token: generate -> decode -> extract -> validate, end to end."""
-    from tiny_models import scripted_output
+    from critic.testing import scripted_output
 
     prompt = "two red clocks and a blue dog"
     answer = '{"include":[{"class":"clock","count":2,"color":"red"},{"class":"dog","count":1,"color":"blue"}]}'

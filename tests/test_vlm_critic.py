@@ -12,9 +12,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
-from tiny_models import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 
 from critic.factory import CRITIC_FORMS, make_critic
+from critic.testing import BASE_WORDS, save_tiny_idefics3, save_tiny_llava, save_tiny_paligemma
 from critic.vlm import (
     ModelLoadError,
     VLMCritic,
@@ -311,3 +311,33 @@ def test_factory_missing_model():
         make_critic("vlm:")
     with pytest.raises(ValueError, match="must be a string"):
         make_critic(3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- reasons for failing assertions
+def test_reasons_for_failing_assertions_are_batched_capped_and_carried(folders):
+    critic = VLMCritic(folders["llava"], min_yes_no_mass=0.0, reason_max_new_tokens=3, batch_size=2,
+                       fidelity_question=None, aesthetics_question=None)
+    critic.load()
+    no_id = critic._no_ids[0]
+    handle = _force_logits(critic._model, {no_id: 10.0})  # every answer is "no", every generated token too
+    try:
+        fb = critic(IMAGE, SPEC)
+    finally:
+        handle.remove()
+    ids = [a.id for a in SPEC.assertions()]
+    assert all(v.holds == "no" for v in fb.verdicts)
+    assert sorted(fb.metadata["reasons"]) == sorted(ids)
+    tok = critic._processor.tokenizer
+    for v in fb.verdicts:
+        why = fb.metadata["reasons"][v.assertion_id]
+        assert why and len(tok(why, add_special_tokens=False)["input_ids"]) <= 3
+        assert v.reason.endswith(f"why: {why}") and f"): {why}" in fb.text
+
+
+def test_reasons_off_by_default_and_checked(folders):
+    fb = VLMCritic(folders["llava"], min_yes_no_mass=0.0, fidelity_question=None, aesthetics_question=None)(IMAGE, SPEC)
+    assert "reasons" not in fb.metadata
+    with pytest.raises(ValueError, match="reason_max_new_tokens=-1"):
+        VLMCritic(folders["llava"], reason_max_new_tokens=-1)
+    with pytest.raises(ValueError, match="reason_prompt="):
+        VLMCritic(folders["llava"], reason_prompt="why?")

@@ -1,6 +1,6 @@
 """Benchmark (not a test): batching, output cache and wrapper overhead of diffusers experts, on CPU.
 
-Builds tiny random pipelines in code (tests/tiny_diffusers.py), loads them through a registry file by
+Builds tiny random pipelines in code (experts/testing.py), loads them through a registry file by
 path, and measures side by side in one run (best of ``repeats`` timings each):
 
 1. 8 requests as one batched pipeline call vs 8 sequential calls (goal: >= 2x throughput);
@@ -52,9 +52,9 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 def main(args: Args) -> dict[str, float]:
     import torch
-    from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
 
     from experts.diffusers import batch_call, load_diffusers_experts
+    from experts.testing import save_tiny_pipelines, write_tiny_registry
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,9 +108,9 @@ def main(args: Args) -> dict[str, float]:
 def _env_overhead(registry: Path, root: Path, steps: int = 12) -> tuple[float, float]:
     """Mean env step time and mean expert + critic time inside it, over ``steps`` steps (seconds)."""
     import gymnasium as gym
-    from tiny_models import save_tiny_clip
 
     import poser_env  # noqa: F401
+    from critic.testing import save_tiny_clip
 
     clip = save_tiny_clip(root / "clip")
     env = gym.make("poser_env/ImagePoserDiffusers-v0", registry=str(registry), experts=["tiny-t2i"],

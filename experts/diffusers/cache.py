@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from poser_env.core.image import check_image
 if TYPE_CHECKING:
     from poser_env.core.feedback import Detection
 
-__all__ = ["CacheEntry", "CachedExpert", "OutputCache", "cache_key"]
+__all__ = ["CacheEntry", "CachedExpert", "OutputCache", "cache_key", "expert_fingerprint"]
 
 _MAGIC = b"POSERCACHE1\n"
 
@@ -46,6 +48,8 @@ def _canonical(obj: Any) -> Any:
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):  # sorted: a set's iteration order follows the salted str hash
+        return sorted((_canonical(v) for v in obj), key=lambda v: json.dumps(v, sort_keys=True, default=repr))
     if isinstance(obj, np.ndarray):
         return {"ndarray": list(obj.shape), "dtype": str(obj.dtype),
                 "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
@@ -95,7 +99,7 @@ class OutputCache:
         root: Folder of the cache (created if missing).
 
     Attributes:
-        hits, misses, corrupt, writes: Counters since construction.
+        hits, misses, corrupt, writes, write_errors: Counters since construction.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -107,6 +111,7 @@ class OutputCache:
         self.misses = 0
         self.corrupt = 0
         self.writes = 0
+        self.write_errors = 0
         self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
@@ -161,6 +166,20 @@ class OutputCache:
             self.writes += 1
         return p
 
+    def try_put(self, key: str, image: np.ndarray, metadata: Mapping[str, Any] | None = None) -> Path | None:
+        """:meth:`put` that never loses the caller's image: a failed write (disk full, read-only folder, any
+        ``OSError``) warns once per call with the reason and the fix, counts ``write_errors`` and returns None."""
+        try:
+            return self.put(key, image, metadata)
+        except OSError as exc:
+            with self._lock:
+                self.write_errors += 1
+            warnings.warn(
+                f"could not write the output cache entry {key[:12]}... under {str(self.root)!r} "
+                f"({type(exc).__name__}: {exc}); the computed image is returned uncached. Free disk space, make the "
+                "folder writable, or pass another cache_dir.", RuntimeWarning, stacklevel=2)
+            return None
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.path(key).is_file()
 
@@ -212,10 +231,12 @@ class OutputCache:
 class CachedExpert(Expert):
     """Wrap any expert with an :class:`OutputCache`: a call already made returns the stored image.
 
-    The key covers the wrapped expert's name, the command, the input image, the seed, the detections
-    (labels and boxes) and ``params``. Only use it with deterministic experts (same inputs -> same image).
-    ``state`` is passed through but not cached: a hit returns ``state=None`` unless the expert's output had
-    none anyway, so do not wrap SceneSim experts whose ``state`` matters.
+    The key covers the wrapped expert's identity (:func:`expert_fingerprint`: class, name, kind, ops, cost and
+    its ``fingerprint()`` - weights identity, size, card... - or its public settings), the command, the input
+    image, the seed, the detections (labels and boxes) and ``params``. Only use it with deterministic experts
+    (same inputs -> same image). ``state`` is passed through but not cached: a hit returns ``state=None``
+    unless the expert's output had none anyway, so do not wrap SceneSim experts whose ``state`` matters.
+    A failed cache write warns and returns the computed image (:meth:`OutputCache.try_put`).
     """
 
     def __init__(self, expert: Expert, cache: OutputCache | str | os.PathLike[str]) -> None:
@@ -234,12 +255,48 @@ class CachedExpert(Expert):
     ) -> ExpertOutput:
         t0 = time.perf_counter()
         dets = [(d.label, tuple(float(v) for v in d.box)) for d in detections]
-        key = cache_key(self.expert.name, command, image, seed, {**params, "_detections": dets})
+        key = cache_key(self.expert.name, command, image, seed,
+                        {**params, "_detections": dets, "_expert": expert_fingerprint(self.expert)})
         hit = self.cache.get(key)
         if hit is not None:
             meta = {**dict(hit.metadata), "cache": "hit", "cache_key": key}
             return ExpertOutput(hit.image, seed, time.perf_counter() - t0, meta)
         out = self.expert(command, image, seed=seed, state=state, detections=detections, **params)
-        self.cache.put(key, out.image, out.metadata)
-        meta = {**dict(out.metadata), "cache": "miss", "cache_key": key}
+        written = self.cache.try_put(key, out.image, out.metadata)
+        meta = {**dict(out.metadata), "cache": "miss" if written is not None else "write-failed", "cache_key": key}
         return ExpertOutput(out.image, out.seed, out.elapsed, meta, out.state)
+
+
+def expert_fingerprint(expert: Expert) -> dict[str, Any]:
+    """What identifies ``expert``'s outputs beyond the call's arguments, for cache keys.
+
+    Its class (module and qualified name), name, kind, sorted ops and cost, plus ``expert.fingerprint()`` when
+    it has one (diffusers experts: weights identity, dtype, size, card...) or else every constructor argument
+    kept as a same-named attribute holding a plain value (numbers, strings, lists, dicts of those - e.g.
+    ``width``, ``card``); counters and other state set outside the constructor's arguments do not count.
+    """
+    fp: dict[str, Any] = {
+        "class": f"{type(expert).__module__}.{type(expert).__qualname__}", "name": expert.name,
+        "kind": expert.kind, "ops": sorted(expert.ops), "cost": float(expert.cost),
+    }
+    own = getattr(expert, "fingerprint", None)
+    if callable(own):
+        fp["settings"] = own()
+    else:
+        try:
+            args = set(inspect.signature(type(expert).__init__).parameters) - {"self"}
+        except (TypeError, ValueError):
+            args = set()
+        fp["settings"] = {k: v for k, v in sorted(vars(expert).items())
+                          if k in args and not k.startswith("_") and _plain(v)}
+    return fp
+
+
+def _plain(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+        return True
+    if isinstance(v, (list, tuple, frozenset, set)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, Mapping):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from poser_env.core.device import (
+    DTYPES,
+    check_device,
+    check_dtype,
+    dtype_kwargs,
+    is_oom,
+    needs_torchvision,
+    retry_on_oom,
+    torch_dtype,
+    torchvision_hint,
+)
 from poser_env.core.expert import ExpertError
 
 __all__ = [
@@ -55,48 +65,15 @@ TASKS: dict[str, str] = {
     "image-to-image": "AutoPipelineForImage2Image",
     "instruct-pix2pix": "StableDiffusionInstructPix2PixPipeline",
     "inpaint": "AutoPipelineForInpainting",
+    "instruct-edit": "FluxKontextPipeline",
+    "gligen": "StableDiffusionGLIGENPipeline",
 }
-#: Accepted dtype names -> canonical name.
-DTYPES: dict[str, str] = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-}
-_DEVICE_RE = re.compile(r"^(cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
+#: Offload modes: ``"none"`` (resident), ``"model"`` (``enable_model_cpu_offload``: one component on the
+#: accelerator at a time) and ``"sequential"`` (``enable_sequential_cpu_offload``: one layer at a time).
+OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
+#: Quantization backends of the denoiser (transformer/UNet), with the package each needs.
+QUANTIZATION: dict[str, str] = {"bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes", "torchao-int8wo": "torchao"}
 EvictTo = Literal["cpu", "release"]
-
-
-def check_dtype(dtype: str, arg: str = "dtype") -> str:
-    """Canonical dtype name (``"float32"``, ``"float16"``, ``"bfloat16"``); ValueError naming ``arg`` otherwise."""
-    if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
-        raise ValueError(f"{arg}={dtype!r} must be one of 'float32', 'float16', 'bfloat16' (float32 on CPU).")
-    return DTYPES[dtype.lower()]
-
-
-def check_device(device: str, arg: str = "device") -> str:
-    """Validate a torch device string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` (no torch import)."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device.strip().lower()):
-        raise ValueError(f"{arg}={device!r} must be a torch device string such as 'cpu', 'cuda' or 'cuda:0'.")
-    return device.strip().lower()
-
-
-def torch_dtype(name: str) -> Any:
-    """The ``torch.dtype`` of a dtype name."""
-    import torch
-
-    return getattr(torch, check_dtype(name))
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an accelerator out-of-memory error (``torch.OutOfMemoryError`` or its message)."""
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover - torch is a dependency of this backend
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def missing_model_message(model: str, exc: BaseException | None = None, *, local_files_only: bool = False) -> str:
@@ -136,7 +113,10 @@ class PipelineSpec:
         variant: Weights variant (``"fp16"``) or None.
         revision: Hub revision or None.
         local_files_only: Never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
-        cpu_offload: Use ``enable_model_cpu_offload`` (CUDA only; ignored on CPU).
+        cpu_offload: Use ``enable_model_cpu_offload`` (CUDA only; ignored on CPU); same as ``offload="model"``.
+        offload: One of :data:`OFFLOAD_MODES` (accelerators only; ignored on CPU).
+        quantization: One of :data:`QUANTIZATION` (quantize the transformer/UNet on load; needs that package:
+            ``pip install "image-poser[quant]"``) or None.
         load_kwargs: Extra ``from_pretrained`` keyword arguments, as sorted ``(key, value)`` pairs.
     """
 
@@ -149,8 +129,17 @@ class PipelineSpec:
     local_files_only: bool = False
     cpu_offload: bool = False
     load_kwargs: tuple[tuple[str, Any], ...] = ()
+    offload: str = "none"
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
+        if self.offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload={self.offload!r} must be one of {list(OFFLOAD_MODES)}.")
+        if self.cpu_offload and self.offload == "none":
+            object.__setattr__(self, "offload", "model")
+        object.__setattr__(self, "cpu_offload", self.offload != "none")
+        if self.quantization is not None and self.quantization not in QUANTIZATION:
+            raise ValueError(f"quantization={self.quantization!r} must be one of {sorted(QUANTIZATION)} or None.")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model={self.model!r} must be a hub id such as 'stabilityai/sd-turbo' or a folder path.")
         if self.task not in TASKS:
@@ -158,9 +147,9 @@ class PipelineSpec:
         object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
     @property
-    def base_key(self) -> tuple[str, str, str | None, str | None]:
-        """Pipelines with the same base key share weights: (model, dtype, variant, revision)."""
-        return (self.model, self.dtype, self.variant, self.revision)
+    def base_key(self) -> tuple[str, str, str | None, str | None, str | None]:
+        """Pipelines with the same base key share weights: (model, dtype, variant, revision, quantization)."""
+        return (self.model, self.dtype, self.variant, self.revision, self.quantization)
 
 
 @dataclass(frozen=True)
@@ -201,6 +190,8 @@ class MemoryReport:
             ``reserved``, ``max_allocated``, ``free``, ``total``), else None.
         counters: ``loads`` (from disk), ``derived`` (``from_pipe``), ``evictions``, ``releases``,
             ``oom_retries``.
+        reserved: Bytes of the other models on the device (critic, decomposer, detector) counted against the
+            budget, by name (see :meth:`ResidencyManager.reserve`); ``device_bytes`` includes them.
     """
 
     device: str
@@ -210,6 +201,7 @@ class MemoryReport:
     bases: tuple[BaseInfo, ...]
     cuda: dict[str, int] | None
     counters: dict[str, int] = field(default_factory=dict)
+    reserved: dict[str, int] = field(default_factory=dict)
 
     def per_pipeline(self) -> dict[str, int]:
         """``"model [task, ...]" -> bytes`` for every base."""
@@ -253,7 +245,9 @@ class _Base:
 
     @property
     def footprint(self) -> int:
-        return self.largest if self.location == "cpu-offload" else self.bytes
+        """Bytes counted on the device: all of them resident, the largest component under model offload,
+        none under sequential offload (one layer at a time, freed after use)."""
+        return {"cpu-offload": self.largest, "sequential-offload": 0}.get(self.location, self.bytes)
 
 
 def _default_loader(spec: PipelineSpec, device: str) -> Any:
@@ -266,21 +260,114 @@ def _default_loader(spec: PipelineSpec, device: str) -> Any:
         raise ExpertError(f"pipeline_class={cls_name!r} is not a diffusers class (diffusers {diffusers.__version__}).")
     local_only = spec.local_files_only or offline_mode()
     model = spec.model
+    variant = spec.variant
     if _looks_like_path(model):
         folder = Path(model).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise ExpertError(missing_model_message(model, local_files_only=local_only))
+        variant = check_local_folder(folder, variant)
         model = str(folder)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "local_files_only": local_only, **dict(spec.load_kwargs)}
-    if spec.variant is not None:
-        kwargs["variant"] = spec.variant
+    kwargs: dict[str, Any] = {**dtype_kwargs("diffusers", spec.dtype), "local_files_only": local_only,
+                              **dict(spec.load_kwargs)}
+    if variant is not None:
+        kwargs["variant"] = variant
     if spec.revision is not None:
         kwargs["revision"] = spec.revision
+    if spec.quantization is not None:
+        kwargs["quantization_config"] = quantization_config(spec, cls)
     try:
         pipe = cls.from_pretrained(model, **kwargs)
-    except (OSError, ValueError) as exc:  # hub/cache misses are OSError subclasses; bad folders ValueError
+    except Exception as exc:  # hub/cache misses are OSError subclasses; bad folders ValueError
+        if needs_torchvision(exc):
+            raise ExpertError(
+                f"model {spec.model!r} ({cls_name}) needs torchvision, which is not installed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); install it with "
+                f"`{torchvision_hint()}`.") from exc
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         raise ExpertError(missing_model_message(spec.model, exc, local_files_only=local_only)) from exc
     return pipe
+
+
+def quantization_config(spec: PipelineSpec, cls: Any) -> Any:
+    """diffusers' ``PipelineQuantizationConfig`` quantizing the denoiser (``transformer`` or ``unet``) of ``cls``
+    with ``spec.quantization``; ExpertError naming the package to install when its backend is missing."""
+    import importlib.util
+
+    import diffusers
+
+    assert spec.quantization is not None
+    package = QUANTIZATION[spec.quantization]
+    if importlib.util.find_spec(package) is None:
+        raise ExpertError(
+            f"quantization={spec.quantization!r} needs the {package} package, which is not installed; "
+            f"`pip install \"image-poser[quant]\"` (or `pip install {package}`), or set quantization=None.")
+    import inspect
+
+    params = set(inspect.signature(cls.__init__).parameters)
+    denoiser = "transformer" if "transformer" in params else "unet"
+    compute = torch_dtype(spec.dtype)
+    qc: Any
+    if spec.quantization == "bnb-nf4":
+        qc = diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+    elif spec.quantization == "bnb-int8":
+        qc = diffusers.BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        qc = diffusers.TorchAoConfig("int8wo")
+    return diffusers.PipelineQuantizationConfig(quant_mapping={denoiser: qc})
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_CONFIG_FILES = ("config.json", "scheduler_config.json", "preprocessor_config.json", "tokenizer_config.json",
+                 "vocab.json", "tokenizer.json", "spiece.model", "processor_config.json", "special_tokens_map.json")
+
+
+def check_local_folder(folder: Path, variant: str | None) -> str | None:
+    """Check a local pipeline folder before ``from_pretrained``; returns the variant to load with.
+
+    Raises :class:`ExpertError` naming the missing file (``model_index.json``, a component's folder, its
+    config or weights) and the fix. A ``variant`` (``"fp16"``) that no weight file in the folder carries (a
+    folder written by ``save_pretrained`` without ``variant=``) loads the plain files with a warning: the dtype
+    still applies, only the file names differ.
+    """
+    import json
+    import warnings
+
+    fix = (f"re-save it with pipeline.save_pretrained({str(folder)!r}) or fetch it with "
+           f"`hf download <hub-id> --local-dir {folder}`")
+    index = folder / "model_index.json"
+    if not folder.is_dir():
+        raise ExpertError(f"model folder {str(folder)!r} does not exist; {fix}.")
+    if not index.is_file():
+        raise ExpertError(f"model folder {str(folder)!r} has no model_index.json, so it is not a diffusers pipeline "
+                          f"folder; {fix}.")
+    try:
+        components = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExpertError(f"{str(index)!r} is not valid JSON ({exc}); {fix}.") from exc
+    weights: list[Path] = []
+    for name, value in components.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        sub = folder / name
+        if not sub.is_dir():
+            raise ExpertError(f"model folder {str(folder)!r} lists component {name!r} ({value[1]}) in model_index.json "
+                              f"but {str(sub)!r} is missing; {fix}, or set \"{name}\": [null, null] in model_index.json "
+                              "if the pipeline can run without it.")
+        files = [p for p in sub.iterdir() if p.is_file()]
+        if not any(p.name in _CONFIG_FILES for p in files):
+            raise ExpertError(f"component folder {str(sub)!r} has no config file (config.json, scheduler_config.json "
+                              f"or tokenizer files); {fix}.")
+        if (sub / "config.json").is_file() and value[0] in ("diffusers", "transformers"):
+            w = [p for p in files if p.name.endswith(_WEIGHT_SUFFIXES) or p.name.endswith(".index.json")]
+            if not w:
+                raise ExpertError(f"component folder {str(sub)!r} has a config.json but no weights "
+                                  f"(*.safetensors or *.bin); {fix}.")
+            weights += w
+    if variant is not None and weights and not any(f".{variant}." in p.name for p in weights):
+        warnings.warn(f"variant={variant!r}: no weight file in {str(folder)!r} carries it (files such as "
+                      f"{weights[0].name!r}); loading the plain files (dtype still applies). Drop variant= for this "
+                      "folder to silence this.", UserWarning, stacklevel=3)
+        return None
+    return variant
 
 
 class ResidencyManager:
@@ -322,6 +409,26 @@ class ResidencyManager:
         self._bases: OrderedDict[tuple[Any, ...], _Base] = OrderedDict()  # LRU first
         self._lock = threading.RLock()
         self.counters: dict[str, int] = {"loads": 0, "derived": 0, "evictions": 0, "releases": 0, "oom_retries": 0}
+        self._reserved: dict[str, Any] = {}
+
+    def reserve(self, name: str, model: Any) -> None:
+        """Count another model on the device against the budget: the VLM/CLIP critic, the LLM decomposer, the
+        detector. ``model`` is an int (bytes) or an object with ``device_bytes() -> int`` (read at every budget
+        check, so a model that loads later counts from then on). Pipelines are evicted to make room for them.
+        ``model=None`` removes the reservation."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name={name!r} must be a non-empty string such as 'critic'.")
+        if model is None:
+            self._reserved.pop(name, None)
+            return
+        if not (isinstance(model, int) and not isinstance(model, bool) and model >= 0) and not callable(
+                getattr(model, "device_bytes", None)):
+            raise ValueError(f"model={model!r} must be bytes (int >= 0) or have a device_bytes() method.")
+        self._reserved[name] = model
+
+    def reserved_bytes(self) -> dict[str, int]:
+        """Bytes of each reserved model now (see :meth:`reserve`)."""
+        return {k: int(v if isinstance(v, int) else v.device_bytes()) for k, v in self._reserved.items()}
 
     # ------------------------------------------------------------------ public
     def pipeline(self, spec: PipelineSpec) -> Any:
@@ -384,7 +491,9 @@ class ResidencyManager:
             dev = sum(b.footprint for b in self._bases.values() if b.location != "offloaded")
             off = sum(b.bytes for b in self._bases.values() if b.location == "offloaded")
             counters = dict(self.counters)
-        return MemoryReport(self.device, self.budget_bytes, dev, off, bases, self._cuda_stats(), counters)
+        reserved = self.reserved_bytes()
+        return MemoryReport(self.device, self.budget_bytes, dev + sum(reserved.values()), off, bases,
+                            self._cuda_stats(), counters, reserved)
 
     # ------------------------------------------------------------------ internals
     def _ensure(self, spec: PipelineSpec) -> _Base:
@@ -432,7 +541,7 @@ class ResidencyManager:
         if getattr(src, "scheduler", None) is not None:
             own["scheduler"] = type(src.scheduler).from_config(src.scheduler.config)
         try:
-            pipe = cls.from_pipe(src, dtype=torch_dtype(spec.dtype), **own)
+            pipe = cls.from_pipe(src, **dtype_kwargs("diffusers", spec.dtype), **own)
         except (ValueError, TypeError, KeyError) as exc:
             raise ExpertError(
                 f"cannot derive a {spec.task!r} pipeline from {type(src).__name__} of model {spec.model!r} "
@@ -444,13 +553,16 @@ class ResidencyManager:
         return pipe
 
     def _bring_on(self, key: tuple[Any, ...], base: _Base, spec: PipelineSpec) -> None:
-        use_offload = spec.cpu_offload and self.device != "cpu"
-        need = base.largest if use_offload else base.bytes
+        mode = spec.offload if self.device != "cpu" else "none"
+        need = {"none": base.bytes, "model": base.largest, "sequential": 0}[mode]
         if self.budget_bytes is not None:
-            if need > self.budget_bytes:
+            reserved = self.reserved_bytes()
+            if need + sum(reserved.values()) > self.budget_bytes:
+                others = f" plus {sum(reserved.values())} bytes of {sorted(reserved)}" if reserved else ""
                 raise ExpertError(
-                    f"model {spec.model!r} needs {need / 1e9:.3f} GB ({need} bytes) on {self.device}, more than "
-                    f"budget_bytes={self.budget_bytes}; raise the budget, use dtype='float16', or set cpu_offload=True."
+                    f"model {spec.model!r} needs {need / 1e9:.3f} GB ({need} bytes) on {self.device}{others}, more "
+                    f"than budget_bytes={self.budget_bytes}; raise the budget, use dtype='float16', offload='model' "
+                    "or 'sequential', or quantization='bnb-nf4'."
                 )
             for other_key, other in list(self._bases.items()):
                 if self._device_bytes() + need <= self.budget_bytes:
@@ -460,33 +572,34 @@ class ResidencyManager:
             if self._device_bytes() + need > self.budget_bytes:
                 raise ExpertError(
                     f"cannot fit model {spec.model!r} ({need} bytes) in budget_bytes={self.budget_bytes}: "
-                    f"{self._device_bytes()} bytes are held by pipelines in use; wait or raise the budget."
+                    f"{self._device_bytes()} bytes are held by pipelines in use and reserved models "
+                    f"({sorted(self.reserved_bytes())}); wait or raise the budget."
                 )
         self._check_device_available()
-        try:
-            self._place(base, spec)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
+
+        def count() -> None:
             self.counters["oom_retries"] += 1
-            self.evict_all(keep=spec)
-            try:
-                self._place(base, spec)
-            except Exception as exc2:
-                if is_oom(exc2):
-                    raise ExpertError(
-                        f"out of memory moving model {spec.model!r} ({base.bytes} bytes) to {self.device} even after "
-                        "evicting every other pipeline; use dtype='float16', cpu_offload=True or a smaller model."
-                    ) from exc2
-                raise
+
+        try:
+            retry_on_oom(lambda: self._place(base, spec), lambda: self.evict_all(keep=spec), count)
+        except Exception as exc:
+            if is_oom(exc):
+                raise ExpertError(
+                    f"out of memory moving model {spec.model!r} ({base.bytes} bytes) to {self.device} even after "
+                    "evicting every other pipeline; use dtype='float16', cpu_offload=True or a smaller model."
+                ) from exc
+            raise
 
     def _place(self, base: _Base, spec: PipelineSpec) -> None:
-        if spec.cpu_offload and self.device != "cpu":
+        if spec.offload != "none" and self.device != "cpu":
             for pipe in base.pipes.values():
                 if not getattr(pipe, "_poser_offload", False):
-                    pipe.enable_model_cpu_offload(device=self.device)
+                    if spec.offload == "sequential":
+                        pipe.enable_sequential_cpu_offload(device=self.device)
+                    else:
+                        pipe.enable_model_cpu_offload(device=self.device)
                     pipe._poser_offload = True
-            base.location = "cpu-offload"
+            base.location = "sequential-offload" if spec.offload == "sequential" else "cpu-offload"
         else:
             for pipe in base.pipes.values():
                 pipe.to(self.device)
@@ -507,7 +620,8 @@ class ResidencyManager:
         self._empty_cache()
 
     def _device_bytes(self) -> int:
-        return sum(b.footprint for b in self._bases.values() if b.location != "offloaded")
+        return (sum(b.footprint for b in self._bases.values() if b.location != "offloaded")
+                + sum(self.reserved_bytes().values()))
 
     def _check_device_available(self) -> None:
         if self.device.startswith("cuda"):

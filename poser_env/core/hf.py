@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 from typing import Any, ClassVar, Self, TypedDict
 
+from poser_env.core import device as devices
 from poser_env.core.feedback import CriticError
 from poser_env.core.optional import require
 
-__all__ = ["HFModel", "HFOptions", "ModelLoadError", "check_device", "check_dtype", "check_model_id", "fetch_hint", "free_accelerator_memory",
-           "resolve_dtype"]
-
-_DTYPES = ("float32", "float16", "bfloat16", "auto")
-_DEVICE_RE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
+__all__ = [
+    "HFModel", "HFOptions", "ModelLoadError", "check_device", "check_dtype", "check_model_id", "fetch_hint",
+    "free_accelerator_memory", "needs_torchvision", "resolve_dtype", "torchvision_hint",
+]
 
 
 class ModelLoadError(CriticError):
@@ -30,30 +29,26 @@ class ModelLoadError(CriticError):
 
 
 def check_device(device: str, arg: str = "device") -> str:
-    """Validate a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...) without importing torch."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
-        raise ValueError(f"{arg}={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'.")
-    return device
+    """Validate a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...) without importing torch
+    (the shared rule of :func:`poser_env.core.device.check_device`)."""
+    return devices.check_device(device, arg)
 
 
-def check_dtype(dtype: Any, arg: str = "dtype") -> Any:
-    """Validate a dtype: one of ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"{arg}={dtype!r} is not supported; use one of {list(_DTYPES)} or a torch.dtype.")
-        return dtype
-    if type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
-        return dtype
-    raise ValueError(f"{arg}={dtype!r} is not supported; use one of {list(_DTYPES)} or a torch.dtype.")
+def check_dtype(dtype: Any, arg: str = "dtype") -> str:
+    """Canonical dtype name: ``"float32"``, ``"float16"``, ``"bfloat16"`` (aliases such as ``"fp16"``, any case,
+    or a ``torch.dtype``) or ``"auto"`` (the shared rule of :func:`poser_env.core.device.check_dtype`)."""
+    return devices.check_dtype(dtype, arg, allow_auto=True)
 
 
 def resolve_dtype(dtype: Any) -> Any:
     """The torch dtype (or "auto") for a value accepted by :func:`check_dtype`; imports torch."""
-    import torch
+    return devices.torch_dtype(dtype)
 
-    if isinstance(dtype, str):
-        return dtype if dtype == "auto" else getattr(torch, dtype)
-    return dtype
+
+#: The pip command installing the torchvision matching the installed torch (shared rule).
+torchvision_hint = devices.torchvision_hint
+#: Whether a load failure comes from a missing torchvision (shared rule).
+needs_torchvision = devices.needs_torchvision
 
 
 def check_model_id(model: Any, arg: str = "model") -> str:
@@ -107,7 +102,9 @@ class HFModel:
     Args:
         model: Local folder (saved with ``save_pretrained``) or hub id.
         device: Torch device, e.g. ``"cpu"`` (default) or ``"cuda:0"``.
-        dtype: ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` (aliases ``fp16``/``bf16``), ``"auto"`` or a
+            ``torch.dtype``; None (default) is float32 on CPU and :attr:`cuda_dtype` (the model card's dtype)
+            on an accelerator, so a 7B VLM never silently loads in float32 (~30 GB) on a GPU.
         local_files_only: Never touch the network (default True).
         trust_remote_code: Allow custom model code from the hub (default False).
 
@@ -122,19 +119,21 @@ class HFModel:
     model_role: ClassVar[str] = "model"
     #: The exception raised when ``from_pretrained`` fails.
     load_error: ClassVar[type[Exception]] = ModelLoadError
+    #: dtype on accelerators when ``dtype=None`` (what the model cards of this kind of model recommend).
+    cuda_dtype: ClassVar[str] = "bfloat16"
 
     def __init__(
         self,
         model: str | os.PathLike[str],
         *,
         device: str = "cpu",
-        dtype: Any = "float32",
+        dtype: Any = None,
         local_files_only: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
         self.model_id = check_model_id(model)
         self.device = check_device(device)
-        self.dtype = check_dtype(dtype)
+        self.dtype = devices.default_dtype(dtype, self.device, self.cuda_dtype)
         self.local_files_only = bool(local_files_only)
         self.trust_remote_code = bool(trust_remote_code)
         self._model: Any = None
@@ -161,6 +160,12 @@ class HFModel:
         self._model = None
         free_accelerator_memory(self.device)
 
+    def device_bytes(self) -> int:
+        """Parameter + buffer bytes of the loaded model (0 before :meth:`load`), for memory budgets."""
+        if self._model is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in [*self._model.parameters(), *self._model.buffers()])
+
     def _accept(self, preprocessor: Any, model: Any) -> None:
         """Check the freshly loaded pair (raising :attr:`load_error`-style errors) and store the preprocessor."""
         raise NotImplementedError
@@ -181,9 +186,15 @@ class HFModel:
         try:
             preprocessor = getattr(transformers, self.preprocessor_class).from_pretrained(self.model_id, **kw)
             model = getattr(transformers, self.model_class).from_pretrained(
-                self.model_id, dtype=resolve_dtype(self.dtype), **kw
+                self.model_id, **devices.dtype_kwargs("transformers", self.dtype), **kw
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            if needs_torchvision(exc):
+                raise self.load_error(
+                    f"cannot load the {self.model_role} {self.model_id!r}: its processor needs torchvision, which is "
+                    f"not installed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).\nFix: "
+                    f"{torchvision_hint()}"
+                ) from exc
             raise self.load_error(
                 f"cannot load the {self.model_role} {self.model_id!r} (local_files_only={self.local_files_only}): "
                 f"{exc}\nFix: {fetch_hint(self.model_id, self.local_files_only)}"
