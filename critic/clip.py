@@ -38,7 +38,9 @@ import numpy as np
 
 from poser_env.core.feedback import Critic, Feedback, Holds, Verdict
 from poser_env.core.hf import HFModel, HFOptions, ModelLoadError
+from poser_env.core.image import check_image
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, SIZES, STYLES, Assertion, Spec
+from poser_env.core.text import plural
 
 __all__ = ["OPPOSITE_RELATIONS", "CLIPCritic", "alternatives"]
 
@@ -60,7 +62,6 @@ def _swap_tail(text: str, value: str, options: tuple[str, ...]) -> list[str]:
 
 def alternatives(assertion: Assertion, spec: Spec) -> list[str]:
     """Statements that contradict ``assertion`` (see the module docstring), possibly empty."""
-    from poser_env.core.text import plural
 
     a, kind = assertion, assertion.kind
     if kind in ("color", "pattern", "size", "background", "style") and a.value is not None:
@@ -174,7 +175,6 @@ class CLIPCritic(HFModel, Critic):
         import torch
         from PIL import Image
 
-        from poser_env.core.image import check_image
 
         check_image(image)
         self.load()

@@ -73,6 +73,7 @@ from poser_env.core.hf import (
     needs_torchvision,
     torchvision_hint,
 )
+from poser_env.core.optional import require
 from poser_env.core.rules import MAX_PER_CLASS, evaluate
 from poser_env.core.spec import COLOR_RGB, COLORS, GENEVAL_COLORS, Spec
 
@@ -284,7 +285,6 @@ class DetectorJudge(Critic):
 
     # ------------------------------------------------------------------ loading
     def _from_pretrained(self, model_id: str, role: str, model_class: str) -> tuple[Any, Any]:
-        from poser_env.core.optional import require
 
         require("torch", "diffusers")
         transformers = require("transformers", "diffusers")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
 #: Chat template shared by the tiny models: handles string content and content lists with
 #: ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` items (the format processors use).
 CHAT_TEMPLATE = (
@@ -54,7 +56,6 @@ def build_tokenizer(words: tuple[str, ...] = BASE_WORDS, *, extra_special: tuple
     Unknown words map to ``<unk>``; whitespace and punctuation split words. ``fuse_decode`` decodes by
     concatenating tokens without spaces (so a causal LM can spell compact JSON such as ``{"count":2}``).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = (*SPECIAL_TOKENS, *extra_special)

@@ -45,6 +45,7 @@ from poser_env.core.hf import (
     fetch_hint,
     resolve_dtype,
 )
+from poser_env.core.image import check_image
 from poser_env.core.spec import Assertion, Spec
 
 __all__ = [
@@ -265,7 +266,6 @@ class VLMCritic(HFModel, Critic):
         import torch
         from PIL import Image
 
-        from poser_env.core.image import check_image
 
         check_image(image)
         self.load()

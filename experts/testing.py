@@ -23,9 +23,13 @@ import contextlib
 import inspect
 import json
 import math
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from experts.diffusers.expert import DEFAULT_REGISTRY
+from experts.diffusers.residency import TASKS
 
 __all__ = [
     "TINY_KINDS",
@@ -497,10 +501,7 @@ TINY_CALL_KWARGS: dict[str, Any] = {"max_sequence_length": 32, "use_resolution_b
 
 def registry_classes(registry_path: str | Path | None = None) -> dict[str, str]:
     """Entry name -> diffusers pipeline class of every entry of a registry TOML (default: the packaged one)."""
-    import tomllib
 
-    from experts.diffusers.expert import DEFAULT_REGISTRY
-    from experts.diffusers.residency import TASKS
 
     data = tomllib.loads(Path(registry_path or DEFAULT_REGISTRY).read_text(encoding="utf-8"))
     return {name: t["kwargs"].get("pipeline_class") or TASKS[t["kwargs"].get("task", "text-to-image")]
@@ -521,9 +522,7 @@ def write_tiny_copy_of_registry(
     Returns:
         The registry path and entry name -> class of the entries written.
     """
-    import tomllib
 
-    from experts.diffusers.expert import DEFAULT_REGISTRY
 
     root = Path(root)
     src = Path(registry_path or DEFAULT_REGISTRY)

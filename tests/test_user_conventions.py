@@ -35,9 +35,8 @@ def tiny_diffusers_kwargs(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     pytest.importorskip("transformers", reason="the diffusers id needs image-poser[diffusers]")
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tiny_diffusers import save_tiny_pipelines, write_tiny_registry
-    from tiny_models import save_tiny_clip
+    from critic.testing import save_tiny_clip
+    from experts.testing import save_tiny_pipelines, write_tiny_registry
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_diffusers_world")

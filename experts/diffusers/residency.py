@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
+import inspect
+import json
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -290,7 +294,6 @@ def _default_loader(spec: PipelineSpec, device: str) -> Any:
 def quantization_config(spec: PipelineSpec, cls: Any) -> Any:
     """diffusers' ``PipelineQuantizationConfig`` quantizing the denoiser (``transformer`` or ``unet``) of ``cls``
     with ``spec.quantization``; ExpertError naming the package to install when its backend is missing."""
-    import importlib.util
 
     import diffusers
 
@@ -300,7 +303,6 @@ def quantization_config(spec: PipelineSpec, cls: Any) -> Any:
         raise ExpertError(
             f"quantization={spec.quantization!r} needs the {package} package, which is not installed; "
             f"`pip install \"image-poser[quant]\"` (or `pip install {package}`), or set quantization=None.")
-    import inspect
 
     params = set(inspect.signature(cls.__init__).parameters)
     denoiser = "transformer" if "transformer" in params else "unet"
@@ -328,8 +330,6 @@ def check_local_folder(folder: Path, variant: str | None) -> str | None:
     folder written by ``save_pretrained`` without ``variant=``) loads the plain files with a warning: the dtype
     still applies, only the file names differ.
     """
-    import json
-    import warnings
 
     fix = (f"re-save it with pipeline.save_pretrained({str(folder)!r}) or fetch it with "
            f"`hf download <hub-id> --local-dir {folder}`")

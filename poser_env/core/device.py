@@ -15,6 +15,7 @@ One implementation of the checks that used to exist twice with different rules (
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -169,7 +170,6 @@ def needs_torchvision(exc: BaseException) -> bool:
     """Whether a load failure comes from a missing torchvision (Qwen2-VL-family processors, fast image and
     video processors): the error chain names torchvision, or torchvision is absent and the failure is in
     transformers' video-processor registry (which only exists with torchvision)."""
-    import importlib.util
 
     if importlib.util.find_spec("torchvision") is None:
         text = " ".join(str(e) for e in _chain(exc))
