@@ -21,6 +21,8 @@ parallel processes, one per core (what ``poser main`` does).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing as mp
 import traceback
 from collections.abc import Callable, Sequence
@@ -78,7 +80,7 @@ def make_vector_env(env_id: str = "poser_env/ImagePoser-v0", num_envs: int = 4, 
 
 
 def _step_shard(envs: list[gym.Env], autoreset: np.ndarray, actions: Sequence[Any]) -> list[tuple[Any, ...]]:
-    out = []
+    out: list[tuple[Any, ...]] = []
     for i, (env, a) in enumerate(zip(envs, actions, strict=True)):
         if autoreset[i]:
             obs, info = env.reset()
@@ -143,8 +145,8 @@ class ShardedVectorEnv(VectorEnv):  # type: ignore[type-arg]
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
-        self._shards = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        ctx = mp.get_context(context)
+        self._shards = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        ctx: Any = mp.get_context(context)
         self._conns: list[Connection] = []
         self._procs = []
         for a, b in self._shards:
@@ -156,7 +158,7 @@ class ShardedVectorEnv(VectorEnv):  # type: ignore[type-arg]
             self._procs.append(proc)
         self.closed = False
         self._gather()
-        self._obs = create_empty_array(self.single_observation_space, n, fn=np.zeros)
+        self._obs: Any = create_empty_array(self.single_observation_space, n, fn=np.zeros)
 
     def _gather(self) -> list[Any]:
         out = []
@@ -206,10 +208,8 @@ class ShardedVectorEnv(VectorEnv):  # type: ignore[type-arg]
 
     def close_extras(self, **kwargs: Any) -> None:
         for conn in self._conns:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 conn.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():

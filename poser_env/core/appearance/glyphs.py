@@ -144,7 +144,7 @@ def _field(p: GlyphParams, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     hw, hh = float(np.hypot(rx * c, ry * s)), float(np.hypot(rx * s, ry * c))
     prims: list[tuple[int, tuple[float, float, float, float]]] = [(-1, (-hw, -hh, hw, hh))]
     trig = []
-    for k, (a, ln, th, lobe, sq) in enumerate(p.limbs):
+    for k, (a, ln, th, lobe, _sq) in enumerate(p.limbs):
         dx, dy = np.cos(a), np.sin(a)
         trig.append((dx, dy))
         ex, ey = float(ln * dx), float(ln * dy)
