@@ -253,13 +253,21 @@ def bench_long(
 @bench_app.command("perf")
 def bench_perf(
     steps: Annotated[int, typer.Option(help="Env steps to time.")] = 2000,
+    vector_steps: Annotated[int, typer.Option(help="Env steps to time in the vector env (1 and 2 workers); 0 skips.")] = 2000,
+    ppo_steps: Annotated[int, typer.Option(help="Env steps of MaskablePPO learn to time; 0 skips.")] = 4096,
+    diffusers: Annotated[bool, typer.Option(help="Also the tiny diffusers batching/cache ratios.")] = True,
 ) -> None:
-    """Speed, side by side in one run: SceneSim steps/s, env overhead vs expert + critic time, cache/batching ratios."""
+    """Speed, side by side in one run: CartPole-v1 reference, SceneSim steps/s per core, expert and critic medians,
+    env overhead (hashing and MiniLM), vector env with 1 and 2 workers, PPO throughput, cache/batching ratios."""
     from agents.bench import bench_perf as run
 
-    typer.echo(run(steps=steps))
+    typer.echo(run(steps=steps, vector_steps=vector_steps, ppo_steps=ppo_steps, diffusers=diffusers))
 
 
 def main() -> None:
     """Console-script entry point (``poser``)."""
     app()
+
+
+if __name__ == "__main__":  # python -m agents.cli ... runs the same CLI as the poser script
+    main()

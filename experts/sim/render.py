@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from experts.sim.scene import Scene, SceneObject
+from poser_env.core.appearance.glyphs import clear_cache as clear_glyph_cache
 from poser_env.core.appearance.glyphs import glyph
 from poser_env.core.appearance.palette import (
     ACCENT,
@@ -52,7 +53,13 @@ from poser_env.core.appearance.palette import (
 )
 from poser_env.core.text import stable_hash
 
-__all__ = ["render"]
+__all__ = ["clear_cache", "render"]
+
+
+def clear_cache() -> None:
+    """Forget every cached glyph layer (benchmarks time cold glyphs; pixels never depend on the cache)."""
+    _glyph_layers.cache_clear()
+    clear_glyph_cache()
 
 
 @lru_cache(maxsize=4096)

@@ -27,6 +27,7 @@ __all__ = [
     "TEMPLATE_SIZE",
     "GlyphParams",
     "canonical_noun",
+    "clear_cache",
     "descriptor",
     "glyph",
     "glyph_params",
@@ -277,6 +278,11 @@ def _glyph_cached(key: str, width: int, height: int, noise: float, seed: int) ->
     m = _rasterize(p, width, height)
     m.setflags(write=False)
     return m
+
+
+def clear_cache() -> None:
+    """Forget every rasterised glyph (benchmarks time cold glyphs; results never depend on the cache)."""
+    _glyph_cached.cache_clear()
 
 
 def glyph(noun: str, size: int, *, noise: float = 0.0, seed: int = 0, height: int | None = None) -> np.ndarray:
