@@ -15,6 +15,7 @@ with :func:`descriptor` / :func:`match_scores`.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -123,12 +124,12 @@ def _perturb(p: GlyphParams, noise: float, seed: int, key: str) -> GlyphParams:
 _EPS = 1e-9  # margin (shape units) of the conservative primitive boxes, far above float rounding
 
 
-def _span(lo: float, hi: float, grid: np.ndarray, amp: float) -> tuple[int, int]:
+def _span(lo: float, hi: float, grid: list[float], amp: float) -> tuple[int, int]:
     """Index range [i0, i1) of the sorted ``grid`` points that can lie in [lo, hi] after a wobble of ``amp``."""
     if amp > 0:  # a point p is inside iff p / scale is, scale in [1 - amp, 1 + amp]: p = scale * q
         lo = min(lo * (1 - amp), lo * (1 + amp))
         hi = max(hi * (1 - amp), hi * (1 + amp))
-    return int(np.searchsorted(grid, lo - _EPS, "left")), int(np.searchsorted(grid, hi + _EPS, "right"))
+    return bisect.bisect_left(grid, lo - _EPS), bisect.bisect_right(grid, hi + _EPS)
 
 
 def _field(p: GlyphParams, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -153,9 +154,10 @@ def _field(p: GlyphParams, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         if lobe > 0.05:
             prims.append((len(p.limbs) + k, (ex - lobe, ey - lobe, ex + lobe, ey + lobe)))
     spans = []
+    xl, yl = xs.tolist(), ys.tolist()
     for k, (x1, y1, x2, y2) in prims:
-        c0, c1 = _span(x1, x2, xs, amp)
-        r0, r1 = _span(y1, y2, ys, amp)
+        c0, c1 = _span(x1, x2, xl, amp)
+        r0, r1 = _span(y1, y2, yl, amp)
         if c1 > c0 and r1 > r0:
             spans.append((k, r0, r1, c0, c1))
     inside = np.zeros((len(ys), len(xs)), dtype=bool)
