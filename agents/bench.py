@@ -10,9 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+import poser_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
+from experts.sim.render import clear_cache as clear_render_cache
+from poser_env.encoders import make_text_encoder, minilm_available
+from poser_env.vector import make_vector_env
 
 __all__ = ["bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts", "paired_table"]
 
@@ -182,12 +187,6 @@ def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_s
       (``MAIN_ENV_KWARGS``, 4 copies in a DummyVecEnv, one torch thread);
     - the diffusers batching and cache ratios on tiny CPU pipelines when the diffusers extra is installed.
     """
-    import gymnasium as gym
-
-    import poser_env  # noqa: F401
-    from experts.sim.render import clear_cache as clear_render_cache
-    from poser_env.encoders import minilm_available
-
     lines = ["| measurement | value |", "|---|---|"]
     cp = gym.make("CartPole-v1")
     n_cp = max(1000, 10 * steps)
@@ -206,8 +205,6 @@ def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_s
         runs += [("minilm cold", "minilm", {"disk_cache": False, "cache_size": 0}),
                  ("minilm steady state", "minilm", {"disk_cache": False})]
     for k, (label, enc_name, enc_kw) in enumerate(runs):
-        from poser_env.encoders import make_text_encoder
-
         env = gym.make("poser_env/ImagePoser-v0", text_encoder=make_text_encoder(enc_name, **enc_kw))
         _random_steps(env, max(50, steps // 4), seed=seed + 1)  # untimed warm-up: model load, LUT caches
         run_seed = seed + 1000 * (k + 1)
@@ -279,8 +276,6 @@ def _timed_steps(env: Any, steps: int, seed: int) -> dict[str, float]:
 
 
 def _vector_rows(steps: int, seed: int) -> list[str]:
-    from poser_env.vector import make_vector_env
-
     rows = []
     for workers in (1, 2):
         vec: Any = make_vector_env("poser_env/ImagePoser-v0", 4, workers=workers, text_encoder="hashing")

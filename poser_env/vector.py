@@ -38,12 +38,6 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 __all__ = ["ShardedVectorEnv", "make_vector_env"]
 
 
-def _gym_make(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    import poser_env  # noqa: F401  (registers the ids in spawned workers)
-
-    return gym.make(env_id, **kwargs)
-
-
 class _EnvFn:
     """A picklable ``() -> env`` for one copy."""
 
@@ -52,7 +46,8 @@ class _EnvFn:
         self.kwargs = kwargs
 
     def __call__(self) -> gym.Env:
-        return _gym_make(self.env_id, self.kwargs)
+        # unpickling this object in a spawned worker imports poser_env.vector, hence poser_env (the ids)
+        return gym.make(self.env_id, **self.kwargs)
 
 
 def make_vector_env(env_id: str = "poser_env/ImagePoser-v0", num_envs: int = 4, *, workers: int = 1,
