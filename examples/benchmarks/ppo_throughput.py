@@ -1,4 +1,4 @@
-"""PPO training throughput on SceneSim: env steps per second during MaskablePPO's ``learn``, built as the main
+"""PPO training throughput on SceneSim: env steps per second (wall, and per CPU second of the process) during MaskablePPO's ``learn``, built as the main
 job builds it (:data:`agents.pipeline.MAIN_ENV_KWARGS`, ``n_envs`` copies in a DummyVecEnv, one torch thread,
 the default PPO hyper-parameters of :mod:`agents.algos`), after an untimed warm-up rollout.
 
@@ -36,12 +36,14 @@ def main(args: Args) -> dict[str, Any]:
     model = make_maskable_ppo(venv, seed=args.seed)
     rollout = model.n_steps * args.n_envs
     model.learn(total_timesteps=rollout)  # warm-up: glyph, LUT and encoder caches, torch kernels
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=args.steps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = int(model.num_timesteps) - rollout
     venv.close()
-    out = {**asdict(args), "timed_steps": steps, "seconds": round(seconds, 2), "steps_per_s": round(steps / seconds, 1)}
+    # steps per CPU second of this process (one torch thread): what a core gives when the machine is shared
+    out = {**asdict(args), "timed_steps": steps, "seconds": round(seconds, 2), "steps_per_s": round(steps / seconds, 1),
+           "cpu_seconds": round(cpu, 2), "steps_per_cpu_s": round(steps / cpu, 1)}
     print(json.dumps(out))
     return out
 
