@@ -17,15 +17,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import poser_env  # noqa: F401  (registers the env ids)
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
 from agents.pipeline import MAIN_ENV_ID, evaluate_methods
 from agents.stats import rliable_json, rliable_markdown, rliable_summary
+from experts.sim.render import clear_cache as clear_render_cache
 from poser_env.core.parser import parse
 from poser_env.core.spec import Spec, SpecError, read_geneval_jsonl
 from poser_env.decompose_eval import decompose_report
 from poser_env.decomposer import make_decomposer
-from poser_env.env import unwrap
+from poser_env.encoders import make_text_encoder, minilm_available
 from poser_env.prompts import long_prompts
+from poser_env.vector import make_vector_env
 
 __all__ = ["BENCH_KINDS", "BenchKind", "bench_decompose", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
            "paired_table",
@@ -240,50 +243,157 @@ def bench_file(
     return md
 
 
-def bench_perf(steps: int = 2000, *, seed: int = 0) -> str:
-    """Speed, side by side in one run: SceneSim env steps per second (random allowed actions, after an untimed
-    warm-up), the share of a step spent in the expert and the critic vs the env's own overhead, text-encoder cache
-    hit ratio, and the
-    diffusers batching and cache ratios on tiny CPU pipelines when the diffusers extra is installed."""
+def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_steps: int = 0,
+               diffusers: bool = True) -> str:
+    """Speed, side by side in one run (a markdown table).
 
-
+    - ``CartPole-v1`` random steps per second, as a reference for the machine;
+    - SceneSim (``poser_env/ImagePoser-v0``, 128x128) with the hashing encoder, random allowed actions after an
+      untimed warm-up: steps per second of wall time and per core (steps / CPU seconds of this thread), the
+      median step, the median expert and critic call (calls only; STOP and masked no-ops excluded), and the env's
+      overhead ``(step - expert - critic) / (expert + critic)`` summed over the run;
+    - the same with MiniLM (when installed): cold (an empty text cache, no disk cache) and steady state (the same
+      episodes again with the embeddings cached, glyph caches cleared so the expert does the same work);
+    - ``vector_steps`` > 0: env steps per second of :func:`poser_env.vector.make_vector_env` with 4 copies on 1
+      and on 2 worker processes;
+    - ``ppo_steps`` > 0: env steps per second during MaskablePPO's ``learn`` as the main job builds it
+      (``MAIN_ENV_KWARGS``, 4 copies in a DummyVecEnv, one torch thread);
+    - the diffusers batching and cache ratios on tiny CPU pipelines when the diffusers extra is installed.
+    """
     lines = ["| measurement | value |", "|---|---|"]
-    for k, enc in enumerate(("hashing", "auto")):
-        env = gym.make("poser_env/ImagePoser-v0", text_encoder=enc)
-        _random_steps(env, max(50, steps // 4), seed=seed + 1)  # untimed warm-up: model load, glyph and LUT caches
-        # each encoder's timed run sees its own episodes: repeated layouts would hit the glyph cache
-        rng = np.random.default_rng(seed + 1000 * (k + 1))
-        env.reset(seed=seed + 1000 * (k + 1))
-        t_expert = t_critic = 0.0
-        n = 0
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            mask = unwrap(env).action_masks()
-            valid = np.flatnonzero(mask[:-1])
-            a = int(rng.choice(valid)) if len(valid) else int(len(mask) - 1)
-            _, _, term, trunc, _ = env.step(a)
-            t_expert += unwrap(env).last_timings["expert"]
-            t_critic += unwrap(env).last_timings["critic"]
-            n += 1
-            if term or trunc:
-                env.reset(seed=int(rng.integers(1 << 30)))
-        total = time.perf_counter() - t0
-        name = unwrap(env).encoder.name
-        inside = t_expert + t_critic
+    cp = gym.make("CartPole-v1")
+    n_cp = max(1000, 10 * steps)
+    cp.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    acts = rng.integers(0, 2, size=n_cp)
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for a in acts:
+        _, _, term, trunc, _ = cp.step(int(a))
+        if term or trunc:
+            cp.reset()
+    cp_wall, cp_cpu = time.perf_counter() - t0, time.thread_time() - c0
+    lines.append(f"| CartPole-v1 steps/s (wall / per core) | {n_cp / cp_wall:,.0f} / {n_cp / cp_cpu:,.0f} |")
+    runs: list[tuple[str, str, dict[str, Any]]] = [("hashing", "hashing", {})]
+    if minilm_available():
+        runs += [("minilm cold", "minilm", {"disk_cache": False, "cache_size": 0}),
+                 ("minilm steady state", "minilm", {"disk_cache": False})]
+    for k, (label, enc_name, enc_kw) in enumerate(runs):
+        env = gym.make("poser_env/ImagePoser-v0", text_encoder=make_text_encoder(enc_name, **enc_kw))
+        _random_steps(env, max(50, steps // 4), seed=seed + 1)  # untimed warm-up: model load, LUT caches
+        run_seed = seed + 1000 * (k + 1)
+        if label == "minilm steady state":  # fill the text cache with this run's episodes, then time them again
+            run_seed = seed + 2000
+            _timed_steps(env, steps, run_seed)
+        clear_render_cache()  # every timed run draws its glyphs afresh
+        r = _timed_steps(env, steps, run_seed)
+        name = f"SceneSim, {label}"
+        over = (r["wall"] - r["expert"] - r["critic"]) / max(r["expert"] + r["critic"], 1e-9)
         lines += [
-            f"| SceneSim steps/s (text encoder {name}) | {n / total:.0f} |",
-            f"| mean step time, ms ({name}) | {1000 * total / n:.3f} |",
-            f"| expert time per step, ms ({name}) | {1000 * t_expert / n:.3f} |",
-            f"| critic time per step, ms ({name}) | {1000 * t_critic / n:.3f} |",
-            f"| env overhead = (step - expert - critic) / (expert + critic) ({name}) | "
-            f"{(total - inside) / max(inside, 1e-9):.2%} |",
+            f"| {name}: steps/s (wall / per core) | {r['n'] / r['wall']:.0f} / {r['n'] / r['cpu']:.0f} |",
+            f"| {name}: median step, ms (wall / CPU) | {r['step_ms']:.3f} / {r['step_cpu_ms']:.3f} |",
+            f"| {name}: median expert call, ms (p90) | {r['expert_ms']:.3f} ({r['expert_p90_ms']:.3f}) |",
+            f"| {name}: median critic call, ms | {r['critic_ms']:.3f} |",
+            f"| {name}: env overhead = (step - expert - critic) / (expert + critic) | {over:.1%} |",
+            f"| {name}: text-encoder cache hit ratio | {r['hit_ratio']:.3f} |",
         ]
-        enc_obj = unwrap(env).encoder
-        hits, misses = getattr(enc_obj, "hits", 0), getattr(enc_obj, "misses", 0)
-        lines.append(f"| text-encoder cache hit ratio ({name}) | {hits / max(1, hits + misses):.3f} |")
+        if k == 0:
+            lines.append(f"| SceneSim (hashing) per core vs CartPole-v1 per core | "
+                         f"{(r['n'] / r['cpu']) / (n_cp / cp_cpu):.4f} |")
         env.close()
-    lines += _diffusers_ratios()
+    if vector_steps > 0:
+        lines += _vector_rows(vector_steps, seed)
+    if ppo_steps > 0:
+        wall_rate, cpu_rate = _ppo_steps_per_s(ppo_steps, seed)
+        lines.append(f"| MaskablePPO learn, main-job env (4 copies, DummyVecEnv): env steps/s (wall / per CPU s) | "
+                     f"{wall_rate:.0f} / {cpu_rate:.0f} |")
+    if diffusers:
+        lines += _diffusers_ratios()
     return "\n".join(lines)
+
+
+def _timed_steps(env: Any, steps: int, seed: int) -> dict[str, float]:
+    """Random allowed actions for ``steps`` steps; wall and CPU time, per-call expert and critic times."""
+    u = env.unwrapped
+    enc = u.encoder
+    h0, m0 = getattr(enc, "hits", 0), getattr(enc, "misses", 0)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    step_wall, step_cpu, ex, cr = [], [], [], []
+    t_expert = t_critic = 0.0
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for _ in range(steps):
+        mask = u.action_masks()
+        valid = np.flatnonzero(mask[:-1])
+        a = int(rng.choice(valid)) if len(valid) else int(len(mask) - 1)
+        s0, sc0 = time.perf_counter(), time.thread_time()
+        _, _, term, trunc, _ = env.step(a)
+        step_wall.append(time.perf_counter() - s0)
+        step_cpu.append(time.thread_time() - sc0)
+        te, tc = u.last_timings["expert"], u.last_timings["critic"]
+        t_expert += te
+        t_critic += tc
+        if te > 0:
+            ex.append(te)
+        if tc > 0:
+            cr.append(tc)
+        if term or trunc:
+            env.reset(seed=int(rng.integers(1 << 30)))
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    hits, misses = getattr(enc, "hits", 0) - h0, getattr(enc, "misses", 0) - m0
+    ms = 1e3
+    return {"n": float(steps), "wall": wall, "cpu": cpu, "expert": t_expert, "critic": t_critic,
+            "step_ms": float(np.median(step_wall)) * ms, "step_cpu_ms": float(np.median(step_cpu)) * ms,
+            "expert_ms": float(np.median(ex)) * ms if ex else float("nan"),
+            "expert_p90_ms": float(np.quantile(ex, 0.9)) * ms if ex else float("nan"),
+            "critic_ms": float(np.median(cr)) * ms if cr else float("nan"),
+            "hit_ratio": hits / max(1, hits + misses)}
+
+
+def _vector_rows(steps: int, seed: int) -> list[str]:
+    rows = []
+    for workers in (1, 2):
+        vec: Any = make_vector_env("poser_env/ImagePoser-v0", 4, workers=workers, text_encoder="hashing")
+        rng = np.random.default_rng(seed)
+        vec.reset(seed=seed)
+        for _ in range(20):  # warm-up
+            vec.step(_vector_actions(vec, rng))
+        n = max(1, steps // 4)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            vec.step(_vector_actions(vec, rng))
+        wall = time.perf_counter() - t0
+        vec.close()
+        rows.append(f"| vector env, 4 copies, {workers} worker(s): env steps/s (wall) | {4 * n / wall:.0f} |")
+    return rows
+
+
+def _vector_actions(vec: Any, rng: np.random.Generator) -> np.ndarray:
+    masks = vec.call("action_masks")
+    return np.array([int(rng.choice(np.flatnonzero(m[:-1]))) if m[:-1].any() else len(m) - 1 for m in masks])
+
+
+def _ppo_steps_per_s(steps: int, seed: int) -> tuple[float, float]:
+    """(env steps per wall second, per CPU second of this process) during MaskablePPO's learn."""
+    import torch
+
+    from agents.algos import make_maskable_ppo, make_vec_env
+    from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        venv = make_vec_env(MAIN_ENV_ID, n_envs=4, seed=seed, env_kwargs=dict(MAIN_ENV_KWARGS))
+        model = make_maskable_ppo(venv, seed=seed)
+        rollout = model.n_steps * 4
+        model.learn(total_timesteps=rollout)  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.learn(total_timesteps=max(steps, rollout), reset_num_timesteps=False)
+        done = int(model.num_timesteps) - rollout
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        venv.close()
+    finally:
+        torch.set_num_threads(threads)
+    return done / wall, done / cpu
 
 
 def _random_steps(env: Any, n: int, *, seed: int) -> None:

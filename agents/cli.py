@@ -395,10 +395,13 @@ bench_long = _bench_command("long")
 @bench_app.command("perf")
 def bench_perf(
     steps: Annotated[int, typer.Option(help="Env steps to time.")] = 2000,
+    vector_steps: Annotated[int, typer.Option(help="Env steps to time in the vector env (1 and 2 workers); 0 skips.")] = 2000,
+    ppo_steps: Annotated[int, typer.Option(help="Env steps of MaskablePPO learn to time; 0 skips.")] = 4096,
+    diffusers: Annotated[bool, typer.Option(help="Also the tiny diffusers batching/cache ratios.")] = True,
 ) -> None:
-    """Speed, side by side in one run: SceneSim steps/s, env overhead vs expert + critic time, cache/batching ratios."""
-
-    typer.echo(bench_lib.bench_perf(steps=steps))
+    """Speed, side by side in one run: CartPole-v1 reference, SceneSim steps/s per core, expert and critic medians,
+    env overhead (hashing and MiniLM), vector env with 1 and 2 workers, PPO throughput, cache/batching ratios."""
+    typer.echo(bench_lib.bench_perf(steps=steps, vector_steps=vector_steps, ppo_steps=ppo_steps, diffusers=diffusers))
 
 
 @bench_app.command("decompose")

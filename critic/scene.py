@@ -50,7 +50,7 @@ from poser_env.core.appearance.palette import (
 from poser_env.core.feedback import Critic, Detection, Feedback, Holds, Verdict
 from poser_env.core.geometry import SIZE_FRACTION, size_of_box
 from poser_env.core.rules import COUNTING_THRESHOLD, SCORE_THRESHOLD, assign_groups, evaluate
-from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Spec
+from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, STYLES, Assertion, Spec
 from poser_env.core.text import plural, stable_hash
 
 __all__ = ["Blob", "SceneCritic", "rgb_to_lab"]
@@ -444,15 +444,15 @@ class SceneCritic(Critic):
     @staticmethod
     def _score(blob: Blob) -> tuple[int, float]:
         """(noun index, detection score in [0, 1]) of a blob."""
-        if not blob.ious:
+        ious = blob.ious
+        if not ious:
             return -1, 0.0
-        ious = np.asarray(blob.ious)
-        j = int(np.argmax(ious))
-        best = float(ious[j])
-        second = float(np.partition(ious, -2)[-2]) if len(ious) > 1 else 0.0
-        shape = np.clip((best - 0.55) / 0.2, 0.0, 1.0)
-        margin = np.clip((best - second) / 0.08, 0.0, 1.0)
-        purity = np.clip((blob.purity - 0.35) / 0.3, 0.0, 1.0)
+        j = max(range(len(ious)), key=ious.__getitem__)  # the first of equal maxima, as np.argmax
+        best = ious[j]
+        second = sorted(ious)[-2] if len(ious) > 1 else 0.0
+        shape = min(max((best - 0.55) / 0.2, 0.0), 1.0)
+        margin = min(max((best - second) / 0.08, 0.0), 1.0)
+        purity = min(max((blob.purity - 0.35) / 0.3, 0.0), 1.0)
         return j, float(shape * (0.55 + 0.45 * margin) * purity)
 
     def _judge(self, image: np.ndarray, spec: Spec) -> Feedback:
@@ -483,7 +483,8 @@ class SceneCritic(Critic):
             )
             det_blobs.append(b)
         verdicts = evaluate(spec, dets, background=bg, style=st, width=W, height=H)
-        verdicts = self._calibrate(spec, verdicts, dets, det_blobs, stats, W, H)
+        assertions = spec.assertions()  # built once per call (it walks the whole spec)
+        verdicts = self._calibrate(spec, verdicts, dets, det_blobs, stats, W, H, assertions)
         if rng is not None:
             flipped = []
             for v in verdicts:
@@ -495,7 +496,7 @@ class SceneCritic(Critic):
         alignment = Feedback.alignment_of(verdicts)
         fidelity = self._fidelity(stats)
         aesthetics = self._aesthetics(dets, W, H)
-        text = self._text(spec, verdicts, dets, bg, st)
+        text = self._text(spec, verdicts, dets, bg, st, assertions)
         return Feedback(
             verdicts=verdicts,
             alignment=alignment,
@@ -523,6 +524,7 @@ class SceneCritic(Critic):
         stats: dict[str, float],
         W: int,
         H: int,
+        assertions: Sequence[Assertion] | None = None,
     ) -> tuple[Verdict, ...]:
         """Replace the rules' confidences by P(holds) from measured margins (see the module doc)."""
         thr = COUNTING_THRESHOLD if spec.tag == "counting" else SCORE_THRESHOLD
@@ -559,7 +561,7 @@ class SceneCritic(Critic):
             return float(min(ms)) if ms else 0.0
 
         out = []
-        for a, v in zip(spec.assertions(), verdicts):
+        for a, v in zip(spec.assertions() if assertions is None else assertions, verdicts):
             if v.holds == "unknown":
                 out.append(v)
                 continue
@@ -664,14 +666,15 @@ class SceneCritic(Critic):
         return float(np.clip(0.3 * margin_score + 0.3 * spacing + 0.2 * clutter + 0.2 * balance, 0.0, 1.0))
 
     @staticmethod
-    def _text(spec: Spec, verdicts: Sequence[Verdict], dets: Sequence[Detection], bg: str, st: str) -> str:
+    def _text(spec: Spec, verdicts: Sequence[Verdict], dets: Sequence[Detection], bg: str, st: str,
+              assertions: Sequence[Assertion] | None = None) -> str:
         parts: list[str] = []
         thr = COUNTING_THRESHOLD if spec.tag == "counting" else SCORE_THRESHOLD
         kept: dict[str, int] = {}
         for d in dets:
             if d.score > thr:
                 kept[d.label] = kept.get(d.label, 0) + 1
-        for a, v in zip(spec.assertions(), verdicts):
+        for a, v in zip(spec.assertions() if assertions is None else assertions, verdicts):
             if a.kind in ("exists", "count") and a.entity is not None:
                 e = spec.entities[a.entity]
                 n = kept.get(e.noun, 0)

@@ -379,6 +379,9 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             prompt = pool[int(self.np_random.integers(len(pool)))]
         spec, truth = self._spec_for(prompt)
         plan = self.decomposer.plan(spec)
+        prefetch = getattr(self.encoder, "prefetch", None)
+        if callable(prefetch):  # one batch for the prompt and its plan instead of one model call per step
+            prefetch([spec.prompt or "; ".join(e.phrase() for e in spec.entities), *plan.texts, "done"])
         self._episode = {
             "spec": spec,
             "truth": truth,

@@ -127,8 +127,8 @@ def test_cli_train_with_warm_start(tmp_path):
 
 
 def test_cli_bench_perf_and_geneval_fixture(tmp_path):
-    out = _cli("bench", "perf", "--steps", "50")
-    assert "steps/s" in out
+    out = _cli("bench", "perf", "--steps", "50", "--vector-steps", "8", "--ppo-steps", "0")
+    assert "steps/s" in out and "CartPole-v1" in out and "2 worker(s)" in out
     fixture = tmp_path / "g.jsonl"
     fixture.write_text(
         '{"tag": "colors", "include": [{"class": "cup", "count": 1, "color": "red"}], "prompt": "a photo of a red cup"}\n'
