@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 
 import poser_env  # noqa: F401  (registers the env ids)
+from agents.algos import make_maskable_ppo, make_vec_env
 from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
-from agents.pipeline import MAIN_ENV_ID, evaluate_methods
+from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, evaluate_methods
 from agents.stats import rliable_json, rliable_markdown, rliable_summary
 from experts.sim.render import clear_cache as clear_render_cache
 from poser_env.core.parser import parse
@@ -376,8 +377,6 @@ def _ppo_steps_per_s(steps: int, seed: int) -> tuple[float, float]:
     """(env steps per wall second, per CPU second of this process) during MaskablePPO's learn."""
     import torch
 
-    from agents.algos import make_maskable_ppo, make_vec_env
-    from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
