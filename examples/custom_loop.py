@@ -10,12 +10,12 @@ No Stable-Baselines3 needed: the env is a standard ``gymnasium.Env``. The state 
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+import tyro
 
 import poser_env  # noqa: F401
 from poser_env.env import unwrap
@@ -66,8 +66,6 @@ def main(args: Args) -> dict[str, float]:
     return result
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

@@ -55,13 +55,14 @@ Run:  python examples/gpu_episode.py --prompt "two red clocks left of a blue dog
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,7 +73,7 @@ class Args:
     experts: tuple[str, ...] = ("sdxl-turbo", "instruct-pix2pix", "sd15-inpaint", "sdxl-refiner")
     commands: tuple[str, ...] = field(default=("recolor: make the second clock green", "refine: improve the details"))
     registry: str | None = None  # registry TOML (default: experts/diffusers/registry.toml)
-    mode: str = "env"  # "env" or "direct"
+    mode: Literal["env", "direct"] = "env"
     critic: str = "clip:openai/clip-vit-base-patch32"
     device: str = "cuda"
     dtype: str | None = None  # None: each entry's recommended dtype
@@ -177,26 +178,8 @@ def run_env(args: Args) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    d = Args()
-    p.add_argument("--prompt", default=d.prompt)
-    p.add_argument("--experts", nargs="+", default=list(d.experts))
-    p.add_argument("--commands", nargs="*", default=list(d.commands))
-    p.add_argument("--registry", default=d.registry)
-    p.add_argument("--mode", choices=["env", "direct"], default=d.mode)
-    p.add_argument("--critic", default=d.critic)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype)
-    p.add_argument("--budget-gb", type=float, default=d.budget_gb)
-    p.add_argument("--cpu-offload", action="store_true")
-    p.add_argument("--local-files-only", action="store_true")
-    p.add_argument("--cache-dir", default=d.cache_dir)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
-    p.add_argument("--out-dir", default=d.out_dir)
-    a = p.parse_args(argv)
-    return Args(a.prompt, tuple(a.experts), tuple(a.commands), a.registry, a.mode, a.critic, a.device, a.dtype,
-                a.budget_gb, a.cpu_offload, a.local_files_only, a.cache_dir, a.seed, a.max_steps, a.out_dir)
+    """The command line's :class:`Args` (``argv`` defaults to ``sys.argv[1:]``)."""
+    return tyro.cli(Args, args=argv, description=__doc__)
 
 
 if __name__ == "__main__":

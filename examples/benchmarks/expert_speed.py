@@ -10,13 +10,13 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import tyro
 
 import experts.sim.experts as sim
 from experts.registry import SIM_EXPERT_NAMES, make_expert
@@ -86,8 +86,6 @@ def main(args: Args) -> None:
         print(f"| {name} | `{cmd.split(':')[0]}` | {full:.2f} | {scene_only:.2f} | {rend:.2f} |")
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f, v in Args().__dict__.items():
-        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

@@ -32,7 +32,6 @@ Run:  PYTHONPATH=. python examples/benchmarks/gpu_check.py [--device cuda] [--ou
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -46,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tyro
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -925,14 +926,8 @@ def main(args: Args) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    for name, default in Args().__dict__.items():
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_true")
-        else:
-            parser.add_argument(flag, dest=name, type=type(default), default=default)
-    return Args(**vars(parser.parse_args(argv)))
+    """The command line's :class:`Args` (``argv`` defaults to ``sys.argv[1:]``)."""
+    return tyro.cli(Args, args=argv, description=__doc__)
 
 
 if __name__ == "__main__":

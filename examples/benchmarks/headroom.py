@@ -18,10 +18,11 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import tyro
 
 from experts.registry import default_sim_experts
 from experts.sim.judge import SceneJudge, geneval_overall, is_pass
@@ -140,8 +141,6 @@ def main(args: Args) -> dict[str, dict[str, float]]:
     return table
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f, v in Args().__dict__.items():
-        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

@@ -9,9 +9,11 @@ short-run checkpoints), for a before/after comparison on the same inputs.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
+from dataclasses import dataclass
+
+import tyro
 
 COLUMNS = ("clear error", "misleading", "silent wrong", "deep traceback", "hang", "data lost", "handled")
 #: Cases that tamper with files of the safe format / checkpoints, which did not exist before issue 19.
@@ -19,11 +21,13 @@ NOT_APPLICABLE_BEFORE = ("eval-policy-tampered-", "train-resume-checkpoint-bad-j
                          "train-resume-checkpoint-truncated-weights", "train-resume-folder-skips-damaged-newest")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("files", nargs="+", help="JSONL files written with HOSTILE_TALLY (later lines win per case)")
-    ap.add_argument("--skip-na", action="store_true", help="leave out the cases not applicable before issue 19")
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    files: tyro.conf.Positional[tuple[str, ...]]  # JSONL files written with HOSTILE_TALLY (later lines win per case)
+    skip_na: bool = False  # leave out the cases not applicable before issue 19
+
+
+def main(args: Args) -> None:
     outcome: dict[str, str] = {}
     for f in args.files:
         with open(f, encoding="utf-8") as fh:
@@ -39,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

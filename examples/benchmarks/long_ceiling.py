@@ -21,12 +21,13 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import collections
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import tyro
 
 import poser_env  # noqa: F401
 from agents.evaluate import run_episode
@@ -87,12 +88,14 @@ def run(policy: FixedPipelinePolicy, specs: list[Spec], max_steps: int, attempts
             "why": why}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-long", type=int, default=100, help="long test prompts")
-    ap.add_argument("--max-steps", type=int, nargs="+", default=[20, 30, 40], help="step budgets")
-    ap.add_argument("--restart-margin", type=int, default=10, help="steps that must be left to restart")
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    n_long: int = 100  # long test prompts
+    max_steps: tuple[int, ...] = (20, 30, 40)  # step budgets
+    restart_margin: int = 10  # steps that must be left to restart
+
+
+def main(args: Args) -> None:
     specs = load_prompts(MAIN_ENV_ID, split="test", n=args.n_long, family="long")
     t2i = ["sim/sketch", "sim/layout", "sim/photoreal", "sim/dense"]
     print("| max steps | strategy | all assertions (95% CI) | assertions hold | calls | cost |")
@@ -118,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

@@ -16,7 +16,6 @@ Formats read (see the folder's README): GenEval ``evaluation_metadata.jsonl`` (`
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
@@ -25,6 +24,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -38,8 +39,8 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "benchmark
 class Args:
     """Command-line arguments."""
 
-    root: Path = DEFAULT_DIR
-    examples: int = 5
+    root: tyro.conf.Positional[Path] = DEFAULT_DIR  # benchmark folder
+    examples: int = 5  # DPG-Bench prompts to print parsed
 
 
 def iter_prompt_sets(root: Path) -> Iterator[tuple[str, list[str]]]:
@@ -103,11 +104,8 @@ def run_set(name: str, prompts: list[str]) -> tuple[Row, list[Spec | None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("root", nargs="?", default=str(DEFAULT_DIR), help="benchmark folder")
-    ap.add_argument("--examples", type=int, default=5, help="DPG-Bench prompts to print parsed")
-    ns = ap.parse_args(argv)
-    args = Args(Path(ns.root).resolve(), ns.examples)
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    args = Args(Path(args.root).resolve(), args.examples)
     if not args.root.is_dir():
         print(f"benchmark folder {args.root} not found; pass its path as the first argument.", file=sys.stderr)
         return 2

@@ -9,11 +9,12 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import tyro
 
 
 @dataclass
@@ -48,8 +49,6 @@ def main(args: Args) -> dict[str, Any]:
     return out
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in Args.__dataclass_fields__.values():
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

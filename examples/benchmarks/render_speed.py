@@ -12,12 +12,12 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import tyro
 
 from critic.scene import SceneCritic
 from experts.sim.render import render
@@ -109,8 +109,6 @@ def main(args: Args) -> None:
         print(f"| {name} | {np.median(xs) * ms:.3f} | {np.quantile(xs, 0.9) * ms:.3f} | {np.median(cs) * ms:.3f} |")
 
 
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f, v in Args().__dict__.items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    main(Args(**vars(p.parse_args())))
+    main(tyro.cli(Args, description=__doc__))

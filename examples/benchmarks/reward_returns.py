@@ -16,11 +16,12 @@ first command)::
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import tyro
 
 import poser_env  # noqa: F401
 from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
@@ -51,15 +52,16 @@ def mean_return(policy: Policy, env: gym.Env[Any, Any], specs: list[Any]) -> dic
     return {k: float(np.mean(v)) for k, v in totals.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cost-weight", type=float, default=0.02, help="the env's cost_weight")
-    ap.add_argument("--success", type=float, default=0.5, help="success weight of the potential")
-    ap.add_argument("--n-long", type=int, default=40, help="long test prompts")
-    ap.add_argument("--max-steps", type=int, default=MAIN.max_steps,
-                    help="step budget (the README's numbers: 20)")
-    ap.add_argument("--model", action="append", default=[], help="a policy.json trained in this world")
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    cost_weight: float = 0.02  # the env's cost_weight
+    success: float = 0.5  # success weight of the potential
+    n_long: int = 40  # long test prompts
+    max_steps: int = MAIN.max_steps  # step budget
+    model: tuple[str, ...] = ()  # policy.json files trained in this world
+
+
+def main(args: Args) -> None:
     kw = {**MAIN_ENV_KWARGS, "cost_weight": args.cost_weight, "reward_weights": {"success": args.success},
           "max_steps": args.max_steps}
     env = gym.make(MAIN_ENV_ID, **kw)
@@ -79,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))
