@@ -15,6 +15,7 @@ from critic.feedback import Critic, Feedback, Verdict
 from experts.base import OPS, Expert, ExpertError, ExpertOutput
 from poser_env.commands import Command
 from poser_env.encoders import TextEncoder, make_text_encoder
+from poser_env.remote import RayBackend, connect_components
 from poser_env.spec import ASSERTION_KINDS, Spec, SpecError
 
 __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights"]
@@ -199,6 +200,20 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     - ``canvas_size``: SceneSim canvas side in pixels (64..512, default 128).
     - ``render_mode``: None or ``"rgb_array"``; ``render_panel`` adds a side panel with the command, expert and
       a tick or cross per assertion.
+    - ``expert_backend``: ``"local"`` (default: this env builds its own experts and critic) or ``"ray"`` / a
+      :class:`poser_env.remote.RayBackend` / a mapping of its fields: the shared expert service below.
+
+    ## Shared expert service (``expert_backend="ray"``, needs ``pip install "image-poser[ray]"``)
+    The experts, the critic (unless ``host_critic=False``) and a model decomposer (``"llm:<path>"``) are built
+    once in Ray actors ("hosts", ``replicas`` of them, each with ``num_gpus``) instead of in every env; envs in
+    any process with the same components (expert names, canvas size, registry, device, critic...) share the
+    same hosts, and concurrent calls of one expert are batched (``max_batch``, ``max_wait_s``). The MDP is
+    unchanged: same seeds, same images and trajectories as local experts (diffusers batches of several
+    requests: up to float32 summation order). Ray starts at the first reset: the process's Ray if initialised,
+    else ``RayBackend.address`` / ``RAY_ADDRESS``, else a local Ray listening on 127.0.0.1 only
+    (:func:`poser_env.remote.start_local_ray`). A remote call that fails (host died: Ray restarts it up to
+    ``max_restarts``) or exceeds ``timeout_s`` is reported like any failing expert (``info["error"]``, critic:
+    ``info["critic_error"]``); the episode continues. The judge stays in the env.
 
     ## Version History
     - v0: initial release (SceneSim model cards version 1).
@@ -228,8 +243,14 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         canvas_size: int = 128,
         render_mode: str | None = None,
         render_panel: bool = True,
+        expert_backend: str | RayBackend | Mapping[str, Any] = "local",
     ) -> None:
         super().__init__()
+        try:
+            self._backend = None if expert_backend == "local" else RayBackend.of(expert_backend)
+        except ValueError as exc:
+            raise EnvConfigError(str(exc)) from exc
+        self.expert_backend = "local" if self._backend is None else "ray"
         self._check_args(
             split=split, max_steps=max_steps, max_attempts=max_attempts, cost_weight=cost_weight,
             invalid_action_penalty=invalid_action_penalty, thumbnail_size=thumbnail_size, canvas_size=canvas_size,
@@ -365,13 +386,17 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         """Build the components (experts, critic, judge, decomposer); called at the first reset."""
         if self._components_ready:
             return
-        self.experts = self._build_experts()
-        self.critic = self._build_critic()
+        critic, decomposer = None, None
+        if self._backend is not None:  # the shared service: remote experts (critic, decomposer when hosted)
+            self.experts, critic, decomposer = connect_components(self, self._backend)
+        else:
+            self.experts = self._build_experts()
+        self.critic = critic if critic is not None else self._build_critic()
         load = getattr(self.critic, "load", None)
         if callable(load):  # model critics load at the first reset, so a missing model fails here, loudly
             load()
         self.judge = self._build_judge()
-        self.decomposer = self._build_decomposer()
+        self.decomposer = decomposer if decomposer is not None else self._build_decomposer()
         self._components_ready = True
 
     def _make_observation_space(self) -> spaces.Dict:
@@ -782,6 +807,9 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
       entry's recommended dtype on accelerators, float32 on CPU).
     - ``expert_kwargs`` / ``critic_kwargs``: extra arguments for ``load_diffusers_experts`` and the critic
       (e.g. ``{"memory_budget_bytes": 40 * 2**30, "cache_dir": "runs/cache", "steps": 4}``).
+    - ``expert_backend="ray"`` (or a :class:`poser_env.remote.RayBackend`): the pipelines, their output cache
+      (``cache_dir``) and the critic live in shared Ray hosts, one copy per replica (e.g.
+      ``RayBackend(replicas=<GPUs>, num_gpus=1)`` with ``device="cuda"``), batched across envs.
     """
 
     def __init__(
