@@ -338,7 +338,7 @@ def held_parameter_bytes() -> int:
     seen: set[tuple[str, int]] = set()
     total = 0
     for obj in gc.get_objects():
-        if not isinstance(obj, torch.nn.Module):
+        if not issubclass(type(obj), torch.nn.Module):  # type(): no __getattr__ of lazy module proxies
             continue
         for t in itertools.chain(obj.parameters(recurse=False), obj.buffers(recurse=False)):
             try:
