@@ -48,12 +48,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if "=" not in kv:
             p.error(f"--env-arg {kv!r} must be KEY=VALUE, e.g. device=cuda")
 
+    if not args.address:
+        start_local_ray()  # before anything imports ray: that keeps every Ray server on 127.0.0.1
     import ray
 
     if args.address:
         ray.init(address=args.address, namespace="image-poser")
-    else:
-        start_local_ray()
     backend = RayBackend(replicas=args.replicas, num_gpus=args.num_gpus, max_wait_s=args.max_wait_s,
                          timeout_s=args.timeout_s)
     env_kwargs: dict[str, Any] = {"text_encoder": "hashing", "expert_backend": backend}

@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import itertools
@@ -209,8 +210,11 @@ def start_local_ray(num_cpus: int | None = None, *, include_dashboard: bool = Fa
 
     if ray.is_initialized():
         return str(ray.get_runtime_context().gcs_address)
-    ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, namespace=namespace,
-             **({"dashboard_host": "127.0.0.1"} if include_dashboard else {}), **init_kwargs)
+    kwargs: dict[str, Any] = {"num_cpus": num_cpus, "include_dashboard": include_dashboard, "namespace": namespace,
+                              **init_kwargs}
+    if include_dashboard:
+        kwargs.setdefault("dashboard_host", "127.0.0.1")
+    ray.init(**kwargs)
     address = str(ray.get_runtime_context().gcs_address)
     if not _is_loopback_address(address):
         ray.shutdown()
@@ -468,10 +472,8 @@ class ServiceLink:
         try:
             return ray.get(ref, timeout=self.backend.timeout_s)
         except rex.GetTimeoutError as exc:
-            try:
+            with contextlib.suppress(Exception):  # best effort: a running call of a threaded actor runs on
                 ray.cancel(ref)
-            except Exception:  # best effort: a running call of a threaded actor cannot be interrupted
-                pass
             raise error(
                 f"remote {what} timed out after {self.backend.timeout_s:g} s (RayBackend timeout_s); the host keeps "
                 "running"
@@ -554,7 +556,7 @@ def connect_components(env: Any, backend: RayBackend) -> tuple[list[Expert], Cri
     key = recipe_key(recipe)
     actor_cls = ray.remote(ModelHost)
     names = tuple(f"poser-host-{key}-{i}" for i in range(backend.replicas))
-    handles = []
+    handles: list[Any] = []
     for n in names:
         opts: dict[str, Any] = {
             "name": n, "namespace": backend.namespace, "get_if_exists": True, "max_restarts": backend.max_restarts,

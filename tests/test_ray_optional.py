@@ -48,7 +48,7 @@ def test_importing_the_project_does_not_import_ray():
     ],
 )
 def test_bad_backend_is_refused_naming_the_value(value, named):
-    with pytest.raises(EnvConfigError, match="RayBackend|expert_backend") as err:
+    with pytest.raises(EnvConfigError, match=r"RayBackend|expert_backend") as err:
         gym.make("poser_env/ImagePoser-v0", expert_backend=value, text_encoder="hashing")
     assert named in str(err.value)
 

@@ -29,7 +29,7 @@ ray: Any = None  # the module, set by the ray_session fixture
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import poser_env  # noqa: E402,F401
+import poser_env  # noqa: E402
 from experts.base import Expert, ExpertOutput  # noqa: E402
 from experts.registry import make_expert  # noqa: E402
 from poser_env.conformance import check_conformance  # noqa: E402
