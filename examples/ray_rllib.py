@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.address:
         ray.init(address=args.address, namespace="image-poser")
     register_env("image-poser", make_env)
-    backend = {"num_gpus": args.num_gpus, "num_cpus": 0.5}
+    backend = RayBackend(num_gpus=args.num_gpus, num_cpus=0.5)
     config = (
         PPOConfig()
         .environment("image-poser", env_config={"env_id": args.env_id, "text_encoder": "hashing",

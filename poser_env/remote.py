@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle  # a gymnasium dependency
 import numpy as np
 
 from critic.feedback import Critic, CriticError, Feedback
@@ -73,6 +74,7 @@ __all__ = [
     "held_parameter_bytes",
     "recipe_key",
     "start_local_ray",
+    "stop_hosts",
 ]
 
 #: Environment variable that makes Ray use 127.0.0.1 as the node address (every server then binds loopback).
@@ -91,7 +93,8 @@ class RayBackend:
         replicas: Host replicas (>= 1); each holds one copy of every component. Envs spread over them.
         num_gpus: GPUs per replica (>= 0; fractions allowed, e.g. 0.5 puts two replicas on one GPU). With
             ``num_gpus=1`` and ``replicas = number of GPUs`` Ray places one replica per GPU.
-        num_cpus: CPUs Ray reserves per replica (>= 0).
+        num_cpus: CPUs Ray reserves per replica (>= 0; default 0: a host never waits for CPUs that env runners
+            hold, and mostly waits on its GPU; set it to keep CPU-heavy hosts apart).
         max_batch: Most requests of one expert run as one batch (>= 1).
         max_wait_s: How long the first request of a batch waits for more, in seconds (>= 0).
         timeout_s: Limit of one remote call in seconds (> 0), or None for no limit; a call over it fails
@@ -111,7 +114,7 @@ class RayBackend:
     namespace: str = "image-poser"
     replicas: int = 1
     num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    num_cpus: float = 0.0
     max_batch: int = 8
     max_wait_s: float = 0.005
     timeout_s: float | None = 300.0
@@ -246,8 +249,6 @@ def _ensure_ray(backend: RayBackend) -> None:
 
 # ====================================================================== recipes: what a host builds
 def _digest_object(obj: Any) -> str:
-    import cloudpickle  # ray depends on it
-
     return "sha256:" + hashlib.sha256(cloudpickle.dumps(obj)).hexdigest()
 
 
@@ -434,6 +435,10 @@ class ModelHost:
 
 # ====================================================================== the client side
 _NEXT_LINK = itertools.count()
+#: Handles of the hosts this process created or joined, by actor name: Ray destroys a (non-detached) actor when
+#: no handle to it is left, so the hosts live as long as this process (or until :func:`stop_hosts`).
+_HOSTS: dict[tuple[str, str, str], Any] = {}
+_HOSTS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -556,8 +561,14 @@ def connect_components(env: Any, backend: RayBackend) -> tuple[list[Expert], Cri
     key = recipe_key(recipe)
     actor_cls = ray.remote(ModelHost)
     names = tuple(f"poser-host-{key}-{i}" for i in range(backend.replicas))
+    session = str(ray.get_runtime_context().gcs_address)
     handles: list[Any] = []
     for n in names:
+        with _HOSTS_LOCK:
+            known = _HOSTS.get((session, backend.namespace, n))
+        if known is not None:
+            handles.append(known)
+            continue
         opts: dict[str, Any] = {
             "name": n, "namespace": backend.namespace, "get_if_exists": True, "max_restarts": backend.max_restarts,
             "max_task_retries": 0, "max_concurrency": backend.max_concurrency, "num_cpus": backend.num_cpus,
@@ -565,7 +576,10 @@ def connect_components(env: Any, backend: RayBackend) -> tuple[list[Expert], Cri
         }
         if backend.detached:
             opts["lifetime"] = "detached"
-        handles.append(actor_cls.options(**opts).remote(recipe, backend.max_batch, backend.max_wait_s))  # type: ignore[attr-defined]
+        handle = actor_cls.options(**opts).remote(recipe, backend.max_batch, backend.max_wait_s)  # type: ignore[attr-defined]
+        with _HOSTS_LOCK:
+            handle = _HOSTS.setdefault((session, backend.namespace, n), handle)
+        handles.append(handle)
     try:
         desc = ray.get([h.describe.remote() for h in handles], timeout=backend.startup_timeout_s)[0]
     except rex.GetTimeoutError as exc:
@@ -582,4 +596,22 @@ def connect_components(env: Any, backend: RayBackend) -> tuple[list[Expert], Cri
     critic = RemoteCritic(link, desc["critic"]) if desc["critic"] is not None else None
     decomposer = RemoteDecomposer(link) if desc["decomposer"] else None
     return experts, critic, decomposer
+
+
+def stop_hosts() -> list[str]:
+    """Kill the hosts this process created or joined (``ray.kill``, no restart); returns their names.
+
+    Envs still using them report every later call as failed; build new envs afterwards.
+    """
+    with _HOSTS_LOCK:
+        items = list(_HOSTS.items())
+        _HOSTS.clear()
+    if not items:
+        return []
+    import ray
+
+    for _, h in items:
+        with contextlib.suppress(Exception):
+            ray.kill(h, no_restart=True)
+    return [n for (_, _, n), _ in items]
 

@@ -33,7 +33,7 @@ import poser_env  # noqa: E402
 from experts.base import Expert, ExpertOutput  # noqa: E402
 from experts.registry import make_expert  # noqa: E402
 from poser_env.conformance import check_conformance  # noqa: E402
-from poser_env.remote import RayBackend, held_parameter_bytes, start_local_ray  # noqa: E402
+from poser_env.remote import RayBackend, held_parameter_bytes, start_local_ray, stop_hosts  # noqa: E402
 
 PROMPTS = ["two red clocks left of a blue dog", "a green apple and a yellow cup", "three cats", "four striped cups and a small purple bird above a large dog"]
 
@@ -67,12 +67,21 @@ def ray_session():
 
     ray = ray_module
     yield address
+    stop_hosts()
     ray.shutdown()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hosts():
+    """Every test starts its own hosts and stops them at the end (2 CPUs: no idle hosts piling up)."""
+    yield
+    if ray is not None and ray.is_initialized():
+        stop_hosts()
 
 
 def _rollout(env: gym.Env[Any, Any], seeds: Sequence[int], max_steps: int = 40) -> list[tuple[Any, ...]]:
@@ -103,6 +112,10 @@ def test_scenesim_same_trajectories_and_images_as_local(ray_session):
     assert local == remote
     assert all(type(e).__name__ == "RemoteExpert" for e in remote_env.unwrapped.experts)
     assert type(remote_env.unwrapped.critic).__name__ == "RemoteCritic"
+    # the decomposer hosted too (what an LLM decomposer gets by default): the same again
+    hosted = gym.make("poser_env/ImagePoser-v0", expert_backend=RayBackend(host_decomposer=True), **kw)
+    assert _rollout(hosted, seeds=range(10)) == local
+    assert type(hosted.unwrapped.decomposer).__name__ == "RemoteDecomposer"
 
 
 def test_conformance_with_the_service(ray_session):
@@ -202,6 +215,20 @@ def test_diffusers_same_images_as_local(ray_session, tiny_world):
     assert len(local) >= 3
     assert [x[6] for x in local] == [x[6] for x in remote]  # canvases, bit for bit
     assert local == remote
+
+
+def test_output_cache_is_shared_by_envs(ray_session, tiny_world):
+    cache_dir = tiny_world["root"] / "cache"
+    kw = _dkw(tiny_world, expert_kwargs={"cache_dir": str(cache_dir)})
+    backend = RayBackend(torch_threads=1, namespace="cache-test")
+    a, b = (gym.make("poser_env/ImagePoserDiffusers-v0", expert_backend=backend, **kw) for _ in range(2))
+    a.reset(seed=0)
+    b.reset(seed=0)
+    first = a.unwrapped.experts[0]("generate: a red cup", None, seed=5)
+    second = b.unwrapped.experts[0]("generate: a red cup", None, seed=5)
+    assert (first.metadata["cache"], second.metadata["cache"]) == ("miss", "hit")
+    assert np.array_equal(first.image, second.image)
+    assert len(list(cache_dir.glob("??/*.img"))) == 1
 
 
 def test_one_model_copy_for_four_envs(ray_session, tiny_world):
