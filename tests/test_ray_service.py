@@ -29,9 +29,9 @@ ray: Any = None  # the module, set by the ray_session fixture
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import poser_env  # noqa: E402
+import poser_env  # noqa: E402,F401  (registers the env ids)
 from experts.base import Expert, ExpertOutput  # noqa: E402
-from experts.registry import make_expert  # noqa: E402
+from experts.registry import default_expert_names, make_expert  # noqa: E402
 from poser_env.conformance import check_conformance  # noqa: E402
 from poser_env.remote import RayBackend, held_parameter_bytes, start_local_ray, stop_hosts  # noqa: E402
 
@@ -128,25 +128,29 @@ def test_conformance_with_the_service(ray_session):
 class SleepyExpert(Expert):
     """A SceneSim expert that sleeps ``delay_s`` before each call (for timeouts and kills)."""
 
-    def __init__(self, base: str, delay_s: float, canvas_size: int = 128) -> None:
+    def __init__(self, base: str, delay_s: float, marker: str | None = None, canvas_size: int = 128) -> None:
         self.inner = make_expert(base, canvas_size=canvas_size)
         self.delay_s = delay_s
+        self.marker = marker  # a file written when a call starts (the host runs on this machine)
         self.name, self.kind, self.ops, self.cost = self.inner.name, self.inner.kind, self.inner.ops, self.inner.cost
 
     def _generate(self, command, image, *, seed, state, detections, **params) -> ExpertOutput:
+        if self.marker is not None:
+            Path(self.marker).write_text(str(os.getpid()), encoding="utf-8")
         time.sleep(self.delay_s)
         return self.inner(command, image, seed=seed, state=state, detections=detections, **params)
 
 
-def _sleepy_env(delay_s: float, **backend: Any) -> gym.Env[Any, Any]:
-    names = list(poser_env.env.ImagePoserEnv(text_encoder="hashing").expert_names)
-    experts: list[Any] = [SleepyExpert(names[0], delay_s), *names[1:]]
+def _sleepy_env(delay_s: float, marker: str | None = None, **backend: Any) -> gym.Env[Any, Any]:
+    names = list(default_expert_names())
+    experts: list[Any] = [SleepyExpert(names[0], delay_s, marker), *names[1:]]
     return gym.make("poser_env/ImagePoser-v0", experts=experts, expert_backend=RayBackend(**backend),
                     prompt_source=PROMPTS, text_encoder="hashing", max_steps=12)
 
 
-def test_killed_host_mid_episode_is_survived(ray_session):
-    env = _sleepy_env(1.0, max_restarts=-1, timeout_s=120.0)
+def test_killed_host_mid_episode_is_survived(ray_session, tmp_path):
+    marker = tmp_path / "call-started"
+    env = _sleepy_env(1.0, str(marker), max_restarts=-1, timeout_s=120.0)
     env.reset(seed=0)
     u = env.unwrapped
     link = u.experts[0].link
@@ -154,7 +158,15 @@ def test_killed_host_mid_episode_is_survived(ray_session):
     _, _, _, _, info = env.step(0)  # a first image, made by the sleepy text-to-image expert
     assert "error" not in info
     canvas = u.canvas.copy()
-    killer = threading.Timer(0.4, os.kill, (pid0, signal.SIGKILL))
+    marker.unlink()
+
+    def kill_when_the_call_runs() -> None:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(pid0, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_the_call_runs)
     killer.start()
     obs, r, term, trunc, info = env.step(0)  # the host dies during this call
     killer.join()
@@ -171,11 +183,11 @@ def test_killed_host_mid_episode_is_survived(ray_session):
 
 
 def test_timeout_is_reported_and_the_episode_goes_on(ray_session):
-    env = _sleepy_env(2.0, timeout_s=0.3)
+    env = _sleepy_env(8.0, timeout_s=0.3)
     env.reset(seed=1)
     t0 = time.perf_counter()
     _, _, term, trunc, info = env.step(0)
-    assert time.perf_counter() - t0 < 1.9
+    assert time.perf_counter() - t0 < 7.0  # did not wait for the expert
     assert "timed out after 0.3 s" in info["error"], info
     assert not (term or trunc)
     # another (fast) text-to-image expert still works
@@ -263,7 +275,9 @@ def test_one_model_copy_for_four_envs(ray_session, tiny_world):
 
 
 def test_concurrent_callers_are_batched(ray_session, tiny_world):
-    backend = RayBackend(torch_threads=1, max_batch=4, max_wait_s=0.5, namespace="batch-test")
+    from experts.diffusers import load_diffusers_experts
+
+    backend = RayBackend(torch_threads=1, max_batch=4, max_wait_s=2.0, namespace="batch-test")
     env = gym.make("poser_env/ImagePoserDiffusers-v0", expert_backend=backend, **_dkw(tiny_world))
     env.reset(seed=0)
     t2i = env.unwrapped.experts[0]
@@ -280,8 +294,9 @@ def test_concurrent_callers_are_batched(ray_session, tiny_world):
         t.join()
     stats = ray.get(t2i.link.handle().stats.remote())
     assert max(stats["batch_sizes"]["tiny-t2i"]) >= 2, stats
+    local = load_diffusers_experts(tiny_world["registry"], ["tiny-t2i"], local_files_only=True)[0]
     for s in seeds:  # each caller gets its own image, the one an unbatched call gives (float32 sum order aside)
-        alone = t2i("generate: a red cup", None, seed=s).image
+        alone = local("generate: a red cup", None, seed=s).image
         assert np.abs(alone.astype(int) - results[s].astype(int)).max() <= 2
     assert not np.array_equal(results[11], results[12])
 

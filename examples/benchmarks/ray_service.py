@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "prompt_source": ["two red clocks left of a blue dog", "a green apple and a yellow cup"]}
         results: dict[str, list[dict[str, Any]]] = {"own": [], "shared": []}
         for r in range(args.repeats):
-            for mode in ("own", "shared"):
+            for mode in (("own", "shared") if r % 2 == 0 else ("shared", "own")):  # alternate: load drifts
                 res = run(mode, env_kwargs, args.n_envs, args.steps, seed=r)
                 results[mode].append(res)
                 print(mode, json.dumps(res), flush=True)
