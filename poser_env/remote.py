@@ -472,7 +472,7 @@ class ServiceLink:
 
         try:
             ref = getattr(self.handle(), method).remote(*args)
-        except rex.RayError as exc:
+        except (rex.RayError, ValueError) as exc:  # ValueError: no actor of that name (its owner process ended)
             raise error(f"remote {what}: the Ray host could not be reached ({type(exc).__name__}: {exc})") from exc
         try:
             return ray.get(ref, timeout=self.backend.timeout_s)
