@@ -558,7 +558,10 @@ def connect_components(env: Any, backend: RayBackend) -> tuple[list[Expert], Cri
     from ray import exceptions as rex
 
     recipe = env_recipe(env, backend)
-    key = recipe_key(recipe)
+    # hosts with other batching or placement settings are other hosts (timeout_s is the caller's business)
+    host_settings = {f: getattr(backend, f) for f in ("max_batch", "max_wait_s", "max_concurrency", "num_gpus",
+                                                       "num_cpus", "max_restarts", "detached")}
+    key = recipe_key({**recipe, "host": host_settings})
     actor_cls = ray.remote(ModelHost)
     names = tuple(f"poser-host-{key}-{i}" for i in range(backend.replicas))
     session = str(ray.get_runtime_context().gcs_address)
