@@ -4,8 +4,8 @@
     python examples/ray_sb3.py --address 10.0.0.5:6379 --replicas 2 --num-gpus 1 \
         --env-id poser_env/ImagePoserDiffusers-v0 --env-arg device=cuda ...   # an existing cluster
 
-The main process starts (or joins) Ray; each worker process joins the same Ray (``RAY_ADDRESS`` is inherited)
-and its env finds the hosts by name, so the experts and the critic exist once (per replica), not once per
+The main process starts (or joins) Ray; each worker process joins the same Ray (its address is in the
+``RayBackend`` passed to the envs) and its env finds the hosts by name, so the experts and the critic exist once (per replica), not once per
 worker. Needs ``pip install "image-poser[ray,rl]"``. In SceneSim (simulated experts, about 1 ms a call)
 a remote call costs more than the expert itself: the service pays off with real models.
 """
@@ -48,13 +48,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if "=" not in kv:
             p.error(f"--env-arg {kv!r} must be KEY=VALUE, e.g. device=cuda")
 
-    if not args.address:
-        start_local_ray()  # before anything imports ray: that keeps every Ray server on 127.0.0.1
+    # before anything imports ray: that keeps every Ray server on 127.0.0.1 (returns the address if Ray is up)
+    address = args.address or start_local_ray()
     import ray
 
     if args.address:
         ray.init(address=args.address, namespace="image-poser")
-    backend = RayBackend(replicas=args.replicas, num_gpus=args.num_gpus, max_wait_s=args.max_wait_s,
+    # the address travels with the env arguments: workers forked from a forkserver started before Ray do not
+    # see RAY_ADDRESS, and without an address each would start a Ray of its own
+    backend = RayBackend(address=address, replicas=args.replicas, num_gpus=args.num_gpus, max_wait_s=args.max_wait_s,
                          timeout_s=args.timeout_s)
     env_kwargs: dict[str, Any] = {"text_encoder": "hashing", "expert_backend": backend}
     env_kwargs.update({k: _value(v) for k, v in (kv.split("=", 1) for kv in args.env_arg)})

@@ -188,8 +188,10 @@ def start_local_ray(num_cpus: int | None = None, *, include_dashboard: bool = Fa
                     **init_kwargs: Any) -> str:
     """Start a local Ray whose servers all listen on 127.0.0.1 (dashboard off, usage statistics off).
 
-    Sets ``RAY_ADDRESS`` in ``os.environ`` so processes started afterwards (``SubprocVecEnv`` workers) join
-    this Ray instead of starting their own. Does nothing but return the address when Ray is already
+    Sets ``RAY_ADDRESS`` in ``os.environ`` so processes started afterwards join this Ray instead of starting
+    their own. Processes forked from a server started *before* (multiprocessing's forkserver, which SB3's
+    ``SubprocVecEnv`` uses once it has made one) do not see it: pass the returned address to the envs
+    (``RayBackend(address=start_local_ray())``). Does nothing but return the address when Ray is already
     initialised in this process.
 
     Args:

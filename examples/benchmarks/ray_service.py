@@ -69,7 +69,7 @@ def run(mode: str, env_kwargs: dict[str, Any], n_envs: int, steps: int, seed: in
 
     kw = dict(env_kwargs)
     if mode == "shared":
-        kw["expert_backend"] = RayBackend(torch_threads=1, max_batch=n_envs, max_wait_s=0.01,
+        kw["expert_backend"] = RayBackend(address=ray.get_runtime_context().gcs_address, torch_threads=1, max_batch=n_envs, max_wait_s=0.01,
                                           namespace=f"bench-{seed}")
     venv = make_vec_env(make_env, n_envs=n_envs, seed=seed, env_kwargs=kw, vec_cls="subproc")
     rng = np.random.default_rng(seed)
