@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle  # a gymnasium dependency
@@ -244,6 +245,11 @@ def _ensure_ray(backend: RayBackend) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if _is_loopback_address(address) and "ray" not in sys.modules:
         os.environ[_LOOPBACK_VAR] = "0"  # this driver's servers on loopback too, like the cluster's
+        # A local Ray (>= 2.52) starts with token authentication on and its token in ~/.ray/auth_token, and tells
+        # only the processes started after it (RAY_AUTH_MODE=token). A process forked from a server started
+        # earlier (multiprocessing's forkserver) would retry without a token for ever: use the token file too.
+        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+            os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     ray.init(address=address, namespace=backend.namespace)

@@ -173,11 +173,9 @@ def test_killed_host_mid_episode_is_survived(ray_session, tmp_path):
     assert "error" in info and "ExpertError" in info["error"] and "died or is restarting" in info["error"], info
     assert np.array_equal(u.canvas, canvas)  # nothing already produced is lost
     assert not (term or trunc)
-    # Ray restarts the host: the episode goes on with working experts
-    for _ in range(3):
-        _, _, term, trunc, info = env.step(0)
-        if "error" not in info:
-            break
+    # Ray restarts the host (a new worker process: seconds on a loaded machine); the episode goes on
+    ray.get(link.handle().describe.remote(), timeout=300)
+    _, _, term, trunc, info = env.step(0)
     assert "error" not in info, info
     assert ray.get(link.handle().describe.remote())["pid"] != pid0
 
