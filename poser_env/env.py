@@ -40,6 +40,7 @@ from poser_env.observation import (
     observation_space,
     progress_vector,
 )
+from poser_env.remote import RayBackend, connect_components
 from poser_env.rendering import render_frame
 
 __all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
@@ -194,6 +195,20 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       False: such an entry is refused, a registry file must not run a model repository's code on its own).
     - ``render_mode``: None or ``"rgb_array"``; ``render_panel`` adds a side panel with the command, expert and
       a tick or cross per assertion.
+    - ``expert_backend``: ``"local"`` (default: this env builds its own experts and critic) or ``"ray"`` / a
+      :class:`poser_env.remote.RayBackend` / a mapping of its fields: the shared expert service below.
+
+    ## Shared expert service (``expert_backend="ray"``, needs ``pip install "image-poser[ray]"``)
+    The experts, the critic (unless ``host_critic=False``) and a model decomposer (``"llm:<path>"``) are built
+    once in Ray actors ("hosts", ``replicas`` of them, each with ``num_gpus``) instead of in every env; envs in
+    any process with the same components (expert names, canvas size, registry, device, critic...) share the
+    same hosts, and concurrent calls of one expert are batched (``max_batch``, ``max_wait_s``). The MDP is
+    unchanged: same seeds, same images and trajectories as local experts (diffusers batches of several
+    requests: up to float32 summation order). Ray starts at the first reset: the process's Ray if initialised,
+    else ``RayBackend.address`` / ``RAY_ADDRESS``, else a local Ray listening on 127.0.0.1 only
+    (:func:`poser_env.remote.start_local_ray`). A remote call that fails (host died: Ray restarts it up to
+    ``max_restarts``) or exceeds ``timeout_s`` is reported like any failing expert (``info["error"]``, critic:
+    ``info["critic_error"]``); the episode continues. The judge stays in the env.
 
     ## Version History
     - v0: initial release (SceneSim model cards version 1). Registered with ``max_episode_steps`` (the same
@@ -227,8 +242,14 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         trust_remote_code: bool = False,
         render_mode: str | None = None,
         render_panel: bool = True,
+        expert_backend: str | RayBackend | Mapping[str, Any] = "local",
     ) -> None:
         super().__init__()
+        try:
+            self._backend = None if expert_backend == "local" else RayBackend.of(expert_backend)
+        except ValueError as exc:
+            raise EnvConfigError(str(exc)) from exc
+        self.expert_backend = "local" if self._backend is None else "ray"
         check_env_args(
             prompt_source=prompt_source, split=split, n_prompts=n_prompts, max_steps=max_steps,
             max_attempts=max_attempts, cost_weight=cost_weight, invalid_action_penalty=invalid_action_penalty,
@@ -320,13 +341,17 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         """Build the components (experts, critic, judge, decomposer); called at the first reset."""
         if self._components_ready:
             return
-        self.experts = self._build_experts()
-        self.critic = self._build_critic()
+        critic, decomposer = None, None
+        if self._backend is not None:  # the shared service: remote experts (critic, decomposer when hosted)
+            self.experts, critic, decomposer = connect_components(self, self._backend)
+        else:
+            self.experts = self._build_experts()
+        self.critic = critic if critic is not None else self._build_critic()
         load = getattr(self.critic, "load", None)
         if callable(load):  # model critics load at the first reset, so a missing model fails here, loudly
             load()
         self.judge = self._build_judge()
-        self.decomposer = self._build_decomposer()
+        self.decomposer = decomposer if decomposer is not None else self._build_decomposer()
         self._components_ready = True
 
     def _make_observation_space(self) -> spaces.Dict:
@@ -747,6 +772,9 @@ class ImagePoserDiffusersEnv(ImagePoserEnv):
     - ``expert_timeout``: seconds per call before it fails (default None, no limit), see :class:`ImagePoserEnv`.
 
     Defaults: :data:`poser_env.config.DIFFUSERS`.
+    - ``expert_backend="ray"`` (or a :class:`poser_env.remote.RayBackend`): the pipelines, their output cache
+      (``cache_dir``) and the critic live in shared Ray hosts, one copy per replica (e.g.
+      ``RayBackend(replicas=<GPUs>, num_gpus=1)`` with ``device="cuda"``), batched across envs.
     """
 
     def __init__(
