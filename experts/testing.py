@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experts.diffusers.expert import DEFAULT_REGISTRY
 from experts.diffusers.residency import TASKS
 
@@ -37,6 +39,7 @@ __all__ = [
     "bytes_to_unicode",
     "save_tiny_pipelines",
     "torch_threads",
+    "two_object_scene",
     "write_tiny_registry",
     "write_tiny_tokenizer",
 ]
@@ -554,3 +557,12 @@ def _toml_inline(v: Any) -> str:
     if isinstance(v, Mapping):
         return "{ " + ", ".join(f"{k} = {_toml_inline(x)}" for k, x in v.items()) + " }"
     return _toml_value(v)
+
+
+def two_object_scene() -> np.ndarray:
+    """A 32x32 test image (HxWx3 uint8) with a red square at (2, 2, 12, 12) and a brown one at (18, 16, 30, 28)
+    (boxes ``(x1, y1, x2, y2)`` in pixels) on light gray: the scene of the grounded-edit tests."""
+    img = np.full((32, 32, 3), 200, dtype=np.uint8)
+    img[2:12, 2:12] = (220, 30, 30)
+    img[16:28, 18:30] = (120, 80, 40)
+    return img

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from experts.testing import two_object_scene
+
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
@@ -28,13 +30,6 @@ from poser_env.core.spec import Entity, Spec
 CLOCK = (2.0, 2.0, 12.0, 12.0)
 DOG = (18.0, 16.0, 30.0, 28.0)
 DETS = (Detection("clock", CLOCK, 0.9, color="red"), Detection("dog", DOG, 0.8))
-
-
-def _scene() -> np.ndarray:
-    img = np.full((32, 32, 3), 200, dtype=np.uint8)
-    img[2:12, 2:12] = (220, 30, 30)
-    img[16:28, 18:30] = (120, 80, 40)
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +52,7 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_inpainting_changes_only_the_targets_box(experts: dict[str, Any]) -> None:
-    scene = _scene()
+    scene = two_object_scene()
     with torch_threads(1):
         out = experts["inpaint"]("recolor: make the dog blue", scene, seed=1, detections=DETS)
     allowed = boxes_mask([DOG], 32, 32, margin=2)
@@ -70,7 +65,7 @@ def test_inpainting_changes_only_the_targets_box(experts: dict[str, Any]) -> Non
 
 
 def test_move_removes_at_the_old_box_and_inserts_at_the_new_one(experts: dict[str, Any]) -> None:
-    scene = _scene()
+    scene = two_object_scene()
     with torch_threads(1):
         out = experts["inpaint"]("move: put the dog below the clock", scene, seed=2, detections=DETS)
     move = out.metadata["move"]
@@ -84,7 +79,7 @@ def test_move_removes_at_the_old_box_and_inserts_at_the_new_one(experts: dict[st
 
 
 def test_add_inpaints_a_placement_box_beside_the_reference(experts: dict[str, Any]) -> None:
-    scene = _scene()
+    scene = two_object_scene()
     with torch_threads(1):
         out = experts["inpaint"]("add: a blue cup right of the clock", scene, seed=3, detections=DETS)
     (box,) = out.metadata["boxes"]
@@ -94,7 +89,7 @@ def test_add_inpaints_a_placement_box_beside_the_reference(experts: dict[str, An
 
 
 def test_gligen_inserts_inside_its_box_only(experts: dict[str, Any]) -> None:
-    scene = _scene()
+    scene = two_object_scene()
     with torch_threads(1):
         out = experts["gligen"]("add: a cat", scene, seed=4, detections=DETS)
     (box,) = out.metadata["boxes"]
@@ -104,9 +99,9 @@ def test_gligen_inserts_inside_its_box_only(experts: dict[str, Any]) -> None:
 
 def test_no_detection_of_the_target_is_an_error_not_a_repainted_canvas(experts: dict[str, Any]) -> None:
     with pytest.raises(ExpertError, match=r"no detection matches the target.*detector"):
-        experts["inpaint"]("recolor: make the cat blue", _scene(), seed=0, detections=DETS)
+        experts["inpaint"]("recolor: make the cat blue", two_object_scene(), seed=0, detections=DETS)
     with pytest.raises(ExpertError, match="cannot move the target"):
-        experts["inpaint"]("move: put the cat left of the dog", _scene(), seed=0, detections=DETS)
+        experts["inpaint"]("move: put the cat left of the dog", two_object_scene(), seed=0, detections=DETS)
 
 
 def test_placement_rules() -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from experts.testing import two_object_scene
+
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
@@ -41,13 +43,6 @@ COMMANDS: dict[str, str] = {
     "refine": "refine: improve the details",
 }
 DETECTIONS = (Detection("clock", (2.0, 2.0, 12.0, 12.0), 0.9, color="red"), Detection("dog", (18.0, 16.0, 30.0, 28.0), 0.8))
-
-
-def _scene() -> np.ndarray:
-    img = np.full((32, 32, 3), 200, dtype=np.uint8)
-    img[2:12, 2:12] = (220, 30, 30)
-    img[16:28, 18:30] = (120, 80, 40)
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +82,7 @@ def test_entry_runs_every_op_it_serves(tiny_registry: tuple[Path, dict[str, str]
     with torch_threads(1):
         (ex,) = load_diffusers_experts(path, [name], local_files_only=True)
         assert ex.spec.pipeline_class == CLASSES[name]
-        scene = _scene()
+        scene = two_object_scene()
         outs: dict[str, Any] = {}
         for op in sorted(ex.ops):
             image = None if ex.kind == "text-to-image" else scene

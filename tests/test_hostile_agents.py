@@ -12,13 +12,10 @@ fixes)::
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import pickle
 import shutil
 import signal
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,8 @@ from typing import Any
 
 import pytest
 from typer.testing import CliRunner
+
+from agents.testing import malicious_sb3_zip
 
 OUTCOMES = ("clear error", "misleading", "silent wrong", "deep traceback", "hang", "data lost", "handled")
 HASH = ["--env-arg", "text_encoder=hashing"]
@@ -70,24 +69,6 @@ def _train(ctx_root: Path, name: str, *extra: str) -> Path:
     return out / "seed0"
 
 
-def _malicious_zip(src: Path, dst: Path, marker: Path) -> Path:
-    """An SB3 zip whose ``data`` entry holds a pickle that writes ``marker`` when unpickled."""
-
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (exec, (f"open({str(marker)!r}, 'w').write('pwned')",))
-
-    with zipfile.ZipFile(src) as zin:
-        entries = {n: zin.read(n) for n in zin.namelist()}
-    data = json.loads(entries["data"])
-    data["evil"] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode()}
-    entries["data"] = json.dumps(data).encode()
-    with zipfile.ZipFile(dst, "w") as zout:
-        for n, b in entries.items():
-            zout.writestr(n, b)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     from agents.algos import make_model, make_vec_env
@@ -104,7 +85,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     model.save(c.root / "legit.zip")
     venv.close()
     c.legit_zip = c.root / "legit.zip"  # type: ignore[attr-defined]
-    c.evil_zip = _malicious_zip(c.root / "legit.zip", c.root / "evil.zip", c.marker)  # type: ignore[attr-defined]
+    c.evil_zip = malicious_sb3_zip(c.root / "legit.zip", c.root / "evil.zip", c.marker)  # type: ignore[attr-defined]
     return c
 
 

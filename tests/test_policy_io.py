@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import pickle
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,28 +22,11 @@ from agents.policy_io import (
     save_checkpoint,
     save_policy,
 )
+from agents.testing import malicious_sb3_zip
 
 KW = {"text_encoder": "hashing"}
 ENV = "poser_env/ImagePoser-v0"
 PAPER = "poser_env/ImagePoserPaper-v0"
-
-
-def _evil_zip(src: Path, dst: Path, marker: Path) -> Path:
-    """``src`` (an SB3 zip) with a ``data`` entry whose pickle writes ``marker`` when loaded."""
-
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (exec, (f"open({str(marker)!r}, 'w').write('pwned')",))
-
-    with zipfile.ZipFile(src) as zin:
-        entries = {n: zin.read(n) for n in zin.namelist()}
-    data = json.loads(entries["data"])
-    data["evil"] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode()}
-    entries["data"] = json.dumps(data).encode()
-    with zipfile.ZipFile(dst, "w") as zout:
-        for n, b in entries.items():
-            zout.writestr(n, b)
-    return dst
 
 
 def test_malicious_zip_is_refused_by_default_and_nothing_is_written(tmp_path):
@@ -55,7 +35,7 @@ def test_malicious_zip_is_refused_by_default_and_nothing_is_written(tmp_path):
     venv = make_vec_env(ENV, n_envs=1, env_kwargs=KW)
     make_model("maskable_ppo", venv, seed=0).save(tmp_path / "legit.zip")
     marker = tmp_path / "PWNED"
-    evil = _evil_zip(tmp_path / "legit.zip", tmp_path / "evil.zip", marker)
+    evil = malicious_sb3_zip(tmp_path / "legit.zip", tmp_path / "evil.zip", marker)
     with pytest.raises(UnsafePolicyError, match=r"trust_pickle=True \(CLI: --trust-pickle\)"):
         load_model(evil, "maskable_ppo")
     with pytest.raises(UnsafePolicyError, match=r"--trust-pickle"):
