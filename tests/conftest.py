@@ -24,6 +24,8 @@ def _sb3_logs_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     """SB3 makes a fresh ``SB3-<date>`` folder in the system temp dir for every ``learn()`` without a log folder;
     keep those inside pytest's temp tree instead of littering /tmp."""
     monkeypatch.setenv("SB3_LOGDIR", str(tmp_path_factory.getbasetemp() / "sb3-logs"))
+    # MiniLM's on-disk embedding store: one per test session, never the user's ~/.cache
+    monkeypatch.setenv("IMAGE_POSER_CACHE", str(tmp_path_factory.getbasetemp() / "image-poser-cache"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
