@@ -63,6 +63,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from poser_env.core import device as devices
+from poser_env.core.color import srgb_to_lab
 from poser_env.core.feedback import Critic, CriticError, Detection, Feedback
 from poser_env.core.hf import (
     ModelLoadError,
@@ -96,27 +97,6 @@ CLIP_COLOR_TEMPLATES: tuple[str, ...] = (
     "a photo of a {color} object",
 )
 _OWL_TYPES = ("owlv2", "owlvit")
-
-
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) of sRGB colours.
-
-    Args:
-        rgb: ``(..., 3)`` array of sRGB values in 0..255 (any numeric dtype).
-
-    Returns:
-        ``(..., 3)`` float64 array of L in [0, 100], a and b roughly in [-128, 127].
-    """
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124564, 0.3575761, 0.1804375],
-                  [0.2126729, 0.7151522, 0.0721750],
-                  [0.0193339, 0.1191920, 0.9503041]])
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    eps, kappa = 216 / 24389, 24389 / 27
-    f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16.0) / 116.0)
-    return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
-                    axis=-1)
 
 
 def _check_colors(colors: Sequence[str]) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from poser_env.core.appearance.palette import (
     pattern_scale,
     tone_table,
 )
+from poser_env.core.color import srgb_to_lab
 from poser_env.core.feedback import Critic, Detection, Feedback, Holds, Verdict
 from poser_env.core.geometry import SIZE_FRACTION, size_of_box
 from poser_env.core.rules import COUNTING_THRESHOLD, SCORE_THRESHOLD, assign_groups, evaluate
@@ -57,22 +58,13 @@ __all__ = ["Blob", "SceneCritic", "rgb_to_lab"]
 
 _PAIRS: tuple[tuple[str, str], ...] = tuple((b, s) for s in STYLES for b in BACKGROUNDS)
 _GRID = 32  # side of the coarse grid used to recognise background and style
+_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connected
 _EIGHT = np.ones((3, 3), dtype=bool)  # outlines are 8-connected rings
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB (..., 3) in 0..255 to CIELAB (D65), float32."""
-    c = np.asarray(rgb, dtype=np.float32) / 255.0
-    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array(
-        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], dtype=np.float32
-    )
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    L = 116.0 * f[..., 1] - 16.0
-    a = 500.0 * (f[..., 0] - f[..., 1])
-    b = 200.0 * (f[..., 1] - f[..., 2])
-    return np.stack([L, a, b], axis=-1).astype(np.float32)
+    """sRGB (..., 3) in 0..255 to CIELAB (D65), float32 (:func:`poser_env.core.color.srgb_to_lab`)."""
+    return srgb_to_lab(rgb).astype(np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -169,16 +161,8 @@ class Blob:
 
 
 def _erode(m: np.ndarray) -> np.ndarray:
-    e = m.copy()
-    e[1:, :] &= m[:-1, :]
-    e[:-1, :] &= m[1:, :]
-    e[:, 1:] &= m[:, :-1]
-    e[:, :-1] &= m[:, 1:]
-    e[0, :] = False
-    e[-1, :] = False
-    e[:, 0] = False
-    e[:, -1] = False
-    return e
+    """One step of 4-connected erosion; pixels on the canvas edge are dropped (scipy, border value 0)."""
+    return ndimage.binary_erosion(m, structure=_CROSS, border_value=0)
 
 
 def _pattern(acc: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: int, H: int) -> tuple[str, float]:

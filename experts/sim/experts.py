@@ -52,20 +52,17 @@ from typing import Any
 
 import numpy as np
 
+from experts.sim.layout import GAP, Constraint, free_mask, layout_box, place, zone_for
 from experts.sim.render import render
 from experts.sim.scene import Artifact, Scene, SceneObject
 from poser_env.core.commands import OPS, CommandError, ParsedCommand
 from poser_env.core.expert import Expert, ExpertKind, ExpertOutput
-from poser_env.core.geometry import SIZE_FRACTION, relation_mask
 from poser_env.core.grammar import parse_command
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
 from poser_env.core.text import stable_hash
 
 __all__ = ["GAP", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
 
-#: Minimum gap in pixels between the boxes of two objects.
-GAP: float = 2.0
-_N_CANDIDATES = 48
 #: Colours an object drifts to (refine/restyle drift, leaky recolours of similar hues).
 _SIMILAR: dict[str, tuple[str, ...]] = {
     "red": ("orange", "pink"), "orange": ("red", "yellow", "brown"), "yellow": ("orange", "green"),
@@ -73,8 +70,6 @@ _SIMILAR: dict[str, tuple[str, ...]] = {
     "pink": ("red", "purple"), "brown": ("orange", "black"), "black": ("gray", "brown"),
     "white": ("gray", "yellow"), "gray": ("white", "black"),
 }
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -135,135 +130,6 @@ def _parse(text: str) -> ParsedCommand:
 
 def _render(scene: Scene) -> np.ndarray:
     return render(scene)
-
-
-def layout_box(size: str, canvas: int, rng: np.random.Generator) -> tuple[float, float]:
-    """Width and height in pixels of an object of ``size`` on a canvas whose shorter side is ``canvas``.
-
-    Each side is ``SIZE_FRACTION[size] * canvas`` times a factor drawn uniformly from [0.9, 1.1].
-    """
-    base = SIZE_FRACTION[size] * canvas
-    w, h = base * rng.uniform(0.9, 1.1, size=2)
-    return float(w), float(h)
-
-
-def _free_mask(cands: np.ndarray, occupied: np.ndarray) -> np.ndarray:
-    """True for candidate boxes (n, 4) at least GAP pixels away from every occupied box (m, 4)."""
-    if occupied.size == 0:
-        return np.ones(len(cands), dtype=bool)
-    c = cands[:, None, :]
-    o = occupied[None, :, :]
-    apart = (
-        (c[..., 2] + GAP <= o[..., 0]) | (o[..., 2] + GAP <= c[..., 0])
-        | (c[..., 3] + GAP <= o[..., 1]) | (o[..., 3] + GAP <= c[..., 1])
-    )
-    return np.asarray(apart.all(axis=1))
-
-
-@dataclass(frozen=True)
-class _Constraint:
-    relation: str
-    other: np.ndarray  # (4,)
-    subject: bool  # True: the new box is the relation's subject
-
-
-#: Where a group that is the *reference* of a relation is drawn (fractions of the canvas x0, x1, y0, y1),
-#: so that its subjects find room on the right side of it.
-_ZONES: dict[str, tuple[float, float, float, float]] = {
-    "left of": (0.45, 1.0, 0.0, 1.0), "right of": (0.0, 0.55, 0.0, 1.0),
-    "above": (0.0, 1.0, 0.45, 1.0), "below": (0.0, 1.0, 0.0, 0.55),
-    "on top of": (0.0, 1.0, 0.4, 1.0), "under": (0.0, 1.0, 0.0, 0.6), "next to": (0.0, 1.0, 0.0, 1.0),
-}
-_FULL = (0.0, 1.0, 0.0, 1.0)
-
-
-def _zone(relations: Sequence[str]) -> tuple[float, float, float, float]:
-    """Intersection of the zones of a reference group's relations (the whole canvas if they conflict)."""
-    x0, x1, y0, y1 = _FULL
-    for r in relations:
-        a, b, c, d = _ZONES[r]
-        x0, x1, y0, y1 = max(x0, a), min(x1, b), max(y0, c), min(y1, d)
-    return (x0, x1, y0, y1) if x1 > x0 and y1 > y0 else _FULL
-
-
-def _candidates(
-    rng: np.random.Generator, w: float, h: float, width: int, height: int, constraints: Sequence[_Constraint],
-    zone: tuple[float, float, float, float] = _FULL,
-) -> np.ndarray:
-    """Candidate boxes (n, 4): half uniform over the zone, half built around a constraint's reference."""
-    n = _N_CANDIDATES
-    lo_x, hi_x = w / 2 + 1, width - w / 2 - 1
-    lo_y, hi_y = h / 2 + 1, height - h / 2 - 1
-    zx0, zx1 = max(lo_x, zone[0] * width), min(hi_x, zone[1] * width)
-    zy0, zy1 = max(lo_y, zone[2] * height), min(hi_y, zone[3] * height)
-    if zx1 <= zx0:
-        zx0, zx1 = lo_x, hi_x
-    if zy1 <= zy0:
-        zy0, zy1 = lo_y, hi_y
-    cx = rng.uniform(zx0, zx1, size=n)
-    cy = rng.uniform(zy0, zy1, size=n)
-    subj = [c for c in constraints if c.subject]
-    if subj:
-        k = n // 2
-        c = subj[int(rng.integers(len(subj)))]
-        rx1, ry1, rx2, ry2 = c.other
-        rcx, rcy, rw, rh = (rx1 + rx2) / 2, (ry1 + ry2) / 2, rx2 - rx1, ry2 - ry1
-        gap = rng.uniform(GAP + 0.5, GAP + 6, size=k)
-        jx = rng.uniform(-0.3, 0.3, size=k)
-        jy = rng.uniform(-0.3, 0.3, size=k)
-        if c.relation == "on top of":
-            cx[:k], cy[:k] = rcx + jx * rw, ry1 - gap - h / 2
-        elif c.relation == "under":
-            cx[:k], cy[:k] = rcx + jx * rw, ry2 + gap + h / 2
-        elif c.relation == "next to":
-            side = np.where(rng.random(k) < 0.5, -1.0, 1.0)
-            cx[:k] = np.where(side < 0, rx1 - gap - w / 2, rx2 + gap + w / 2)
-            cy[:k] = rcy + jy * rh
-        elif c.relation == "left of":
-            cx[:k], cy[:k] = rng.uniform(lo_x, max(lo_x, rx1 - w / 2), size=k), rcy + jy * rh * 2
-        elif c.relation == "right of":
-            cx[:k], cy[:k] = rng.uniform(min(hi_x, rx2 + w / 2), hi_x, size=k), rcy + jy * rh * 2
-        elif c.relation == "above":
-            cx[:k], cy[:k] = rcx + jx * rw * 2, rng.uniform(lo_y, max(lo_y, ry1 - h / 2), size=k)
-        elif c.relation == "below":
-            cx[:k], cy[:k] = rcx + jx * rw * 2, rng.uniform(min(hi_y, ry2 + h / 2), hi_y, size=k)
-    cx = np.clip(cx, lo_x, hi_x)
-    cy = np.clip(cy, lo_y, hi_y)
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def _place(
-    rng: np.random.Generator,
-    w: float,
-    h: float,
-    width: int,
-    height: int,
-    occupied: list[Box],
-    constraints: Sequence[_Constraint] = (),
-    zone: tuple[float, float, float, float] = _FULL,
-) -> tuple[Box | None, bool]:
-    """A free box of size w x h honouring ``constraints`` if possible: (box or None, constraints met)."""
-    occ = np.asarray(occupied, dtype=np.float64).reshape(-1, 4)
-    for attempt in range(3):
-        cands = _candidates(rng, w, h, width, height, constraints, zone if attempt < 2 else _FULL)
-        free = _free_mask(cands, occ)
-        ok = free.copy()
-        for c in constraints:
-            if c.subject:
-                ok &= relation_mask(cands, c.other[None], c.relation)
-            else:
-                ok &= relation_mask(c.other[None], cands, c.relation)
-        idx = np.flatnonzero(ok)
-        if idx.size:
-            return tuple(float(v) for v in cands[idx[0]]), True  # type: ignore[return-value]
-        if not constraints:
-            idx = np.flatnonzero(free)
-            if idx.size:
-                return tuple(float(v) for v in cands[idx[0]]), True  # type: ignore[return-value]
-    if constraints:
-        box, _ = _place(rng, w, h, width, height, occupied, ())
-        return box, False
-    return None, False
 
 
 def _with_attr(o: SceneObject, attr: str, value: str) -> SceneObject:
@@ -438,23 +304,23 @@ class SimExpert(Expert):
                 if e.pattern is not None else self._unasked_pattern(rng)
             size = self._choose(rng, e.size, SIZES, p.attribute_accuracy, None) \
                 if e.size is not None else self._unasked_size(rng)
-            cons: list[_Constraint] = []
+            cons: list[Constraint] = []
             for r, hon in zip(relations, honoured):
                 if not hon:
                     continue
                 if r.subject == g and r.reference in boxes_of:
-                    cons += [_Constraint(r.relation, np.asarray(b), True) for b in boxes_of[r.reference]]
+                    cons += [Constraint(r.relation, np.asarray(b), True) for b in boxes_of[r.reference]]
                 elif r.reference == g and r.subject in boxes_of:
-                    cons += [_Constraint(r.relation, np.asarray(b), False) for b in boxes_of[r.subject]]
+                    cons += [Constraint(r.relation, np.asarray(b), False) for b in boxes_of[r.subject]]
             for gi, rel, refs in extra_refs:
                 if gi == g:
-                    cons += [_Constraint(rel, np.asarray(b), True) for b in refs]
-            zone = _zone([r.relation for r, hon in zip(relations, honoured)
+                    cons += [Constraint(rel, np.asarray(b), True) for b in refs]
+            zone = zone_for([r.relation for r, hon in zip(relations, honoured)
                           if hon and r.reference == g and r.subject not in boxes_of])
             boxes_of[g] = []
             for _ in range(n):
                 w, h = layout_box(size, canvas, rng)
-                box, met = _place(rng, w, h, scene.width, scene.height, occupied, cons, zone)
+                box, met = place(rng, w, h, scene.width, scene.height, occupied, cons, zone)
                 if box is None:
                     notes.append(f"no room for a {e.noun}")
                     continue
@@ -636,7 +502,7 @@ class SimEditor(SimExpert):
         return self._change(parsed, scene, rng, notes, "pattern", self._value(parsed, PATTERNS, "pattern"))
 
     def _relayout(self, scene: Scene, rng: np.random.Generator, notes: list[str], targets: list[int],
-                  sizes: dict[int, str], cons_for: Callable[[list[Box]], list[_Constraint]]) -> tuple[Scene, list[Box]]:
+                  sizes: dict[int, str], cons_for: Callable[[list[Box]], list[Constraint]]) -> tuple[Scene, list[Box]]:
         objs = list(scene.objects)
         keep = [o.box for i, o in enumerate(objs) if i not in targets]
         touched: list[Box] = []
@@ -653,13 +519,13 @@ class SimEditor(SimExpert):
                 cx, cy = o.center
                 box0 = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
                 inside = box0[0, 0] >= 0 and box0[0, 1] >= 0 and box0[0, 2] <= scene.width and box0[0, 3] <= scene.height
-                if inside and _free_mask(box0, np.asarray(keep).reshape(-1, 4))[0]:
+                if inside and free_mask(box0, np.asarray(keep).reshape(-1, 4))[0]:
                     box: Box | None = tuple(float(v) for v in box0[0])  # type: ignore[assignment]
                     met = True
                 else:
-                    box, met = _place(rng, w, h, scene.width, scene.height, keep, cons)
+                    box, met = place(rng, w, h, scene.width, scene.height, keep, cons)
             else:
-                box, met = _place(rng, w, h, scene.width, scene.height, keep, cons)
+                box, met = place(rng, w, h, scene.width, scene.height, keep, cons)
             if box is None:
                 notes.append(f"no room to change the {o.noun}")
                 keep.append(o.box)
@@ -691,8 +557,8 @@ class SimEditor(SimExpert):
         if not honour:
             notes.append("ignored the relation")
 
-        def cons_for(keep: list[Box]) -> list[_Constraint]:
-            return [_Constraint(rel, np.asarray(b), True) for b in refs] if honour else []
+        def cons_for(keep: list[Box]) -> list[Constraint]:
+            return [Constraint(rel, np.asarray(b), True) for b in refs] if honour else []
 
         return self._relayout(scene, rng, notes, targets, {}, cons_for)
 

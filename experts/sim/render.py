@@ -34,6 +34,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 from experts.sim.scene import Scene, SceneObject
 from poser_env.core.appearance.glyphs import clear_cache as clear_glyph_cache
@@ -62,24 +63,16 @@ def clear_cache() -> None:
     clear_glyph_cache()
 
 
+_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connected
+
 @lru_cache(maxsize=4096)
 def _glyph_layers(
     noun: str, w: int, h: int, noise: float, seed: int, thickness: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mask, outline) of a glyph in a w x h box: the outline is the mask's inner boundary, ``thickness`` px."""
     m = glyph(noun, w, height=h, noise=noise, seed=seed)
-    inner = m
-    for _ in range(thickness):
-        prev = inner
-        inner = prev.copy()
-        inner[1:, :] &= prev[:-1, :]
-        inner[:-1, :] &= prev[1:, :]
-        inner[:, 1:] &= prev[:, :-1]
-        inner[:, :-1] &= prev[:, 1:]
-        inner[0, :] = False
-        inner[-1, :] = False
-        inner[:, 0] = False
-        inner[:, -1] = False
+    # 4-connected erosion, pixels on the box edge dropped: the outline is what erosion removes
+    inner = ndimage.binary_erosion(m, structure=_CROSS, iterations=thickness, border_value=0)
     outline = m & ~inner
     outline.setflags(write=False)
     return m, outline
