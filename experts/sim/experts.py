@@ -57,6 +57,7 @@ from experts.sim.render import render
 from experts.sim.scene import Artifact, Scene, SceneObject
 from poser_env.core.commands import OPS, CommandError, ParsedCommand
 from poser_env.core.expert import Expert, ExpertKind, ExpertOutput
+from poser_env.core.geometry import Box
 from poser_env.core.grammar import parse_command
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
 from poser_env.core.text import stable_hash
