@@ -29,6 +29,7 @@ from poser_env.config import DIFFUSERS, ENV_DEFAULTS, EnvConfigError, RewardWeig
 from poser_env.core.commands import Command
 from poser_env.core.expert import Expert, ExpertError, ExpertOutput
 from poser_env.core.feedback import Critic, Feedback, Verdict
+from poser_env.core.image import check_image, is_blank
 from poser_env.core.registry import Registry
 from poser_env.core.spec import Spec, SpecError
 from poser_env.encoders import TextEncoder
@@ -548,10 +549,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
                 state=None if expert.kind == "text-to-image" or prev is None else prev.state,
                 detections=() if prev_fb is None else prev_fb.detections,
             )
-            img = np.asarray(out.image)
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ExpertError(f"returned an image of shape {img.shape} dtype {img.dtype}, expected HxWx3 uint8")
-            if float(img.std()) < 0.5:
+            try:
+                img = check_image(np.asarray(out.image), "the expert's image")
+            except ValueError as bad:
+                raise ExpertError(str(bad)) from bad
+            if is_blank(img):  # pixel std below BLANK_STD (0..255 units)
                 raise ExpertError("returned a blank (constant) image")
         except Exception as exc:  # an expert failure must not crash training
             info["error"] = f"{type(exc).__name__}: {exc}"
