@@ -24,7 +24,7 @@ pytest.importorskip("transformers")
 
 from experts.diffusers import diffusers_registry, load_diffusers_experts
 from experts.testing import NOT_BUILDABLE, registry_classes, torch_threads, write_tiny_copy_of_registry
-from poser_env.core.expert import OPS
+from poser_env.core.commands import OPS
 from poser_env.core.feedback import Detection
 
 CLASSES = registry_classes()

@@ -28,11 +28,11 @@ pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_diffusers_pipelines import COMMANDS, DETECTIONS, _scene
+from test_diffusers_pipelines import COMMANDS, DETECTIONS
 
 from critic.testing import save_tiny_clip, save_tiny_llama, save_tiny_llava, save_tiny_owlv2
 from experts.diffusers import diffusers_registry, load_diffusers_experts
-from experts.testing import NOT_BUILDABLE, registry_classes, write_tiny_copy_of_registry
+from experts.testing import NOT_BUILDABLE, registry_classes, two_object_scene, write_tiny_copy_of_registry
 from poser_env.core.spec import Entity, Spec
 
 pytestmark = pytest.mark.gpu
@@ -66,7 +66,7 @@ def test_entry_on_device_in_card_dtype(gpu_registry: tuple[Path, dict[str, str]]
     pipe = ex.load()
     dtypes = {p.dtype for c in pipe.components.values() if isinstance(c, torch.nn.Module) for p in c.parameters()}
     assert getattr(torch, ex.dtype) in dtypes
-    scene = _scene()
+    scene = two_object_scene()
     outs: dict[str, Any] = {}
     for op in sorted(ex.ops):
         out = ex(COMMANDS[op], None if ex.kind == "text-to-image" else scene, seed=11, detections=DETECTIONS)

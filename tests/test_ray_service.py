@@ -197,8 +197,16 @@ def test_timeout_is_reported_and_the_episode_goes_on(ray_session):
     assert not (term or trunc)
     # another (fast) text-to-image expert still works
     t2i = [i for i, e in enumerate(env.unwrapped.experts) if e.kind == "text-to-image" and i > 0]
-    _, _, _, _, info = env.step(t2i[0])
-    assert "error" not in info, info
+    errors = []
+    for _ in range(5):  # a busy 2-core machine can push one fast call past 0.3 s: that too is reported, not fatal
+        _, _, term, trunc, info = env.step(t2i[0])
+        if "error" not in info:
+            break
+        errors.append(info["error"])
+        assert "timed out" in info["error"], info
+        assert not (term or trunc)
+        time.sleep(0.5)
+    assert "error" not in info, errors
     assert env.unwrapped.canvas is not None
 
 
