@@ -1029,6 +1029,27 @@ def _check_english(text: str) -> None:
         raise ParseError(f"prompt={_short(text)!r} has mostly words that are not English; {_LLM_HINT}.")
 
 
+#: Text addressed to a model rather than describing a picture ("ignore previous instructions", "system prompt",
+#: "you are a ..."): refused, never read as objects.
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget)\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier|preceding)\s+"
+    r"(instructions?|prompts?|messages?|rules?)\b|\bsystem\s+prompt\b|\byou\s+are\s+(now\s+)?(an?\s+)?"
+    r"(ai|assistant|language\s+model|chatbot|llm)\b|\b(reveal|print|output|repeat)\s+(your|the)\s+"
+    r"(instructions|prompt|system\s+prompt)\b",
+    re.IGNORECASE,
+)
+
+
+def _check_instructions(text: str) -> None:
+    """Refuse text that instructs a model instead of describing an image (it would otherwise become objects)."""
+    m = _INSTRUCTION.search(text)
+    if m:
+        raise ParseError(
+            f"prompt={_short(text)!r} contains {m.group(0)!r}, an instruction to a model, not a description of a "
+            "picture; describe what the image shows, e.g. 'two red clocks left of a blue dog'."
+        )
+
+
 def _check_numbers(body: str) -> None:
     """Refuse counts a spec cannot hold: negative ("-3 cats") or fractional ("2.5 cats") before a plural noun."""
     for rx, what in ((_NEGATIVE, "negative"), (_FRACTION, "not a whole number")):
@@ -1068,10 +1089,12 @@ def parse(prompt: str, *, open_vocab: bool = False) -> Spec:
         ParseError: ``prompt`` is not a string, is empty, too long or not English; names nothing drawable;
             asks for a count outside 1..:data:`MAX_COUNT` (negative, fractional, above the maximum), two
             colours side by side for one object ("a red blue car"), an exclusion of only some colour
-            ("no red cats"), or something and its absence at once ("two cats and no cats").
+            ("no red cats"), something and its absence at once ("two cats and no cats"), or instructions to a
+            model ("ignore previous instructions", "system prompt").
     """
     text = _check_text("prompt", prompt, "two red clocks left of a blue dog")
     _check_english(text)
+    _check_instructions(text)
     res = _run(text)
     if not res.groups and res.background is None:
         raise ParseError(
