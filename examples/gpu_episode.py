@@ -41,6 +41,8 @@ qwen-image         Qwen/Qwen-Image                             bfloat16  nf4    
 qwen-image-edit    Qwen/Qwen-Image-Edit                        bfloat16  nf4            62        60
 pixart-sigma       PixArt-alpha/PixArt-Sigma-XL-2-1024-MS      float16   resident       12        2.5
 sana               Efficient-Large-Model/Sana_1600M_1024px_B.  bfloat16  resident       12        1.5
+kandinsky3         kandinsky-community/kandinsky-3             float16   model-offload  26        6
+kandinsky3-img2img (shares kandinsky3's weights)               float16   model-offload  +0        3.8
 instruct-pix2pix   timbrooks/instruct-pix2pix                  float16   resident       4         0.7
 gligen-insert      masterful/gligen-1-4-inpainting-text-box    float16   resident       4.5       2
 =================  ==========================================  ========  =============  ========  =========

@@ -454,6 +454,26 @@ def _build_gligen(cls: Any, folder: Path) -> Any:
                scheduler=_ddim(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
+def _build_kandinsky3(cls: Any, folder: Path) -> Any:
+    """Kandinsky 3: T5 encoder + Kandinsky3UNet + MoVQ (VQModel), shapes after diffusers' own fast test.
+
+    The pipeline sizes its latents as ``ceil(size / 64) * 8`` (it assumes an 8x MoVQ), so the tiny MoVQ has
+    three blocks (4x): a 32 px request gives 8x8 latents and a 32 px image.
+    """
+    from diffusers import DDPMScheduler, Kandinsky3UNet, VQModel
+
+    t5_tok = _t5_tokenizer()
+    unet = Kandinsky3UNet(in_channels=4, time_embedding_dim=4, groups=2, attention_head_dim=4, layers_per_block=3,
+                          block_out_channels=(32, 64), cross_attention_dim=4, encoder_hid_dim=32)
+    movq = VQModel(block_out_channels=[32, 32, 32], down_block_types=["DownEncoderBlock2D"] * 2 + ["AttnDownEncoderBlock2D"],
+                   up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 2, in_channels=3, out_channels=3,
+                   latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
+                   num_vq_embeddings=12, vq_embed_dim=4)
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="squaredcos_cap_v2",
+                              clip_sample=True, thresholding=False)
+    return cls(tokenizer=t5_tok, text_encoder=_t5_encoder(t5_tok, 32), unet=unet, scheduler=scheduler, movq=movq)
+
+
 #: diffusers class -> how to build a tiny one (every class the packaged registry names).
 TINY_BUILDERS: dict[str, Any] = {
     "StableDiffusionPipeline": lambda cls, f: build_tiny_pipeline("text-to-image", f.parent / f"_tok_{f.name}"),
@@ -473,6 +493,8 @@ TINY_BUILDERS: dict[str, Any] = {
     "QwenImagePipeline": _build_qwen,
     "QwenImageEditPipeline": lambda cls, f: _build_qwen(cls, f, edit=True),
     "StableDiffusionGLIGENPipeline": _build_gligen,
+    "Kandinsky3Pipeline": _build_kandinsky3,
+    "Kandinsky3Img2ImgPipeline": _build_kandinsky3,
 }
 
 
