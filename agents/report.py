@@ -234,6 +234,19 @@ def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned
     return "\n".join(rows) if len(rows) > 2 else None
 
 
+def _interval_bars(ax: Any, names: Sequence[str], est: Mapping[str, tuple[float, float, float]],
+                   colors: Mapping[str, str], halo: list[Any]) -> None:
+    """One horizontal bar per name from its interval's low to high end in [0, 1], with a tick at the point
+    estimate (``est[name] = (point, low, high)``)."""
+    for k, m in enumerate(names):
+        pt, lo, hi = est[m]
+        ax.barh(k, hi - lo, left=lo, height=0.6, color=colors[m], alpha=0.75)
+        ax.plot([pt, pt], [k - 0.3, k + 0.3], color="black", lw=1.5, path_effects=halo)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+
+
 def plot_rliable(summary: Any, out_dir: Path, *, colors: Mapping[str, str] | None = None) -> list[Figure]:
     """rliable's three charts of an :class:`agents.stats.RliableSummary`: IQM and mean with their 95% stratified
     bootstrap intervals (``rliable_intervals.png``), the probability of improvement of the reference method over
@@ -249,14 +262,8 @@ def plot_rliable(summary: Any, out_dir: Path, *, colors: Mapping[str, str] | Non
     halo = [patheffects.withStroke(linewidth=4, foreground="white")]  # the tick stays visible on dark bars
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 0.32 * len(methods) + 1.4), dpi=110, sharey=True)
     for ax, (name, est) in zip(axes, (("IQM", summary.iqm), ("mean", summary.mean))):
-        for k, m in enumerate(order):
-            pt, lo, hi = est[m]
-            ax.barh(k, hi - lo, left=lo, height=0.6, color=colors[m], alpha=0.75)
-            ax.plot([pt, pt], [k - 0.3, k + 0.3], color="black", lw=1.5, path_effects=halo)
-        ax.set_yticks(range(len(order)), order, fontsize=8)
-        ax.set_xlim(0, 1)
+        _interval_bars(ax, order, est, colors, halo)
         ax.set_xlabel(f"{name} of per-tag judge pass rates")
-        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     p = out_dir / "rliable_intervals.png"
     fig.savefig(p)
@@ -266,15 +273,9 @@ def plot_rliable(summary: Any, out_dir: Path, *, colors: Mapping[str, str] | Non
     if summary.improvement and summary.reference:
         others = sorted(summary.improvement, key=lambda m: summary.improvement[m][0])
         fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(others) + 1.3), dpi=110)
-        for k, m in enumerate(others):
-            pt, lo, hi = summary.improvement[m]
-            ax.barh(k, hi - lo, left=lo, height=0.6, color=colors[m], alpha=0.75)
-            ax.plot([pt, pt], [k - 0.3, k + 0.3], color="black", lw=1.5, path_effects=halo)
+        _interval_bars(ax, others, summary.improvement, colors, halo)
         ax.axvline(0.5, color="#555555", ls="--", lw=1)
-        ax.set_yticks(range(len(others)), others, fontsize=8)
-        ax.set_xlim(0, 1)
         ax.set_xlabel(f"P({summary.reference} > method)")
-        ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         p = out_dir / "rliable_improvement.png"
         fig.savefig(p)
