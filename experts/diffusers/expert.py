@@ -280,6 +280,18 @@ class _Prepared:
     gligen: tuple[tuple[str, ...], tuple[Box, ...]] | None = None  # phrases and normalised boxes
 
 
+def _gathered(results: Sequence[ExpertOutput | ExpertError | None],
+              return_exceptions: bool) -> list[ExpertOutput | ExpertError]:
+    """Every slot's result in request order; the first error is raised unless ``return_exceptions``."""
+    out: list[ExpertOutput | ExpertError] = []
+    for r in results:
+        assert r is not None  # every request got a result or an error
+        if isinstance(r, ExpertError) and not return_exceptions:
+            raise r
+        out.append(r)
+    return out
+
+
 class DiffusersExpert(Expert):
     """A diffusers pipeline behind the shared :class:`~poser_env.core.expert.Expert` contract.
 
@@ -537,13 +549,7 @@ class DiffusersExpert(Expert):
                 chunk = group[start:start + self.max_batch]
                 for p, res in zip(chunk, self._run_chunk(chunk)):
                     results[p.index] = res
-        out: list[ExpertOutput | ExpertError] = []
-        for r in results:
-            assert r is not None
-            if isinstance(r, ExpertError) and not return_exceptions:
-                raise r
-            out.append(r)
-        return out
+        return _gathered(results, return_exceptions)
 
     def _generate_moves(
         self, requests: Sequence[ExpertRequest], moves: set[int], return_exceptions: bool
@@ -608,13 +614,7 @@ class DiffusersExpert(Expert):
                     "move": {"from": [round(v, 2) for v in ob], "to": [round(v, 2) for v in new], "phrase": phrase},
                     "remove_stage": dict(out1.metadata)}
             results[i] = ExpertOutput(out2.image, out2.seed, out1.elapsed + out2.elapsed, meta)
-        final: list[ExpertOutput | ExpertError] = []
-        for res in results:
-            assert res is not None
-            if isinstance(res, ExpertError) and not return_exceptions:
-                raise res
-            final.append(res)
-        return final
+        return _gathered(results, return_exceptions)
 
     def generate_batch(self, requests: Sequence[ExpertRequest]) -> list[ExpertOutput]:
         """:meth:`generate_many` raising the first failure; returns one output per request, in order."""
