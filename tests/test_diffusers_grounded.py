@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experts.testing import two_object_scene
-
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
@@ -22,7 +20,7 @@ from critic.factory import make_critic
 from critic.testing import save_tiny_clip, save_tiny_owlv2
 from experts.diffusers import DiffusersExpert, ResidencyManager
 from experts.diffusers.expert import boxes_mask, placement_boxes
-from experts.testing import save_tiny, save_tiny_pipelines, torch_threads
+from experts.testing import save_tiny, save_tiny_pipelines, torch_threads, two_object_scene
 from poser_env.core.expert import ExpertError
 from poser_env.core.feedback import Detection
 from poser_env.core.spec import Entity, Spec
@@ -117,6 +115,12 @@ def test_placement_rules() -> None:
     assert big[2] - big[0] == pytest.approx(45.0)
     for b in (*right, *above, *free, *two):
         assert 0 <= b[0] < b[2] <= 64 and 0 <= b[1] < b[3] <= 64
+
+
+def test_detector_beside_the_scene_critic_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"detector='/models/owl' goes with a model-backed critic \(vlm:/clip:\), "
+                                         r"not critic='scene'.*Drop detector="):
+        make_critic("scene", detector="/models/owl")
 
 
 def test_grounded_critic_adds_detector_boxes(tmp_path: Path) -> None:

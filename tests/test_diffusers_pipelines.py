@@ -17,13 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experts.testing import two_object_scene
-
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from experts.diffusers import diffusers_registry, load_diffusers_experts
-from experts.testing import NOT_BUILDABLE, registry_classes, torch_threads, write_tiny_copy_of_registry
+from experts.testing import (
+    NOT_BUILDABLE,
+    registry_classes,
+    torch_threads,
+    two_object_scene,
+    write_tiny_copy_of_registry,
+)
 from poser_env.core.commands import OPS
 from poser_env.core.feedback import Detection
 
