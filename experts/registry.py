@@ -225,3 +225,7 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
                 cells.append(_fmt(getattr(prof, key)))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + f"\n\nCards version {CARD_VERSION} (`experts/sim/cards.toml`)."
+
+
+def sim_cards(version: int) -> Registry[Expert]:  # TEMP stub until the world branch lands
+    return EXPERTS
