@@ -38,7 +38,7 @@ import numpy as np
 
 from critic.detector_judge import DetectorJudge
 from critic.factory import CRITICS, make_critic
-from experts.registry import EXPERTS, load_sim_cards, make_expert
+from experts.registry import EXPERTS, load_sim_cards, make_expert, sim_cards
 from experts.sim.judge import SceneJudge
 from poser_env import prompts
 from poser_env.config import GENERATED_SOURCES, EnvConfigError, pool_size
@@ -271,9 +271,14 @@ class TimeLimitedExpert(Expert):
 
 
 def expert_registry(cards: str | Path | None) -> Registry[Expert]:
-    """The registry an env draws SceneSim experts from: the process-wide one, or one with a custom card file
-    (its entries after the shipped ones, for this env only)."""
-    return EXPERTS if cards is None else load_sim_cards(cards, base=EXPERTS)
+    """The registry an env draws SceneSim experts from: the process-wide one (None or ``"v1"``), the shipped
+    version-2 cards alone (``"v2"``: the v1 world's 14 experts, no version-1 entries), or one with a custom card
+    file (its entries after the shipped ones, for this env only)."""
+    if cards is None or cards == "v1":
+        return EXPERTS
+    if cards == "v2":
+        return sim_cards(2)
+    return load_sim_cards(cards, base=EXPERTS)
 
 
 def build_experts(

@@ -38,13 +38,18 @@ import numpy as np
 from poser_env.core.feedback import Feedback
 
 __all__ = [
+    "ACTION_MODES",
     "DEFAULT_POOL_SIZE",
     "DIFFUSERS",
     "ENV_DEFAULTS",
     "GENERATED_SOURCES",
     "LONG",
+    "LONG_V1",
     "MAIN",
+    "MAIN_V1",
     "PAPER",
+    "SHIPPED_CARDS",
+    "V1",
     "EnvConfigError",
     "EnvDefaults",
     "RewardWeights",
@@ -61,6 +66,10 @@ class EnvConfigError(ValueError):
 
 #: The generated prompt sources (a JSONL path or a list of prompts are the other kinds).
 GENERATED_SOURCES: tuple[str, ...] = ("geneval", "long", "mixed")
+#: Shipped SceneSim card versions ``cards=`` accepts by name (besides a path): ``"v1"`` is the default registry.
+SHIPPED_CARDS: tuple[str, ...] = ("v1", "v2")
+#: Action modes (see :class:`EnvDefaults.action_mode`).
+ACTION_MODES: tuple[str, ...] = ("expert", "factored")
 #: Size of a generated prompt pool when ``n_prompts`` is None, per split.
 DEFAULT_POOL_SIZE: Mapping[str, int] = MappingProxyType({"train": 2000, "test": 500})
 
@@ -194,6 +203,14 @@ class EnvDefaults:
     decomposer: str = "rules"
     #: Seconds an expert call may take before it counts as failed (None: no limit; SceneSim calls take ~1 ms).
     expert_timeout: float | None = None
+    #: SceneSim model cards: None (the shipped version-1 cards and installed plugins), ``"v2"`` (the v1 world's
+    #: 14 experts, :data:`experts.registry.CARDS_V2_PATH`) or a card file path.
+    cards: str | None = None
+    #: ``"expert"`` (v0: the action picks the expert for the planner's current command) or ``"factored"`` (v1:
+    #: the action picks one of the first ``command_slots`` pending commands *and* the expert that runs it).
+    action_mode: str = "expert"
+    #: Pending commands the agent may choose from in ``"factored"`` mode (1..16).
+    command_slots: int = 4
 
     def kwargs(self, base: EnvDefaults | None = None) -> dict[str, Any]:
         """The arguments that differ from ``base`` (default :data:`ENV_DEFAULTS`), plus ``text_encoder`` always
@@ -222,6 +239,14 @@ PAPER = dataclasses.replace(ENV_DEFAULTS, max_steps=6, cost_weight=0.0, feedback
 #: expected success pays. 30 steps: a long prompt's plan needs 15-25 calls.
 MAIN = dataclasses.replace(ENV_DEFAULTS, prompt_source="mixed", max_steps=30, cost_weight=0.005,
                            reward_weights=RewardWeights(success=2.0))
+#: The v1 world (``poser_env/ImagePoser-v1``): SceneSim model cards version 2 (14 experts, at least two per editing
+#: op, strengths that depend on observable context) and the factored action (which pending command, which expert).
+V1 = dataclasses.replace(ENV_DEFAULTS, cards="v2", action_mode="factored")
+#: Long prompts in the v1 world (``poser_env/ImagePoserLong-v1``): 30 steps.
+LONG_V1 = dataclasses.replace(V1, prompt_source="long", max_steps=30)
+#: The main job's world since cards version 2 (``poser_env/ImagePoserMain-v1``): :data:`MAIN`'s reward and budget
+#: in the v1 world.
+MAIN_V1 = dataclasses.replace(MAIN, cards="v2", action_mode="factored")
 #: Real models (``poser_env/ImagePoserDiffusers-v0``; ``ImagePoserDiffusersEnv``'s defaults).
 DIFFUSERS = dataclasses.replace(ENV_DEFAULTS, critic="clip:openai/clip-vit-base-patch32", judge=None, canvas_size=512)
 
@@ -230,6 +255,7 @@ def check_env_args(
     *, prompt_source: Any, split: Any, n_prompts: Any, max_steps: Any, max_attempts: Any, cost_weight: Any,
     invalid_action_penalty: Any, feedback_in_obs: Any, thumbnail: Any, thumbnail_size: Any, canvas_size: Any,
     render_mode: Any, render_panel: Any, expert_timeout: Any, cards: Any, trust_remote_code: Any,
+    action_mode: Any = "expert", command_slots: Any = 4,
 ) -> None:
     """Check the plain (non-component) arguments of ``ImagePoserEnv``: types first (``cost_weight=True``,
     ``thumbnail="False"`` are refused), then ranges. Raises :class:`EnvConfigError` naming the argument, the value
@@ -266,8 +292,15 @@ def check_env_args(
     if expert_timeout is not None:
         check_number("expert_timeout", expert_timeout, lo=0.001, hi=86_400.0,
                      unit="seconds (None for no limit)")
-    if cards is not None and (not isinstance(cards, (str, Path)) or not Path(cards).is_file()):
+    if cards is not None and cards not in SHIPPED_CARDS and (
+            not isinstance(cards, (str, Path)) or not Path(cards).is_file()):
         raise EnvConfigError(
-            f"cards={cards!r} must be the path of an existing SceneSim card TOML file (like experts/sim/cards.toml)"
-            " or None for the shipped cards."
+            f"cards={cards!r} must be one of the shipped card versions {list(SHIPPED_CARDS)}, the path of an "
+            "existing SceneSim card TOML file (like experts/sim/cards.toml), or None for the shipped v1 cards."
         )
+    if action_mode not in ACTION_MODES:
+        raise EnvConfigError(
+            f"action_mode={action_mode!r} must be one of {list(ACTION_MODES)}: 'expert' picks the expert for the "
+            "current command (v0), 'factored' picks a pending command and its expert (v1)."
+        )
+    check_number("command_slots", command_slots, lo=1, hi=16, integer=True, unit="(pending commands to choose from)")

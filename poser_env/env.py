@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, SupportsFloat
@@ -40,11 +42,20 @@ from poser_env.observation import (
     history_vector,
     observation_space,
     progress_vector,
+    slots_vector,
 )
 from poser_env.remote import RayBackend, connect_components
 from poser_env.rendering import render_frame
 
-__all__ = ["EnvConfigError", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
+__all__ = ["EnvConfigError", "EpisodeSnapshot", "ImagePoserDiffusersEnv", "ImagePoserEnv", "RewardWeights", "unwrap"]
+
+
+@dataclass(frozen=True)
+class EpisodeSnapshot:
+    """What :meth:`ImagePoserEnv.snapshot` returns: the episode's bookkeeping and the random state (opaque)."""
+
+    episode: Mapping[str, Any]
+    rng_state: Mapping[str, Any]
 
 
 
@@ -244,6 +255,8 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         render_mode: str | None = None,
         render_panel: bool = True,
         expert_backend: str | RayBackend | Mapping[str, Any] = "local",
+        action_mode: str = ENV_DEFAULTS.action_mode,
+        command_slots: int = ENV_DEFAULTS.command_slots,
     ) -> None:
         super().__init__()
         try:
@@ -257,7 +270,12 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             feedback_in_obs=feedback_in_obs, thumbnail=thumbnail, thumbnail_size=thumbnail_size,
             canvas_size=canvas_size, render_mode=render_mode, render_panel=render_panel,
             expert_timeout=expert_timeout, cards=cards, trust_remote_code=trust_remote_code,
+            action_mode=action_mode, command_slots=command_slots,
         )
+        self.action_mode = str(action_mode)
+        #: Pending commands the action chooses from: ``command_slots`` in factored mode, 1 (the current one) in
+        #: expert mode.
+        self.command_slots = int(command_slots) if self.action_mode == "factored" else 1
         self.prompt_source = prompt_source
         self.split = split
         self.n_prompts = None if n_prompts is None else int(n_prompts)
@@ -285,7 +303,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         self._components_ready = False
         self.expert_names: list[str] = self._resolve_expert_names(experts)
         self.n_experts = len(self.expert_names)
-        self.action_space = spaces.Discrete(self.n_experts + 1)  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(self.command_slots * self.n_experts + 1)  # type: ignore[assignment]
         self.observation_space = self._make_observation_space()  # type: ignore[assignment]
         self._prompts: list[Spec | str] | None = None
         self._episode: dict[str, Any] = {}
@@ -359,6 +377,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         return observation_space(
             text_dim=self.encoder.dim, n_experts=self.n_experts, feedback=self.feedback_in_obs,
             thumbnail_size=self.thumbnail_size if self.thumbnail else None,
+            command_slots=self.command_slots if self.action_mode == "factored" else None,
         )
 
     # ================================================================== prompts
@@ -418,6 +437,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             "step": 0,
             "calls": np.zeros(self.n_experts, dtype=np.int64),
             "last_action": -1,
+            "last_expert_index": -1,
             "cost": 0.0,
             "trace": [],
             "last_command": "",
@@ -442,21 +462,27 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         info: dict[str, Any] = {"prompt": ep["spec"].prompt, "invalid_action": False}
         terms = {"potential_delta": 0.0, "cost": 0.0, "penalty": 0.0}
         terminated = False
-        stop = a == self.n_experts
+        stop = a == self.stop_action
         mask = self.action_masks()
+        slot, e = (0, self.n_experts) if stop else divmod(a, self.n_experts)
         if stop:
             info["expert"] = "STOP"
             info["command"] = ""
             terminated = True
         elif not mask[a]:
             info["invalid_action"] = True
-            info["expert"] = self.expert_names[a]
+            info["expert"] = self.expert_names[e]
             info["command"] = ""
             terms["penalty"] = -self.invalid_action_penalty
         else:
-            self._run_expert(a, info, terms)
+            if slot > 0:  # factored mode: the chosen pending command runs now
+                ep["plan"] = ep["plan"].promote(slot)
+            if self.action_mode == "factored":
+                info["slot"] = slot
+            self._run_expert(e, info, terms)
         if stop or not info["invalid_action"]:
             ep["last_action"] = a
+            ep["last_expert_index"] = e
         fb: Feedback | None = ep["feedback"]
         if fb is not None and fb.all_hold:
             terminated = True
@@ -487,23 +513,41 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             a = int(arr.item())
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"action={action!r} is not an integer; pass an int in [0, {self.n_experts}] "
-                f"(0..{self.n_experts - 1} run an expert, {self.n_experts} is STOP)."
+                f"action={action!r} is not an integer; pass an int in [0, {self.stop_action}] ({self._action_help()})."
             ) from exc
         if not self.action_space.contains(a) or np.asarray(action).size != 1:
             raise ValueError(
-                f"action={action!r} is outside Discrete({self.n_experts + 1}); pass an int in [0, {self.n_experts}] "
-                f"(0..{self.n_experts - 1} run an expert, {self.n_experts} is STOP)."
+                f"action={action!r} is outside Discrete({self.stop_action + 1}); pass an int in "
+                f"[0, {self.stop_action}] ({self._action_help()})."
             )
         return a
+
+    def _action_help(self) -> str:
+        if self.action_mode == "factored":
+            return (f"slot * {self.n_experts} + expert runs expert 0..{self.n_experts - 1} on pending command "
+                    f"slot 0..{self.command_slots - 1}, {self.stop_action} is STOP; env.unwrapped.encode_action(slot, "
+                    "expert) builds one")
+        return f"0..{self.n_experts - 1} run an expert, {self.n_experts} is STOP"
 
     def _current(self) -> Command | None:
         cur: Command | None = self._episode["plan"].current
         return cur
 
-    def _command_for(self, expert: Expert) -> str | None:
-        """The command text expert would run now, or None when it has nothing sensible to do."""
+    def _command_for(self, expert: Expert, slot: int = 0) -> str | None:
+        """The command text ``expert`` would run on pending command ``slot`` now, or None when it has nothing
+        sensible to do (slot 0 is the current command; a text-to-image expert acts on slot 0 only, or on a
+        ``generate`` command in another slot)."""
         ep = self._episode
+        pending = ep["plan"].pending
+        if slot > 0:
+            if slot >= len(pending):
+                return None
+            cmd = pending[slot]
+            if expert.kind == "text-to-image":
+                return cmd.text if cmd.op == "generate" else None
+            if ep["output"] is None:
+                return None
+            return cmd.text if expert.supports(cmd.op) else None
         cur = self._current()
         if expert.kind == "text-to-image":
             if cur is not None and cur.op == "generate":
@@ -517,13 +561,74 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
         return cur.text if expert.supports(cur.op) else None
 
     def action_masks(self) -> np.ndarray:
-        """Boolean array of shape (n_experts + 1,): True where the action makes sense now (STOP always)."""
+        """Boolean array of shape ``(action_space.n,)``: True where the action makes sense now (STOP always).
+
+        Expert mode: entry ``i`` is expert ``i`` on the current command. Factored mode: entry
+        ``slot * n_experts + i`` is expert ``i`` on pending command ``slot``."""
         if not self._episode:
-            mask = np.ones(self.n_experts + 1, dtype=bool)
+            mask = np.ones(self.stop_action + 1, dtype=bool)
             return mask
         self._setup()
-        mask = np.array([self._command_for(e) is not None for e in self.experts] + [True], dtype=bool)
+        mask = np.zeros(self.stop_action + 1, dtype=bool)
+        for slot in range(self.command_slots):
+            for i, e in enumerate(self.experts):
+                mask[slot * self.n_experts + i] = self._command_for(e, slot) is not None
+        mask[-1] = True
         return mask
+
+    @property
+    def stop_action(self) -> int:
+        """The STOP action (the last one: ``command_slots * n_experts``)."""
+        return self.command_slots * self.n_experts
+
+    def encode_action(self, slot: int, expert: int | str) -> int:
+        """The action that runs ``expert`` (index or name) on pending command ``slot`` (0 = the current command;
+        always 0 in expert mode).
+
+        Raises:
+            ValueError: a slot outside ``[0, command_slots)`` or an unknown expert.
+        """
+        if isinstance(expert, str):
+            if expert not in self.expert_names:
+                raise ValueError(f"expert={expert!r} is not in this env; choose one of {self.expert_names}.")
+            expert = self.expert_names.index(expert)
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < self.command_slots:
+            raise ValueError(f"slot={slot!r} must be an int in [0, {self.command_slots}) (command_slots).")
+        if isinstance(expert, bool) or not isinstance(expert, (int, np.integer)) or not 0 <= expert < self.n_experts:
+            raise ValueError(f"expert={expert!r} must be an expert index in [0, {self.n_experts}) or a name.")
+        return int(slot) * self.n_experts + int(expert)
+
+    def decode_action(self, action: int) -> tuple[int, int] | None:
+        """``(slot, expert index)`` of an action, or None for STOP (see :meth:`encode_action`)."""
+        a = self._check_action(action)
+        return None if a == self.stop_action else divmod(a, self.n_experts)
+
+    def slot_commands(self) -> tuple[Command | None, ...]:
+        """The pending commands the action may pick now, one per slot (None for an empty slot)."""
+        if not self._episode:
+            raise gym.error.ResetNeeded("there is no episode yet; call reset() first.")
+        pending = self._episode["plan"].pending
+        return tuple(pending[i] if i < len(pending) else None for i in range(self.command_slots))
+
+    def snapshot(self) -> EpisodeSnapshot:
+        """A cheap copy of the episode and the env's random state, for search (:meth:`restore` returns to it).
+        Components are not copied (SceneSim experts and critics are stateless)."""
+        if not self._episode:
+            raise gym.error.ResetNeeded("there is no episode yet; call reset() before snapshot().")
+        ep = dict(self._episode)
+        ep["calls"] = ep["calls"].copy()
+        ep["trace"] = list(ep["trace"])
+        return EpisodeSnapshot(ep, copy.deepcopy(self.np_random.bit_generator.state))
+
+    def restore(self, snap: EpisodeSnapshot) -> None:
+        """Return to the state of :meth:`snapshot` (the episode and the random state that draws expert seeds)."""
+        if not isinstance(snap, EpisodeSnapshot):
+            raise TypeError(f"snap={snap!r} is not an EpisodeSnapshot; pass what snapshot() returned.")
+        ep = dict(snap.episode)
+        ep["calls"] = ep["calls"].copy()
+        ep["trace"] = list(ep["trace"])
+        self._episode = ep
+        self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)
 
     def _run_expert(self, a: int, info: dict[str, Any], terms: dict[str, float]) -> None:
         ep = self._episode
@@ -621,7 +726,12 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             n_dropped=len(plan.dropped), attempts=cur.attempts if cur is not None else 0,
             max_attempts=self.max_attempts,
         )
-        obs["history"] = history_vector(ep["calls"], ep["last_action"], max_steps=self.max_steps)
+        obs["history"] = history_vector(ep["calls"], ep["last_expert_index"], max_steps=self.max_steps)
+        if self.action_mode == "factored":
+            out: ExpertOutput | None = ep["output"]
+            obs["slots"] = slots_vector(
+                self.slot_commands(), ep["feedback"], image_shape=None if out is None else np.shape(out.image),
+                max_attempts=self.max_attempts, context=self.feedback_in_obs)
         if self.thumbnail:
             obs["thumbnail"] = self._thumbnail()
         return obs

@@ -95,6 +95,22 @@ class Plan:
         """Pending command texts (for humans)."""
         return [c.text for c in self.pending]
 
+    def promote(self, index: int) -> Plan:
+        """This plan with ``pending[index]`` moved to the front (the others keep their order): the command the
+        agent chose to run next (factored action mode). ``promote(0)`` returns the plan itself.
+
+        Raises:
+            PlanError: ``index`` is not an int in ``[0, len(pending))``.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.pending):
+            raise PlanError(
+                f"index={index!r} must be an int in [0, {len(self.pending)}) (a pending command of this plan).")
+        if index == 0:
+            return self
+        p = self.pending
+        return replace(self, pending=(p[index], *p[:index], *p[index + 1:]),
+                       log=(*self.log, f"chose: {p[index].text}"))
+
 
 def _who(e: Entity) -> str:
     return f"the {plural(e.noun) if e.count > 1 else e.noun}"

@@ -15,10 +15,13 @@ import numpy as np
 from poser_env.core.spec import RELATIONS
 
 __all__ = [
+    "CROWDED_GAP",
     "POSITION_MARGIN",
     "SIZE_FRACTION",
     "Box",
     "geneval_relations",
+    "is_crowded",
+    "nearest_gap",
     "relation_holds",
     "relation_mask",
     "size_of_box",
@@ -136,3 +139,25 @@ def size_of_box(box: Sequence[float], width: int, height: int) -> str:
         if side < (SIZE_FRACTION[lo] + SIZE_FRACTION[hi]) / 2.0:
             return lo
     return names[-1]
+
+
+#: A box is *crowded* when the gap to its nearest other box is below this fraction of its shorter side.
+CROWDED_GAP: float = 0.25
+
+
+def nearest_gap(box: Sequence[float], others: Sequence[Sequence[float]]) -> float:
+    """Smallest gap in pixels between ``box`` and any box of ``others`` (0 when they touch or overlap; ``inf``
+    with no others). The gap of two boxes is the Euclidean distance between their closest points."""
+    b = _check_box("box", box)
+    if len(others) == 0:
+        return float("inf")
+    o = np.asarray(others, dtype=np.float64).reshape(-1, 4)
+    dx = np.maximum(0.0, np.maximum(o[:, 0] - b[2], b[0] - o[:, 2]))
+    dy = np.maximum(0.0, np.maximum(o[:, 1] - b[3], b[1] - o[:, 3]))
+    return float(np.min(np.hypot(dx, dy)))
+
+
+def is_crowded(box: Sequence[float], others: Sequence[Sequence[float]]) -> bool:
+    """True when ``box``'s nearest other box is closer than :data:`CROWDED_GAP` x its shorter side (pixels)."""
+    b = _check_box("box", box)
+    return nearest_gap(b, others) < CROWDED_GAP * float(min(b[2] - b[0], b[3] - b[1]))
