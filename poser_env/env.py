@@ -86,8 +86,20 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     - an image-to-image expert runs the current command if it supports the command's op; with no command left,
       an expert that supports ``refine`` runs ``"refine: improve the details"``.
 
+    **Factored mode** (``action_mode="factored"``, the v1 ids): ``Discrete(command_slots * n_experts + 1)``.
+    The planner proposes the open commands (and keeps its bookkeeping: attempts, drop after ``max_attempts``,
+    rewrites, repairs); the action ``slot * n_experts + i`` runs expert ``i`` on pending command ``slot`` (0 is the
+    planner's current command, 1..K-1 the next ones), which moves that command to the front of the plan: the
+    policy chooses *what* to repair next and *who* repairs it, and order matters in the world (a move can break
+    another relation, a re-composition can undo a recolour). A text-to-image expert acts on slot 0 (a
+    ``generate`` command, else it regenerates the whole prompt) or on a ``generate`` command in another slot.
+    STOP is ``command_slots * n_experts`` (``env.unwrapped.stop_action``). ``env.unwrapped.encode_action(slot,
+    expert)`` and ``decode_action(a)`` convert; ``slot_commands()`` lists the K commands. Expert mode is the same
+    with K = 1.
+
     ``env.unwrapped.action_masks()`` (used by sb3-contrib's MaskablePPO) is False for actions that make no sense
-    now: an image-to-image expert on an empty canvas or for an op it does not support. STOP is always allowed.
+    now: an image-to-image expert on an empty canvas or for an op it does not support, an empty command slot.
+    STOP is always allowed.
     A masked action taken anyway is a no-op with reward ``-invalid_action_penalty`` and
     ``info["invalid_action"] = True``. An action outside the space raises ``ValueError``.
 
@@ -109,6 +121,11 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       current command / max_attempts.
     - ``"history"``: ``Box(0, 1, (2 * n_experts + 2,))``: calls per expert / max_steps, one-hot of the last
       action (n_experts + 1 entries, STOP last) plus one entry set before the first action.
+    - ``"slots"`` (factored mode only): ``Box(0, 1, (K * 19 + 2,))``: per command slot its op, attempts, the
+      fraction of its assertions that hold, and the context of its target from the critic's detections (found,
+      size, crowded, gap to the nearest object, objects of the same noun, ordinal target); then the number of
+      detected objects and the crowded fraction. Layout: :data:`poser_env.observation.SLOT_LAYOUT`,
+      :func:`poser_env.observation.read_slots`. The context features are 0 with ``feedback_in_obs=False``.
     - ``"thumbnail"`` (only with ``thumbnail=True``): ``Box(0, 255, (S, S, 3), uint8)`` the canvas resized to
       ``thumbnail_size``.
 
@@ -207,6 +224,9 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
       False: such an entry is refused, a registry file must not run a model repository's code on its own).
     - ``render_mode``: None or ``"rgb_array"``; ``render_panel`` adds a side panel with the command, expert and
       a tick or cross per assertion.
+    - ``action_mode``: ``"expert"`` (default, v0) or ``"factored"`` (v1, see Action Space); ``command_slots``:
+      K, the pending commands the factored action chooses from (1..16, default 4).
+    - ``cards``: also ``"v2"``, the shipped version-2 cards alone (the v1 world), or ``"v1"`` (the default).
     - ``expert_backend``: ``"local"`` (default: this env builds its own experts and critic) or ``"ray"`` / a
       :class:`poser_env.remote.RayBackend` / a mapping of its fields: the shared expert service below.
 
@@ -225,6 +245,9 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Version History
     - v0: initial release (SceneSim model cards version 1). Registered with ``max_episode_steps`` (the same
       budget the env had); stepping after the end raises instead of calling experts.
+    - v1: SceneSim model cards version 2 (14 experts, at least two per editing op, strengths that depend on
+      observable context) and the factored action (pending command x expert) with the ``"slots"`` observation;
+      ``ImagePoserLong-v1`` has 30 steps. ``ImagePoserPaper-v0`` keeps the paper's MDP.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 2}  # type: ignore[misc]
