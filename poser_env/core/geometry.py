@@ -160,4 +160,4 @@ def nearest_gap(box: Sequence[float], others: Sequence[Sequence[float]]) -> floa
 def is_crowded(box: Sequence[float], others: Sequence[Sequence[float]]) -> bool:
     """True when ``box``'s nearest other box is closer than :data:`CROWDED_GAP` x its shorter side (pixels)."""
     b = _check_box("box", box)
-    return nearest_gap(b, others) < CROWDED_GAP * float(min(b[2] - b[0], b[3] - b[1]))
+    return nearest_gap(box, others) < CROWDED_GAP * float(min(b[2] - b[0], b[3] - b[1]))
