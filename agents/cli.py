@@ -27,6 +27,7 @@ from agents.pipeline import (
     run_main,
 )
 from agents.policy_io import is_policy_path, read_config
+from agents.scratch import run_scratch
 from agents.train import resolve_resume, train_runs
 from experts.registry import EXPERTS, model_card_table
 from poser_env.core.hf import ModelLoadError
@@ -402,6 +403,28 @@ def bench_perf(
     """Speed, side by side in one run: CartPole-v1 reference, SceneSim steps/s per core, expert and critic medians,
     env overhead (hashing and MiniLM), vector env with 1 and 2 workers, PPO throughput, cache/batching ratios."""
     typer.echo(bench_lib.bench_perf(steps=steps, vector_steps=vector_steps, ppo_steps=ppo_steps, diffusers=diffusers))
+
+
+@bench_app.command("scratch")
+def bench_scratch(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/scratch"),
+    env: EnvOpt = "poser_env/ImagePoserMain-v1",
+    steps: Annotated[int, typer.Option(help="Env steps to train (no warm start).")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Env steps between evaluated checkpoints.")] = 100_000,
+    n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 40,
+    n_envs: Annotated[int, typer.Option(help="Parallel envs of the PPO run.")] = 8,
+    workers: Annotated[int, typer.Option(help="Evaluation processes.")] = 2,
+) -> None:
+    """MaskablePPO from scratch (no warm start): a judge-scored learning curve of its checkpoints on test prompts,
+    next to the fixed pipelines and the depth-4 oracle. Writes scratch.md, scratch.json, scratch.png."""
+    _at_least("--steps", steps, 1, " environment steps")
+    _at_least("--eval-every", eval_every, 1, " environment steps")
+    _at_least("--n-prompts", n_prompts, 1)
+    _at_least("--seed", seed, 0)
+    _parse_kv(None, env)
+    typer.echo((run_scratch(out, env_id=env, steps=steps, seed=seed, eval_every=eval_every, n_prompts=n_prompts,
+                            n_envs=n_envs, workers=workers)).read_text())
 
 
 @bench_app.command("decompose")
