@@ -22,7 +22,7 @@ from agents.html_report import Figure, Gallery, Section, Text, html_document, ma
 from agents.stats import DEFAULT_REPS, rliable_json, rliable_markdown, rliable_summary
 from poser_env.core.optional import require
 
-__all__ = ["OKABE_ITO", "PALETTE", "ROLE_COLORS", "TOL_MUTED", "claims_table", "method_colors", "plot_expert_heatmap", "plot_learning_curves",
+__all__ = ["DEEP_ORACLE", "NO_FEEDBACK", "OKABE_ITO", "PALETTE", "ROLE_COLORS", "TOL_MUTED", "claims_table", "method_colors", "plot_expert_heatmap", "plot_learning_curves",
            "plot_rliable", "plot_tag_bars", "write_report"]
 
 #: Okabe-Ito: orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple, black.
@@ -174,6 +174,84 @@ def plot_expert_heatmap(results: Sequence[EpisodeResult], method: str, path: Pat
     return path
 
 
+#: Name of the "no feedback in the observation" ablation in the main job's results (issue 15's feedback claim).
+NO_FEEDBACK = "learned (no feedback in obs)"
+#: Name of the deep oracle (search over the whole step budget with the judge; the ceiling).
+DEEP_ORACLE = "oracle-deep"
+
+
+def _on_prompts(results: Sequence[EpisodeResult], prompts: set[str]) -> list[EpisodeResult]:
+    return [r for r in results if r.prompt in prompts]
+
+
+def _best_fixed(summaries: Mapping[str, MethodSummary], key: str) -> MethodSummary | None:
+    cands = [m for n, m in summaries.items() if n.startswith("fixed:")
+             and (m.long_all if key == "long" else m.geneval_overall) is not None]
+    return max(cands, key=lambda m: float((m.long_all if key == "long" else m.geneval_overall) or 0.0), default=None)
+
+
+def _v1_rows(summaries: Mapping[str, MethodSummary], learned: str,
+             results: Sequence[EpisodeResult] | None) -> list[str]:
+    """The claims of issue 15 (real decisions), when their methods were evaluated: headroom of the deep oracle over
+    the best fixed pipeline (>= +0.25, long), the best single expert's GenEval-style score in [0.5, 0.75], the learned
+    margin over the best fixed pipeline on long prompts (>= +0.10, interval above 0), the share of the fixed-to-oracle
+    gap the learned policy closes (>= 50%), GenEval-style at least the best fixed at no higher cost, and the
+    no-feedback ablation worse by >= 0.05 (interval above 0). Paired over runs on the prompts both methods ran."""
+    rows: list[str] = []
+    me = summaries.get(learned)
+    fixed_long = _best_fixed(summaries, "long")
+    deep = summaries.get(DEEP_ORACLE)
+    if results is None or me is None:
+        return rows
+
+    def paired(a: str, b: str, key: str, subset: set[str] | None = None) -> tuple[float, float, int] | None:
+        res = results if subset is None else _on_prompts(results, subset)
+        return paired_difference(res, a, b, key)
+
+    if deep is not None and fixed_long is not None:
+        subset = {r.prompt for r in results if r.method == DEEP_ORACLE}
+        d = paired(DEEP_ORACLE, fixed_long.method, "long", subset)
+        if d is not None:
+            rows.append(f"| headroom: deep oracle - best fixed pipeline (long, all assertions) | - | "
+                        f"{fixed_long.method} | {d[0]:+.3f} ± {d[1]:.3f} (paired, {d[2]} runs, {len(subset)} prompts) "
+                        f"| >= +0.25 | {'yes' if d[0] >= 0.25 else 'no'} |")
+            lf = paired(learned, fixed_long.method, "long", subset)
+            if lf is not None and d[0] > 0:
+                share = lf[0] / d[0]
+                rows.append(f"| learned closes the gap from the best fixed pipeline to the deep oracle (long) | "
+                            f"{lf[0]:+.3f} | gap {d[0]:+.3f} | {share:.0%} | >= 50% | {'yes' if share >= 0.5 else 'no'} |")
+    singles = [m for n, m in summaries.items() if n.startswith("single:") and m.geneval_overall is not None]
+    if singles:
+        b = max(singles, key=lambda m: float(m.geneval_overall or 0.0))
+        v = float(b.geneval_overall or 0.0)
+        rows.append(f"| best single expert, GenEval-style overall, in [0.50, 0.75] | - | {b.method} {v:.3f} | - | "
+                    f"[0.50, 0.75] | {'yes' if 0.5 <= v <= 0.75 else 'no'} |")
+    if fixed_long is not None and me.long_all is not None:
+        lf = paired(learned, fixed_long.method, "long")
+        if lf is not None:
+            met = "yes" if lf[0] >= 0.10 and lf[0] - lf[1] > 0 else "no"
+            rows.append(f"| long: beats the best fixed pipeline by >= 0.10 | {me.long_all:.3f} | {fixed_long.method} "
+                        f"{fixed_long.long_all or 0.0:.3f} | {lf[0]:+.3f} ± {lf[1]:.3f} (paired, {lf[2]} runs) | "
+                        f">= +0.10, interval > 0 | {met} |")
+    fixed_gen = _best_fixed(summaries, "geneval")
+    if fixed_gen is not None and me.geneval_overall is not None:
+        g = paired(learned, fixed_gen.method, "geneval")
+        if g is not None:
+            met = "yes" if g[0] >= 0 and me.mean_cost <= fixed_gen.mean_cost else "no"
+            rows.append(f"| GenEval-style: at least the best fixed pipeline at no higher cost | "
+                        f"{me.geneval_overall:.3f}, cost {me.mean_cost:.2f} | {fixed_gen.method} "
+                        f"{fixed_gen.geneval_overall or 0.0:.3f}, cost {fixed_gen.mean_cost:.2f} | {g[0]:+.3f} ± "
+                        f"{g[1]:.3f} (paired, {g[2]} runs) | >= 0, cost <= | {met} |")
+    if NO_FEEDBACK in summaries:
+        a = paired(learned, NO_FEEDBACK, "long")
+        if a is not None:
+            met = "yes" if a[0] >= 0.05 and a[0] - a[1] > 0 else "no"
+            rows.append(f"| the feedback is used: no-feedback ablation worse on long prompts | {me.long_all or 0.0:.3f} "
+                        f"| {NO_FEEDBACK} {summaries[NO_FEEDBACK].long_all or 0.0:.3f} | {a[0]:+.3f} ± {a[1]:.3f} "
+                        f"(paired, {a[2]} runs) | >= +0.05, interval > 0 | {met} |")
+    return rows
+
+
 def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned",
                  results: Sequence[EpisodeResult] | None = None) -> str | None:
     """Markdown table checking the project's claims for ``learned`` against the baselines in ``summaries``.
@@ -226,6 +304,7 @@ def claims_table(summaries: Mapping[str, MethodSummary], learned: str = "learned
             frac = mine / float(score(oracle, key)[0] or 1.0)
             rows.append(f"| {label}: share of the oracle's score | {mine:.3f} | oracle {score(oracle, key)[0]:.3f} | "
                         f"{frac:.0%} | >= 90% | {'yes' if frac >= 0.9 else 'no'} |")
+    rows += _v1_rows(summaries, learned, results)
     greedy = summaries.get("critic-greedy")
     if greedy is not None:
         rows.append(f"| mean cost per prompt, at most critic-greedy's | {me.mean_cost:.2f} | critic-greedy "
