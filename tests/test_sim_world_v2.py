@@ -323,3 +323,21 @@ def test_sdedit_refine_cleans_more_but_drifts_more() -> None:
     _near(_rate("sim/sdedit", cmd, dirty, clean), 0.95**4, 0.08)
     _near(_rate("sim/refiner", cmd, dirty, drifted), 0.1, 0.05)
     _near(_rate("sim/sdedit", cmd, dirty, drifted), 0.25)
+
+
+# ------------------------------------------------------------------ the context-bucket benchmark
+def test_world_table_small_run() -> None:
+    from agents.world_table import EDIT_OPS as OPS_BENCHED
+    from agents.world_table import world_table, world_trials
+
+    trials = world_trials(4, per_op=1)
+    assert {t.op for t in trials} <= set(OPS_BENCHED) and {t.expert for t in trials} <= set(expert_names(2)[5:])
+    assert all(0.0 <= t.fidelity <= 1.0 for t in trials)
+    assert trials == world_trials(4, per_op=1)  # deterministic
+    md, best = world_table(4, per_op=1)
+    assert "### recolor" in md and "| expert |" in md
+    assert all(b in expert_names(2) for op in best.values() for b in op.values())
+    with pytest.raises(ValueError, match="n_scenes=0"):
+        world_trials(0)
+    with pytest.raises(ValueError, match="sim/sketch"):
+        world_trials(2, generators=("sim/sketch",))
