@@ -9,11 +9,12 @@ same command, scene and seed, and scores the result on the scene graph:
   geometry), the added object exists with its colour and relation, the background / style is the asked one, the
   blemishes are gone);
 - *collateral*: nothing else broke: every object the command did not target keeps its noun, colour, pattern and
-  size and is still there (an added object must not overlap an existing one); and no assertion of the scene's
-  prompt that the judge (:class:`experts.sim.judge.SceneJudge`) passed before fails after, except those about the
-  target's noun.
+  size and is still there, the target keeps the attributes the command did not ask to change (an added object
+  must not overlap an existing one); and no assertion of the scene's prompt that the judge
+  (:class:`experts.sim.judge.SceneJudge`) passed before fails after, except those about the target's noun.
 
-A command succeeds when both hold. Context buckets are what the critic sees in its detections: the target's size
+A command succeeds when both hold; it is *clean* when it also left no new blemish of strength >= 0.5
+(:data:`VISIBLE_BLEMISH`; the judge's fidelity counts every blemish, success does not). Context buckets are what the critic sees in its detections: the target's size
 class, whether it is crowded (:func:`experts.sim.layout.is_crowded`), whether the command names it by an ordinal
 ("the second clock"), and the number of objects; ``refine`` runs on the scene with 1-4 blemishes added (as edits
 leave them) and is bucketed by their number.
@@ -52,6 +53,13 @@ EDIT_OPS: tuple[str, ...] = tuple(o for o in OPS if o != "generate")
 ORDINALS: tuple[str, ...] = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
                              "tenth")
 _REL = ("left of", "right of", "above", "below")
+#: Smallest bucket (trials per expert) that counts for "the best expert changes with context".
+MIN_BUCKET: int = 30
+#: Strength from which a new blemish counts against a *clean* success.
+VISIBLE_BLEMISH: float = 0.5
+#: The target attributes each op may change (the others must stay).
+_CHANGES: dict[str, tuple[str, ...]] = {"recolor": ("color",), "retexture": ("pattern",), "resize": ("size",),
+                                        "move": (), "remove": ()}
 
 
 @dataclass(frozen=True)
@@ -64,11 +72,17 @@ class Trial:
     own: bool
     collateral: bool
     fidelity: float
+    blemish: bool = False
 
     @property
     def success(self) -> bool:
         """The command did what it asked and nothing else broke."""
         return self.own and not self.collateral
+
+    @property
+    def clean(self) -> bool:
+        """A success that left no new visible blemish (strength >= :data:`VISIBLE_BLEMISH`)."""
+        return self.success and not self.blemish
 
 
 def _ordered(scene: Scene, noun: str) -> list[int]:
@@ -105,10 +119,16 @@ def _same(a: SceneObject, b: SceneObject) -> bool:
     return (a.noun, a.color, a.pattern, a.size) == (b.noun, b.color, b.pattern, b.size)
 
 
-def _others_broken(before: Scene, after: Scene, targets: set[int], index_aligned: bool) -> bool:
-    """Whether an untargeted object of ``before`` changed or vanished in ``after``."""
+def _others_broken(before: Scene, after: Scene, targets: set[int], index_aligned: bool, op: str = "") -> bool:
+    """Whether an untargeted object of ``before`` changed or vanished in ``after``, or a target changed an attribute
+    that ``op`` does not ask for."""
     for i, o in enumerate(before.objects):
         if i in targets:
+            if op in _CHANGES and index_aligned and len(after.objects) == len(before.objects):
+                a = after.objects[i]
+                if any(getattr(a, k) != getattr(o, k) for k in ("noun", "color", "pattern", "size")
+                       if k not in _CHANGES[op]):
+                    return True
             continue
         if index_aligned and len(after.objects) >= len(before.objects):
             if not _same(o, after.objects[i]):
@@ -169,7 +189,7 @@ def _commands(op: str, scene: Scene, rng: np.random.Generator, per_op: int
         noun = _pick(rng, [m for m in NOUNS if m not in present])
         color, rel = _pick(rng, COLORS), _pick(rng, _REL)
         crowded = any(is_crowded([o.box for o in scene.objects], j) for j in _ordered(scene, ref))
-        ctx = (("size", "-"), ("crowded", "yes" if crowded else "no"), ("ordinal", "no"),
+        ctx = (("crowded", "yes" if crowded else "no"),
                ("objects", "1-3" if n <= 3 else "4-5" if n <= 5 else "6+"))
         out.append((f"add: a {color} {noun} {rel} {_ref(scene, ref)}", set(), ctx,
                     {"noun": noun, "color": color, "relation": rel, "reference": ref}))
@@ -186,7 +206,7 @@ def _commands(op: str, scene: Scene, rng: np.random.Generator, per_op: int
             out.append((f"restyle: make it {v}", set(), ctx, {"style": v}))
         else:
             k = int(rng.integers(1, 5))
-            ctx = (*ctx, ("blemishes", "1-2" if k <= 2 else "3-4"))
+            ctx = (*ctx, ("blemishes", "1" if k == 1 else "2" if k == 2 else "3-4"))
             out.append(("refine: improve the details", set(), ctx, {"blemishes": str(k)}))
     return out
 
@@ -276,25 +296,20 @@ def world_trials(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
                     after = e.execute(parsed, base, seed=seed + k, command=text).state
                     assert isinstance(after, Scene)
                     aligned = op not in ("remove",) and len(after.objects) >= len(base.objects)
-                    coll = _others_broken(base, after, targets, aligned)
+                    coll = _others_broken(base, after, targets, aligned, op)
                     if op == "add":
                         coll = coll or any(_overlaps(n.box, o.box) for n in after.objects[len(base.objects):]
                                            for o in base.objects)
                     if not coll:
                         coll = _prompt_broken(judge, spec, base, after, op, noun)
+                    old = set(base.artifacts)
+                    blemish = any(a.strength >= VISIBLE_BLEMISH for a in after.artifacts if a not in old)
                     trials.append(Trial(op, e.name, ctx, _own(op, base, after, targets, want), coll,
-                                        scene_fidelity(after)))
+                                        scene_fidelity(after), blemish))
     return trials
 
 
-def world_table(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
-                generators: Sequence[str] = ("sim/flux", "sim/ella")) -> tuple[str, dict[str, dict[str, str]]]:
-    """The context-bucket table: op x expert x bucket -> success rate (n), and each bucket's best expert.
-
-    Returns:
-        (markdown, best) where ``best[op][bucket]`` names the expert with the highest success rate there.
-    """
-    trials = world_trials(n_scenes, seed=seed, per_op=per_op, generators=generators)
+def _section(trials: Sequence[Trial], clean: bool) -> tuple[list[str], dict[str, dict[str, str]]]:
     cells: dict[tuple[str, str, str], list[Trial]] = defaultdict(list)
     buckets: dict[str, list[str]] = defaultdict(list)
     for t in trials:
@@ -305,10 +320,9 @@ def world_table(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
             cells[(t.op, t.expert, b)].append(t)
             if b not in buckets[t.op]:
                 buckets[t.op].append(b)
-    lines = [f"SceneSim v1 world (cards v2): success = the command's own effect and no collateral; {n_scenes} scenes, "
-             f"seed {seed}, {len(trials)} trials. Cell: success %, mean image fidelity after the edit (judge's "
-             "scene_fidelity: blemishes count there, not in success), (n); bold = best success in the bucket.", ""]
+    lines: list[str] = []
     best: dict[str, dict[str, str]] = {}
+    reg = sim_cards(2)
     for op in EDIT_OPS:
         experts = sorted({t.expert for t in trials if t.op == op}, key=expert_names(2).index)
         bs = sorted(buckets[op], key=lambda b: (b != "all", b))
@@ -318,11 +332,11 @@ def world_table(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
             for e in experts:
                 ts = cells.get((op, e, b), [])
                 if ts:
-                    rates[(e, b)] = sum(t.success for t in ts) / len(ts)
-            scored = [(rates[(e, b)], e) for e in experts if (e, b) in rates]
-            if scored:
-                best[op][b] = max(scored)[1]
-        lines.append(f"### {op}")
+                    rates[(e, b)] = sum(t.clean if clean else t.success for t in ts) / len(ts)
+            scored = [(rates[(e, b)], -float(reg.entry(e).kwargs["cost"]), e) for e in experts if (e, b) in rates]
+            if scored:  # ties go to the cheaper expert
+                best[op][b] = max(scored)[2]
+        lines.append(f"### {op}" + (" (clean)" if clean else ""))
         lines.append("| expert | " + " | ".join(bs) + " |")
         lines.append("|---|" + "---|" * len(bs))
         for e in experts:
@@ -335,8 +349,28 @@ def world_table(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
                 fid = float(np.mean([t.fidelity for t in ts]))
                 cell = f"{100 * rates[(e, b)]:.0f}% f{fid:.2f} ({len(ts)})"
                 row.append(f"**{cell}**" if best[op].get(b) == e else cell)
-            cost = float(sim_cards(2).entry(e).kwargs["cost"])
+            cost = float(reg.entry(e).kwargs["cost"])
             lines.append(f"| `{e}` (cost {cost:g}) | " + " | ".join(row) + " |")
-        winners = sorted(set(best[op].values()))
-        lines.append(f"\nbest expert changes with context: {'yes' if len(winners) > 1 else 'no'} ({', '.join(winners)})\n")
-    return "\n".join(lines), best
+        big = [b for b in bs if b in best[op] and all(len(cells.get((op, e, b), [])) >= MIN_BUCKET for e in experts)]
+        winners = sorted({best[op][b] for b in big})
+        lines.append(f"\nbest expert changes with context (buckets with n >= {MIN_BUCKET}): "
+                     f"{'yes' if len(winners) > 1 else 'no'} ({', '.join(winners)})\n")
+    return lines, best
+
+
+def world_table(n_scenes: int = 40, *, seed: int = 0, per_op: int = 2,
+                generators: Sequence[str] = ("sim/flux", "sim/ella")) -> tuple[str, dict[str, dict[str, str]]]:
+    """The context-bucket table: op x expert x bucket -> success rate, mean fidelity and n, the best expert of each
+    bucket; then the same for *clean* successes (no new visible blemish).
+
+    Returns:
+        (markdown, best) where ``best[op][bucket]`` names the expert with the highest success rate there.
+    """
+    trials = world_trials(n_scenes, seed=seed, per_op=per_op, generators=generators)
+    head = [f"SceneSim v1 world (cards v2), {n_scenes} scenes, seed {seed}, {len(trials)} trials. Success = the "
+            "command's own effect and no collateral; clean = also no new blemish of strength >= "
+            f"{VISIBLE_BLEMISH:g}. Cell: rate, mean image fidelity after the edit (judge's scene_fidelity), (n); "
+            "bold = best in the bucket.", "", "## success", ""]
+    lines, best = _section(trials, clean=False)
+    clean_lines, _ = _section(trials, clean=True)
+    return "\n".join([*head, *lines, "## clean success", "", *clean_lines]), best

@@ -292,9 +292,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def model_card_table(names: tuple[str, ...] | None = None) -> str:
-    """A markdown table of the model cards of ``names`` (default: the shipped SceneSim experts)."""
-    names = SIM_EXPERT_NAMES if names is None else tuple(names)
+def model_card_table(names: tuple[str, ...] | None = None, *, version: int = 1) -> str:
+    """A markdown table of the model cards of ``names`` (default: the shipped SceneSim experts of card ``version``,
+    1 or 2; version 2 adds the strengths and weaknesses columns and the file's sha256).
+
+    Raises:
+        ValueError: an unknown ``version``.
+    """
+    _check_version(version)
+    reg = sim_cards(version)
+    names = expert_names(version) if names is None else tuple(names)
     cols = [
         ("expert", None), ("analogue", "card.analogue"), ("ops", "ops"), ("cost", "cost"),
         ("max entities", "max_entities"), ("count acc. (<= limit / beyond)", "count"),
@@ -302,9 +309,11 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
         ("attr. leakage", "attribute_leakage"), ("edit acc.", "edit_accuracy"), ("artifacts", "artifacts"),
         ("fidelity", "fidelity"), ("aesthetic", "card.aesthetic"), ("summary", "card.summary"),
     ]
+    if version >= 2:
+        cols += [("strengths", "card.strengths"), ("weaknesses", "card.weaknesses")]
     rows = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for n in names:
-        e = EXPERTS.entry(n)
+        e = reg.entry(n)
         prof = SimProfile(**{k: v for k, v in e.kwargs.items() if k in SimProfile.__dataclass_fields__})
         cells = []
         for _, key in cols:
@@ -319,4 +328,7 @@ def model_card_table(names: tuple[str, ...] | None = None) -> str:
             else:
                 cells.append(_fmt(getattr(prof, key)))
         rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + f"\n\nCards version {CARD_VERSION} (`experts/sim/cards.toml`)."
+    if version == 1:
+        return "\n".join(rows) + f"\n\nCards version {CARD_VERSION} (`experts/sim/cards.toml`)."
+    path = CARD_VERSIONS[version]
+    return "\n".join(rows) + f"\n\nCards version {version} (`experts/sim/{path.name}`, sha256 {card_hash(path)})."

@@ -20,6 +20,7 @@ from experts.registry import (
     expert_names,
     load_sim_cards,
     make_expert,
+    model_card_table,
     sim_cards,
 )
 from experts.sim.experts import SimEditor
@@ -75,6 +76,8 @@ def test_v2_registry_has_14_experts_disjoint_from_v1() -> None:
         assert all(card.get(k) for k in ("analogue", "summary", "strengths", "weaknesses"))
     with pytest.raises(ValueError, match="version=3"):
         sim_cards(3)
+    table = model_card_table(version=2)
+    assert all(f"`{n}`" in table for n in names) and card_hash(CARDS_V2_PATH) in table and "weaknesses" in table
 
 
 def test_every_editing_op_has_at_least_two_experts() -> None:
