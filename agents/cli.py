@@ -29,6 +29,7 @@ from agents.pipeline import (
 from agents.policy_io import is_policy_path, read_config
 from agents.scratch import run_scratch
 from agents.train import resolve_resume, train_runs
+from agents.world_table import world_table
 from experts.registry import EXPERTS, model_card_table
 from poser_env.core.hf import ModelLoadError
 from poser_env.core.optional import MissingExtraError
@@ -77,7 +78,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks: GenEval-format files, T2I-CompBench-style files, long prompts, speed.",
+bench_app = typer.Typer(help="Benchmarks: GenEval-format files, T2I-CompBench-style files, long prompts, speed, world.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -425,6 +426,22 @@ def bench_scratch(
     _parse_kv(None, env)
     typer.echo((run_scratch(out, env_id=env, steps=steps, seed=seed, eval_every=eval_every, n_prompts=n_prompts,
                             n_envs=n_envs, workers=workers)).read_text())
+
+
+@bench_app.command("world")
+def bench_world(
+    scenes: Annotated[int, typer.Option(help="Scenes drawn by card-version-2 generators on test-split prompts.")] = 400,
+    seed: Annotated[int, typer.Option(help="Varies the prompts and the commands.")] = 0,
+    per_op: Annotated[int, typer.Option(help="Commands (distinct targets) per op and scene.")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Also write the markdown table to this file.")] = None,
+) -> None:
+    """SceneSim v1 world (cards v2): each editing op x expert x context bucket (target size, crowded, ordinal target,
+    object count) -> success rate, with the best expert of each bucket."""
+    md, _ = world_table(scenes, seed=seed, per_op=per_op)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(md + "\n", encoding="utf-8")
+    typer.echo(md)
 
 
 @bench_app.command("decompose")

@@ -38,6 +38,45 @@ Card parameters (probabilities in [0, 1] unless noted):
 ``default_style``        style drawn when the prompt names none
 =======================  ==========================================================================
 
+Context fields (card version 2; their defaults mean "no such behaviour" and draw no random number, so version-1
+cards behave exactly as before). *Crowded* = the gap from the target's box to the nearest other box is below
+:data:`experts.sim.layout.CROWDED_GAP` x the target's shorter side (:func:`experts.sim.layout.is_crowded`);
+*size* = the object's size class; *ordinal* = the command names one of several objects of a noun.
+
+==========================  =======================================================================
+``ordinal_blind``           recolor/retexture: chance an ordinal target ("the second clock") changes
+                            **every** object of that noun (no mask: cannot single one out)
+``crowded_leakage``         recolor/retexture: leakage chance when the target is crowded (None: as
+                            ``attribute_leakage``)
+``scene_edit_accuracy``     background/restyle: accuracy (None: ``edit_accuracy``)
+``scene_drift``             background/restyle: the ``drift`` chance there (None: ``drift``)
+``find_accuracy``           remove/recolor/retexture: chance a medium or large target is found first
+                            (grounding); not found -> that target is left as it is
+``find_accuracy_small``     ... the same for a small target
+``miss_erase_small``        chance a small target that was not found is erased by the mask
+``ghost_rate``              remove: chance a removed small/medium object leaves a ghost blemish
+``ghost_strength``          ... its mean strength
+``ghost_rate_large``        remove: chance a removed large object leaves a ghost blemish
+``ghost_strength_large``    ... its mean strength
+``crowd_threshold``         add: a scene with at least this many objects counts as crowded (0: never)
+``crowded_relation_accuracy`` add: relation accuracy in a crowded scene, and the chance a relation the
+                            layout finds no free box for is still honoured by overlapping others
+                            (None: no such rule)
+``relation_accuracy_large`` move: relation accuracy for a large target (None: ``relation_accuracy``)
+``fail_without_room``       move: chance the move is abandoned (target left in place, with a note)
+                            when the layout finds no free box honouring the relation
+``joint_layout``            move/resize: chance the target **and** all objects of the reference noun
+                            are re-laid out together (others pushed aside when there is no room)
+``keep_color``              joint layout: chance each re-laid-out object keeps its colour (else another)
+``keep_pattern``            joint layout: chance each re-laid-out object keeps its pattern (else another)
+``collateral_ops``          ops after which the collateral effects below apply
+``collateral_drift``        chance per other (untargeted) object that one of them drifts (colour or
+                            pattern, as ``drift``), capped at ``collateral_drift_cap``
+``collateral_drift_cap``    ... the cap of that chance
+``detail_loss``             chance each object's pattern becomes plain (re-noising)
+``small_vanish``            chance each small object vanishes (re-noising)
+==========================  =======================================================================
+
 Ordinals of edits ("the second clock") count the objects of that noun **left to right** by box centre
 (ties top to bottom).
 """
@@ -52,7 +91,7 @@ from typing import Any
 
 import numpy as np
 
-from experts.sim.layout import GAP, Constraint, free_mask, layout_box, place, zone_for
+from experts.sim.layout import FULL, GAP, Constraint, free_mask, is_crowded, layout_box, place, zone_for
 from experts.sim.render import render
 from experts.sim.scene import Artifact, Scene, SceneObject
 from poser_env.core.commands import OPS, CommandError, ParsedCommand
@@ -98,23 +137,56 @@ class SimProfile:
     fidelity: float = 0.9
     glyph_noise: float = 0.0
     default_style: str = "photo"
+    # ---- context fields (card version 2); defaults: no such behaviour, no random draw
+    ordinal_blind: float = 0.0
+    crowded_leakage: float | None = None
+    scene_edit_accuracy: float | None = None
+    scene_drift: float | None = None
+    find_accuracy: float = 1.0
+    find_accuracy_small: float = 1.0
+    miss_erase_small: float = 0.0
+    ghost_rate: float = 0.0
+    ghost_strength: float = 0.3
+    ghost_rate_large: float = 0.0
+    ghost_strength_large: float = 0.7
+    crowd_threshold: int = 0
+    crowded_relation_accuracy: float | None = None
+    relation_accuracy_large: float | None = None
+    fail_without_room: float = 0.0
+    joint_layout: float = 0.0
+    keep_color: float = 1.0
+    keep_pattern: float = 1.0
+    collateral_ops: tuple[str, ...] = ()
+    collateral_drift: float = 0.0
+    collateral_drift_cap: float = 1.0
+    detail_loss: float = 0.0
+    small_vanish: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
+        object.__setattr__(self, "collateral_ops", tuple(self.collateral_ops))
         for op in self.ops:
             if op not in OPS:
                 raise ValueError(f"ops entry {op!r} is not one of {OPS}; fix the expert's card.")
         if not self.ops:
             raise ValueError("ops=() is empty; an expert must support at least one of " + repr(OPS))
+        for op in self.collateral_ops:
+            if op not in self.ops:
+                raise ValueError(f"collateral_ops entry {op!r} is not one of the expert's ops {self.ops}; fix the card.")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("ops", "default_style"):
+            if f.name in ("ops", "default_style", "collateral_ops"):
+                continue
+            if v is None and f.default is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise ValueError(f"{f.name}={v!r} must be a finite number.")
             if f.name in ("max_entities", "count_limit"):
                 if not isinstance(v, int) or v < 1:
                     raise ValueError(f"{f.name}={v!r} must be an int >= 1.")
+            elif f.name == "crowd_threshold":
+                if not isinstance(v, int) or v < 0:
+                    raise ValueError(f"{f.name}={v!r} must be an int >= 0 (0: no crowding rule).")
             elif f.name in ("cost", "artifacts"):
                 if v < 0:
                     raise ValueError(f"{f.name}={v!r} must be >= 0.")
@@ -135,6 +207,16 @@ def _render(scene: Scene) -> np.ndarray:
 
 def _with_attr(o: SceneObject, attr: str, value: str) -> SceneObject:
     return replace(o, color=value) if attr == "color" else replace(o, pattern=value)
+
+
+def _hit(rng: np.random.Generator, p: float) -> bool:
+    """True with probability ``p``; draws a random number only when 0 < p < 1 (context fields at 0 or 1 cost no
+    draw)."""
+    if p <= 0.0:
+        return False
+    if p >= 1.0:
+        return True
+    return bool(rng.random() < p)
 
 
 def _ordered(scene: Scene, noun: str) -> list[int]:
@@ -262,10 +344,13 @@ class SimExpert(Expert):
         occupied: list[Box],
         notes: list[str],
         extra_refs: Sequence[tuple[int, str, list[Box]]] = (),
+        overlap: float = 0.0,
     ) -> list[SceneObject]:
         """Draw groups with this card's limitations and lay them out among ``occupied`` boxes.
 
         ``extra_refs`` are (group index, relation, reference boxes already on the canvas) constraints.
+        ``overlap``: chance that a box whose relation finds no free place is put where the relation holds,
+        overlapping other objects (0: never, and no random draw).
         """
         p = self.profile
         keep = [i for i in range(min(len(entities), p.max_entities)) if not rng.random() < p.entity_drop]
@@ -322,6 +407,10 @@ class SimExpert(Expert):
             for _ in range(n):
                 w, h = layout_box(size, canvas, rng)
                 box, met = place(rng, w, h, scene.width, scene.height, occupied, cons, zone)
+                if cons and not met and _hit(rng, overlap):
+                    box, met = place(rng, w, h, scene.width, scene.height, [], cons, zone)
+                    if met:
+                        notes.append(f"the {e.noun} overlaps others to honour its relation")
                 if box is None:
                     notes.append(f"no room for a {e.noun}")
                     continue
@@ -409,6 +498,8 @@ class SimEditor(SimExpert):
         handler = getattr(self, f"_op_{parsed.op}")
         scene, touched = handler(parsed, state, rng, notes)
         p = self.profile
+        if parsed.op in p.collateral_ops:
+            scene = self._collateral(parsed, state, scene, rng, notes)
         if parsed.op == "refine":
             quality = float(np.clip(max(scene.quality, rng.normal(p.fidelity, 0.02)), 0.0, 1.0))
             arts = scene.artifacts
@@ -443,6 +534,42 @@ class SimEditor(SimExpert):
             )
         return str(v)
 
+    def _edit_targets(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
+                      notes: list[str]) -> list[int]:
+        """:meth:`_targets`, except that an ordinal target hits every object of its noun with ``ordinal_blind``."""
+        targets = self._targets(parsed, scene)
+        if parsed.index is None or self.profile.ordinal_blind <= 0.0:
+            return targets
+        every = self._targets(replace(parsed, index=None), scene)
+        if len(every) > 1 and _hit(rng, self.profile.ordinal_blind):
+            notes.append(f"could not single out one {scene.objects[every[0]].noun}; changed all {len(every)}")
+            return every
+        return targets
+
+    def _found(self, rng: np.random.Generator, o: SceneObject, notes: list[str]) -> tuple[bool, bool]:
+        """Grounding: (target found, target erased by a stray mask). No draw with the default cards."""
+        p = self.profile
+        small = o.size == "small"
+        if _hit(rng, p.find_accuracy_small if small else p.find_accuracy):
+            return True, False
+        notes.append(f"could not find the {o.noun}")
+        if small and _hit(rng, p.miss_erase_small):
+            notes.append(f"the mask erased the small {o.noun}")
+            return False, True
+        return False, False
+
+    def _ghost(self, rng: np.random.Generator, o: SceneObject) -> Artifact | None:
+        """The blemish a removal leaves where ``o`` was, or None (no draw with the default cards)."""
+        p = self.profile
+        large = o.size == "large"
+        if not _hit(rng, p.ghost_rate_large if large else p.ghost_rate):
+            return None
+        mean = p.ghost_strength_large if large else p.ghost_strength
+        strength = float(np.clip(rng.normal(mean, 0.1), 0.05, 1.0))
+        x1, y1, x2, y2 = o.box
+        radius = 0.35 * min(x2 - x1, y2 - y1)
+        return Artifact((x1 + x2) / 2.0, (y1 + y2) / 2.0, float(radius), strength, int(rng.integers(2**31)))
+
     def _near(self, scene: Scene, i: int) -> int | None:
         if len(scene.objects) < 2:
             return None
@@ -457,12 +584,21 @@ class SimEditor(SimExpert):
         if not ents:
             raise ValueError("the add command names nothing to add; e.g. 'add: a blue dog right of the clock'.")
         extra: list[tuple[int, str, list[Box]]] = []
+        p = self.profile
+        crowded = p.crowd_threshold > 0 and len(scene.objects) >= p.crowd_threshold
+        overlap = 0.0
+        if p.crowded_relation_accuracy is not None:
+            overlap = 1.0 if crowded else p.crowded_relation_accuracy
         if parsed.relation is not None and parsed.reference is not None and parsed.relation in RELATIONS:
             refs = [scene.objects[i].box for i in _ordered(scene, parsed.reference)]
-            if refs and rng.random() < self.profile.relation_accuracy:
+            acc = p.relation_accuracy
+            if crowded and p.crowded_relation_accuracy is not None:
+                acc = p.crowded_relation_accuracy
+                notes.append("crowded scene")
+            if refs and rng.random() < acc:
                 extra.append((0, parsed.relation, refs))
         occupied = [o.box for o in scene.objects]
-        new = self._draw_groups(rng, ents, parsed.spec.relations, scene, occupied, notes, extra)
+        new = self._draw_groups(rng, ents, parsed.spec.relations, scene, occupied, notes, extra, overlap)
         return scene.with_objects(scene.objects + tuple(new)), [o.box for o in new]
 
     def _op_remove(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
@@ -470,28 +606,58 @@ class SimEditor(SimExpert):
         targets = self._targets(parsed, scene)
         if parsed.count is not None and parsed.index is None:
             targets = targets[::-1][: parsed.count]  # the right-most ones
-        gone = {i for i in targets if rng.random() < self.profile.edit_accuracy}
+        gone: set[int] = set()
+        ghosts: list[Artifact] = []
+        for i in targets:
+            found, erased = self._found(rng, scene.objects[i], notes)
+            if not found:
+                if erased:
+                    gone.add(i)
+                continue
+            if rng.random() < self.profile.edit_accuracy:
+                gone.add(i)
+                ghost = self._ghost(rng, scene.objects[i])
+                if ghost is not None:
+                    ghosts.append(ghost)
         if len(gone) < len(targets):
             notes.append(f"left {len(targets) - len(gone)} object(s) in place")
         touched = [scene.objects[i].box for i in sorted(gone)]
-        return scene.with_objects(tuple(o for i, o in enumerate(scene.objects) if i not in gone)), touched
+        out = scene.with_objects(tuple(o for i, o in enumerate(scene.objects) if i not in gone))
+        if ghosts:
+            notes.append(f"left {len(ghosts)} ghost blemish(es)")
+            out = replace(out, artifacts=out.artifacts + tuple(ghosts))
+        return out, touched
 
     def _change(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator, notes: list[str],
                 attr: str, value: str) -> tuple[Scene, list[Box]]:
         objs = list(scene.objects)
         touched: list[Box] = []
-        for i in self._targets(parsed, scene):
-            if rng.random() < self.profile.edit_accuracy:
+        p = self.profile
+        erased: set[int] = set()
+        boxes = [o.box for o in scene.objects]
+        for i in self._edit_targets(parsed, scene, rng, notes):
+            found, erase = self._found(rng, scene.objects[i], notes)
+            if not found:
+                if erase:
+                    erased.add(i)
+                    touched.append(objs[i].box)
+                continue
+            if rng.random() < p.edit_accuracy:
                 objs[i] = _with_attr(objs[i], attr, value)
                 touched.append(objs[i].box)
             else:
                 notes.append(f"the {objs[i].noun} kept its {attr}")
-            if rng.random() < self.profile.attribute_leakage:
+            leak = p.attribute_leakage
+            if p.crowded_leakage is not None and is_crowded(boxes, i):
+                leak = p.crowded_leakage
+            if rng.random() < leak:
                 j = self._near(scene, i)
                 if j is not None:
                     objs[j] = _with_attr(objs[j], attr, value)
                     notes.append(f"the {attr} leaked to the {objs[j].noun}")
                     touched.append(objs[j].box)
+        if erased:
+            objs = [o for i, o in enumerate(objs) if i not in erased]
         return scene.with_objects(tuple(objs)), touched
 
     def _op_recolor(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
@@ -503,7 +669,8 @@ class SimEditor(SimExpert):
         return self._change(parsed, scene, rng, notes, "pattern", self._value(parsed, PATTERNS, "pattern"))
 
     def _relayout(self, scene: Scene, rng: np.random.Generator, notes: list[str], targets: list[int],
-                  sizes: dict[int, str], cons_for: Callable[[list[Box]], list[Constraint]]) -> tuple[Scene, list[Box]]:
+                  sizes: dict[int, str], cons_for: Callable[[list[Box]], list[Constraint]],
+                  give_up: float = 0.0) -> tuple[Scene, list[Box]]:
         objs = list(scene.objects)
         keep = [o.box for i, o in enumerate(objs) if i not in targets]
         touched: list[Box] = []
@@ -531,6 +698,10 @@ class SimEditor(SimExpert):
                 notes.append(f"no room to change the {o.noun}")
                 keep.append(o.box)
                 continue
+            if cons and not met and _hit(rng, give_up):
+                notes.append(f"no free room to move the {o.noun} as asked; left it in place")
+                keep.append(o.box)
+                continue
             if not met:
                 notes.append(f"could not honour the relation of the {o.noun}")
             touched += [o.box, box]
@@ -542,6 +713,8 @@ class SimEditor(SimExpert):
                    notes: list[str]) -> tuple[Scene, list[Box]]:
         value = self._value(parsed, SIZES, "size")
         targets = [i for i in self._targets(parsed, scene) if rng.random() < self.profile.edit_accuracy]
+        if _hit(rng, self.profile.joint_layout):
+            return self._joint_relayout(scene, rng, notes, targets, [], dict.fromkeys(targets, value), None, False)
         return self._relayout(scene, rng, notes, targets, dict.fromkeys(targets, value), lambda keep: [])
 
     def _op_move(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
@@ -553,31 +726,103 @@ class SimEditor(SimExpert):
                 f"the move command needs a relation and a reference (got relation={rel!r}, reference={ref!r}); "
                 "e.g. 'move: put the dog right of the clock'."
             )
-        refs = [scene.objects[i].box for i in _ordered(scene, ref) if i not in targets]
-        honour = rng.random() < self.profile.relation_accuracy
+        ref_idx = [i for i in _ordered(scene, ref) if i not in targets]
+        refs = [scene.objects[i].box for i in ref_idx]
+        p = self.profile
+        acc = p.relation_accuracy
+        if p.relation_accuracy_large is not None and any(scene.objects[i].size == "large" for i in targets):
+            acc = p.relation_accuracy_large
+        honour = rng.random() < acc
         if not honour:
             notes.append("ignored the relation")
+        if _hit(rng, p.joint_layout):
+            return self._joint_relayout(scene, rng, notes, targets, ref_idx, {}, rel, honour)
 
         def cons_for(keep: list[Box]) -> list[Constraint]:
             return [Constraint(rel, np.asarray(b), True) for b in refs] if honour else []
 
-        return self._relayout(scene, rng, notes, targets, {}, cons_for)
+        return self._relayout(scene, rng, notes, targets, {}, cons_for, p.fail_without_room)
+
+    def _joint_relayout(self, scene: Scene, rng: np.random.Generator, notes: list[str], targets: list[int],
+                        refs: list[int], sizes: dict[int, str], rel: str | None,
+                        honour: bool) -> tuple[Scene, list[Box]]:
+        """Re-lay out the targets and their references together (references first, in the zone that leaves room
+        for the relation), pushing other objects aside when there is no free room; every re-laid-out object is
+        regenerated (keeps its colour with ``keep_color``, its pattern with ``keep_pattern``)."""
+        p = self.profile
+        objs = list(scene.objects)
+        width, height = scene.width, scene.height
+        canvas = min(width, height)
+        moving = [i for i in refs if i not in targets] + list(targets)
+        fixed = [i for i in range(len(objs)) if i not in moving]
+        placed: dict[int, Box] = {}
+        touched: list[Box] = []
+        zone = zone_for([rel]) if honour and rel is not None else FULL
+        for i in moving:
+            o = objs[i]
+            size = sizes.get(i, o.size)
+            if size == o.size:
+                w, h = o.box[2] - o.box[0], o.box[3] - o.box[1]
+            else:
+                w, h = layout_box(size, canvas, rng)
+            is_target = i in targets
+            cons = ([Constraint(rel, np.asarray(placed[j]), True) for j in refs if j in placed]
+                    if honour and is_target and rel is not None else [])
+            z = FULL if is_target else zone
+            mine = list(placed.values())
+            box, met = place(rng, w, h, width, height, [objs[j].box for j in fixed] + mine, cons, z)
+            if box is None or (cons and not met):  # no free room: push the others aside
+                box2, met2 = place(rng, w, h, width, height, mine, cons, z)
+                if box2 is not None and (met2 or box is None):
+                    box, met = box2, met2
+                    notes.append(f"pushed objects aside for the {o.noun}")
+            if box is None:
+                notes.append(f"no room to change the {o.noun}")
+                placed[i] = o.box
+                continue
+            if cons and not met:
+                notes.append(f"could not honour the relation of the {o.noun}")
+            placed[i] = box
+            touched += [o.box, box]
+            objs[i] = replace(o, box=box, size=size)
+        new = np.asarray(list(placed.values()), dtype=np.float64).reshape(-1, 4)
+        for j in fixed:
+            b = objs[j].box
+            if new.size and not free_mask(np.asarray([b]), new)[0]:
+                others = [objs[k].box for k in range(len(objs)) if k != j]
+                box, _ = place(rng, b[2] - b[0], b[3] - b[1], width, height, others, ())
+                if box is not None:
+                    notes.append(f"pushed the {objs[j].noun} aside")
+                    touched += [b, box]
+                    objs[j] = replace(objs[j], box=box)
+        for i in moving:
+            o = objs[i]
+            if not _hit(rng, p.keep_color):
+                others_c = [c for c in COLORS if c != o.color]
+                o = replace(o, color=others_c[int(rng.integers(len(others_c)))])
+                notes.append(f"the re-drawn {o.noun} changed colour")
+            if not _hit(rng, p.keep_pattern):
+                others_p = [q for q in PATTERNS if q != o.pattern]
+                o = replace(o, pattern=others_p[int(rng.integers(len(others_p)))])
+                notes.append(f"the re-drawn {o.noun} changed pattern")
+            objs[i] = o
+        return scene.with_objects(tuple(objs)), touched
 
     def _op_background(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
                        notes: list[str]) -> tuple[Scene, list[Box]]:
         value = parsed.value if parsed.value is not None else parsed.spec.background
         if value not in BACKGROUNDS:
             raise ValueError(f"the background command asks for background={value!r}; name one of {list(BACKGROUNDS)}.")
-        bg = self._choose(rng, value, BACKGROUNDS, self.profile.edit_accuracy, None)
-        return self._drift(replace(scene, background=bg), rng, notes), []
+        bg = self._choose(rng, value, BACKGROUNDS, self._scene_accuracy(), None)
+        return self._drift(replace(scene, background=bg), rng, notes, self.profile.scene_drift), []
 
     def _op_restyle(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
                     notes: list[str]) -> tuple[Scene, list[Box]]:
         value = parsed.value if parsed.value is not None else parsed.spec.style
         if value not in STYLES:
             raise ValueError(f"the restyle command asks for style={value!r}; name one of {list(STYLES)}.")
-        st = self._choose(rng, value, STYLES, self.profile.edit_accuracy, None)
-        return self._drift(replace(scene, style=st), rng, notes), []
+        st = self._choose(rng, value, STYLES, self._scene_accuracy(), None)
+        return self._drift(replace(scene, style=st), rng, notes, self.profile.scene_drift), []
 
     def _op_refine(self, parsed: ParsedCommand, scene: Scene, rng: np.random.Generator,
                    notes: list[str]) -> tuple[Scene, list[Box]]:
@@ -586,10 +831,52 @@ class SimEditor(SimExpert):
             notes.append(f"removed {len(scene.artifacts) - len(keep)} blemish(es)")
         return self._drift(replace(scene, artifacts=keep), rng, notes), []
 
-    def _drift(self, scene: Scene, rng: np.random.Generator, notes: list[str]) -> Scene:
-        if not scene.objects or not rng.random() < self.profile.drift:
+    def _scene_accuracy(self) -> float:
+        p = self.profile
+        return p.edit_accuracy if p.scene_edit_accuracy is None else p.scene_edit_accuracy
+
+    def _others(self, parsed: ParsedCommand, before: Scene, after: Scene) -> list[int]:
+        """Indices in ``after`` of the objects the edit did not target (unmoved objects of ``before``)."""
+        tgt: set[Box] = set()
+        if parsed.op in ("remove", "recolor", "retexture", "resize", "move"):
+            tgt = {before.objects[i].box for i in self._targets(parsed, before)}
+        old = {o.box for o in before.objects}
+        return [i for i, o in enumerate(after.objects) if o.box in old and o.box not in tgt]
+
+    def _collateral(self, parsed: ParsedCommand, before: Scene, scene: Scene, rng: np.random.Generator,
+                    notes: list[str]) -> Scene:
+        """Side effects of a whole-image edit: one untargeted object drifts with ``collateral_drift`` per such
+        object (capped), patterns go plain with ``detail_loss``, small objects vanish with ``small_vanish``."""
+        p = self.profile
+        others = self._others(parsed, before, scene)
+        if (p.collateral_drift > 0.0 and others
+                and _hit(rng, min(p.collateral_drift_cap, p.collateral_drift * len(others)))):
+            scene = self._drift_object(scene, others[int(rng.integers(len(others)))], rng, notes)
+        if p.detail_loss > 0.0:
+            objs = list(scene.objects)
+            for i, o in enumerate(objs):
+                if _hit(rng, p.detail_loss) and o.pattern != "plain":
+                    objs[i] = replace(o, pattern="plain")
+                    notes.append(f"the {o.noun} lost its pattern")
+            scene = scene.with_objects(tuple(objs))
+        if p.small_vanish > 0.0:
+            kept = []
+            for o in scene.objects:
+                if o.size == "small" and _hit(rng, p.small_vanish):
+                    notes.append(f"the small {o.noun} vanished")
+                else:
+                    kept.append(o)
+            scene = scene.with_objects(tuple(kept))
+        return scene
+
+    def _drift(self, scene: Scene, rng: np.random.Generator, notes: list[str], chance: float | None = None) -> Scene:
+        """One random object drifts with ``chance`` (None: the card's ``drift``)."""
+        if not scene.objects or not rng.random() < (self.profile.drift if chance is None else chance):
             return scene
-        i = int(rng.integers(len(scene.objects)))
+        return self._drift_object(scene, int(rng.integers(len(scene.objects))), rng, notes)
+
+    def _drift_object(self, scene: Scene, i: int, rng: np.random.Generator, notes: list[str]) -> Scene:
+        """Object ``i`` drifts: a similar colour (0.7) or its pattern toggles (0.3)."""
         o = scene.objects[i]
         if rng.random() < 0.7:
             near = _SIMILAR[o.color]

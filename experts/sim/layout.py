@@ -15,13 +15,38 @@ import numpy as np
 
 from poser_env.core.geometry import SIZE_FRACTION, Box, relation_mask
 
-__all__ = ["FULL", "GAP", "N_CANDIDATES", "ZONES", "Constraint", "candidate_boxes", "free_mask", "layout_box", "place",
-           "zone_for"]
+__all__ = ["CROWDED_GAP", "FULL", "GAP", "N_CANDIDATES", "ZONES", "Constraint", "box_gap", "candidate_boxes", "free_mask",
+           "is_crowded", "layout_box", "place", "zone_for"]
 
 #: Minimum gap in pixels between the boxes of two objects.
 GAP: float = 2.0
 #: Candidate boxes drawn per placement attempt.
 N_CANDIDATES = 48
+#: A target is *crowded* when the gap to its nearest other box is below this fraction of its shorter side.
+CROWDED_GAP: float = 0.25
+
+
+def box_gap(a: Box, b: Box) -> float:
+    """Gap in pixels between two boxes ``(x1, y1, x2, y2)``: 0 when they touch or overlap, else the larger of the
+    horizontal and vertical distances between their edges."""
+    dx = max(b[0] - a[2], a[0] - b[2], 0.0)
+    dy = max(b[1] - a[3], a[1] - b[3], 0.0)
+    return float(max(dx, dy))
+
+
+def is_crowded(boxes: Sequence[Box], i: int, factor: float = CROWDED_GAP) -> bool:
+    """Whether box ``i`` of ``boxes`` is crowded: the gap to the nearest other box is below ``factor`` times
+    its shorter side (pixels). A lone box is never crowded. The critic sees the same thing in its detections.
+
+    Raises:
+        IndexError: ``i`` is not an index of ``boxes``.
+    """
+    if not -len(boxes) <= i < len(boxes):
+        raise IndexError(f"i={i} is not an index of {len(boxes)} boxes; pass the target's index.")
+    a = boxes[i]
+    short = min(a[2] - a[0], a[3] - a[1])
+    gaps = [box_gap(a, b) for j, b in enumerate(boxes) if j != i % len(boxes)]
+    return bool(gaps) and min(gaps) < factor * short
 
 
 def layout_box(size: str, canvas: int, rng: np.random.Generator) -> tuple[float, float]:
