@@ -35,6 +35,10 @@ Card parameters (probabilities in [0, 1] unless noted):
 ``fidelity``             rendering quality the expert reaches (scene.quality), T2I sets it, editors
                          cap it (refine raises it)
 ``glyph_noise``          how far silhouettes depart from the canonical glyph (confuses detectors)
+``glyph_variants``       0 (default): every object's silhouette is perturbed on its own (continuous noise,
+                         seeded by its box); N >= 1: the noise is quantised to N levels, each a fixed shape
+                         variant per noun (``SceneObject.glyph_variant``), so the renderer rasterises at most
+                         N shapes per noun and reuses them (much faster; same draws from the rng), an int
 ``default_style``        style drawn when the prompt names none
 =======================  ==========================================================================
 
@@ -62,7 +66,7 @@ from poser_env.core.grammar import parse_command
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
 from poser_env.core.text import stable_hash
 
-__all__ = ["GAP", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
+__all__ = ["GAP", "MAX_GLYPH_VARIANTS", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
 
 #: Colours an object drifts to (refine/restyle drift, leaky recolours of similar hues).
 _SIMILAR: dict[str, tuple[str, ...]] = {
@@ -71,6 +75,10 @@ _SIMILAR: dict[str, tuple[str, ...]] = {
     "pink": ("red", "purple"), "brown": ("orange", "black"), "black": ("gray", "brown"),
     "white": ("gray", "yellow"), "gray": ("white", "black"),
 }
+
+
+#: Most shape variants per noun a card may ask for (``glyph_variants``).
+MAX_GLYPH_VARIANTS = 64
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class SimProfile:
     fidelity: float = 0.9
     glyph_noise: float = 0.0
     default_style: str = "photo"
+    glyph_variants: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -112,7 +121,11 @@ class SimProfile:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise ValueError(f"{f.name}={v!r} must be a finite number.")
-            if f.name in ("max_entities", "count_limit"):
+            if f.name == "glyph_variants":
+                if not isinstance(v, int) or not 0 <= v <= MAX_GLYPH_VARIANTS:
+                    raise ValueError(f"glyph_variants={v!r} must be an int from 0 (continuous glyph noise) to "
+                                     f"{MAX_GLYPH_VARIANTS} (shape variants per noun).")
+            elif f.name in ("max_entities", "count_limit"):
                 if not isinstance(v, int) or v < 1:
                     raise ValueError(f"{f.name}={v!r} must be an int >= 1.")
             elif f.name in ("cost", "artifacts"):
@@ -218,7 +231,22 @@ class SimExpert(Expert):
         return tuple(out)
 
     def _glyph_noise(self, rng: np.random.Generator) -> float:
-        return float(np.clip(rng.uniform(0.0, 2.0 * self.profile.glyph_noise), 0.0, 1.0))
+        return self._glyph_draw(rng)[0]
+
+    def _glyph_draw(self, rng: np.random.Generator) -> tuple[float, int]:
+        """(glyph noise in [0, 1], glyph variant) of a new object: one uniform draw in [0, 2 * glyph_noise].
+
+        ``glyph_variants`` = 0: the draw itself and variant -1 (a shape of its own). N > 0: the draw's stratum
+        k of N equal strata is the variant, and its noise is the stratum's midpoint (the same distribution of
+        noise, quantised to N shapes per noun).
+        """
+        g2 = 2.0 * self.profile.glyph_noise
+        u = rng.uniform(0.0, g2)
+        n = self.profile.glyph_variants
+        if n <= 0:
+            return float(np.clip(u, 0.0, 1.0)), -1
+        k = min(int(u / g2 * n), n - 1) if g2 > 0 else 0
+        return float(min((k + 0.5) / n * g2, 1.0)), k
 
     def _draw_count(self, rng: np.random.Generator, count: int) -> int:
         p = self.profile
@@ -329,7 +357,7 @@ class SimExpert(Expert):
                     notes.append(f"could not honour a relation of the {e.noun}")
                 occupied.append(box)
                 boxes_of[g].append(box)
-                objects.append(SceneObject(e.noun, color, pattern, size, box, self._glyph_noise(rng)))
+                objects.append(SceneObject(e.noun, color, pattern, size, box, *self._glyph_draw(rng)))
         return objects
 
 
