@@ -36,9 +36,10 @@ Card parameters (probabilities in [0, 1] unless noted):
                          cap it (refine raises it)
 ``glyph_noise``          how far silhouettes depart from the canonical glyph (confuses detectors)
 ``glyph_variants``       0 (default): every object's silhouette is perturbed on its own (continuous noise,
-                         seeded by its box); N >= 1: the noise is quantised to N levels, each a fixed shape
-                         variant per noun (``SceneObject.glyph_variant``), so the renderer rasterises at most
-                         N shapes per noun and reuses them (much faster; same draws from the rng), an int
+                         seeded by its box); N >= 1 (an int): the noise is rounded to the nearest of N levels
+                         ``k / (N - 1)`` (level 0: the canonical glyph), each level one fixed shape per noun
+                         (``SceneObject.glyph_variant`` = k), so the renderer rasterises at most N shapes per noun
+                         for every expert and reuses them (much faster; the same draws from the rng)
 ``default_style``        style drawn when the prompt names none
 =======================  ==========================================================================
 
@@ -234,19 +235,19 @@ class SimExpert(Expert):
         return self._glyph_draw(rng)[0]
 
     def _glyph_draw(self, rng: np.random.Generator) -> tuple[float, int]:
-        """(glyph noise in [0, 1], glyph variant) of a new object: one uniform draw in [0, 2 * glyph_noise].
+        """(glyph noise in [0, 1], glyph variant) of a new object, from one uniform draw in [0, 2 * glyph_noise].
 
-        ``glyph_variants`` = 0: the draw itself and variant -1 (a shape of its own). N > 0: the draw's stratum
-        k of N equal strata is the variant, and its noise is the stratum's midpoint (the same distribution of
-        noise, quantised to N shapes per noun).
+        ``glyph_variants`` = 0: the draw itself and variant -1 (a shape of its own). N > 0: the draw rounded to the
+        nearest of the N levels ``k / max(N - 1, 1)`` (k = 0..N-1; k = 0 is the canonical glyph), and variant k:
+        every expert with the same N draws the same N shapes per noun, so the renderer rasterises each once.
         """
-        g2 = 2.0 * self.profile.glyph_noise
-        u = rng.uniform(0.0, g2)
+        u = float(np.clip(rng.uniform(0.0, 2.0 * self.profile.glyph_noise), 0.0, 1.0))
         n = self.profile.glyph_variants
         if n <= 0:
-            return float(np.clip(u, 0.0, 1.0)), -1
-        k = min(int(u / g2 * n), n - 1) if g2 > 0 else 0
-        return float(min((k + 0.5) / n * g2, 1.0)), k
+            return u, -1
+        step = 1.0 / max(n - 1, 1)
+        k = min(int(u / step + 0.5), n - 1)
+        return k * step, k
 
     def _draw_count(self, rng: np.random.Generator, count: int) -> int:
         p = self.profile
