@@ -246,7 +246,7 @@ def bench_file(
 
 
 def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_steps: int = 0,
-               diffusers: bool = True, glyph_variants: int = 8) -> str:
+               diffusers: bool = True, glyph_variants: int = 8, noise_bank: bool = True) -> str:
     """Speed, side by side in one run (a markdown table).
 
     - ``CartPole-v1`` random steps per second, as a reference for the machine;
@@ -254,8 +254,9 @@ def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_s
       untimed warm-up: steps per second of wall time and per core (steps / CPU seconds of this thread), the
       median step, the median expert and critic call (calls only; STOP and masked no-ops excluded), and the env's
       overhead ``(step - expert - critic) / (expert + critic)`` summed over the run;
-    - ``glyph_variants`` > 0: the same with every expert's card set to ``glyph_variants`` (the opt-in bounded glyph
-      shapes, see :class:`experts.sim.experts.SimProfile`), once with hashing and once with MiniLM steady state;
+    - ``glyph_variants`` > 0 or ``noise_bank``: the same with every expert's card set to the opt-in fields
+      ``glyph_variants`` (bounded glyph shapes) and ``noise_bank`` (degradation noise from a fixed field, see
+      :class:`experts.sim.experts.SimProfile`), once with hashing and once with MiniLM steady state;
       their render caches stay as the warm-up left them (at most ``glyph_variants`` shapes per noun: the cache is
       bounded, so steady state is the regime that matters);
     - the same with MiniLM (when installed): cold (an empty text cache, no disk cache) and steady state (the same
@@ -283,18 +284,19 @@ def bench_perf(steps: int = 2000, *, seed: int = 0, vector_steps: int = 0, ppo_s
     cp_rate = n_cp / cp_cpu
     lines.append(f"| CartPole-v1 steps/s (wall / per core) | {n_cp / cp_wall:,.0f} / {cp_rate:,.0f} |")
     variants: dict[str, Any] = {}
-    if glyph_variants > 0:
-        variants = {"experts": [make_expert(n, glyph_variants=glyph_variants) for n in default_expert_names()]}
+    opt_in: dict[str, Any] = {k: v for k, v in (("glyph_variants", glyph_variants), ("noise_bank", noise_bank)) if v}
+    tag = ", ".join(f"{k}={v}" for k, v in opt_in.items())
+    if opt_in:
+        variants = {"experts": [make_expert(n, **opt_in) for n in default_expert_names()]}
     # (label, encoder, encoder kwargs, env kwargs)
     runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [("hashing", "hashing", {}, {})]
     if variants:
-        runs.append((f"hashing, glyph_variants={glyph_variants}", "hashing", {}, variants))
+        runs.append((f"hashing, {tag}", "hashing", {}, variants))
     if minilm_available():
         runs += [("minilm cold", "minilm", {"disk_cache": False, "cache_size": 0}, {}),
                  ("minilm steady state", "minilm", {"disk_cache": False}, {})]
         if variants:
-            runs.append((f"minilm steady state, glyph_variants={glyph_variants}", "minilm", {"disk_cache": False},
-                         variants))
+            runs.append((f"minilm steady state, {tag}", "minilm", {"disk_cache": False}, variants))
     targets: list[str] = []
     for k, (label, enc_name, enc_kw, env_kw) in enumerate(runs):
         env = gym.make("poser_env/ImagePoser-v0", text_encoder=make_text_encoder(enc_name, **enc_kw), **env_kw)

@@ -92,3 +92,30 @@ def test_bad_glyph_variants(bad: object) -> None:
 def test_bad_scene_object_variant(bad: object) -> None:
     with pytest.raises(ValueError, match="glyph_variant"):
         SceneObject("clock", "red", glyph_variant=bad)  # type: ignore[arg-type]
+
+
+def test_noise_bank_is_opt_in_deterministic_and_gaussian() -> None:
+    base = make_expert("sim/sketch")(PROMPT, None, seed=5)
+    assert base.state.noise_bank is False
+    e = make_expert("sim/sketch", noise_bank=True)
+    a = e(PROMPT, None, seed=5)
+    assert a.state.noise_bank is True
+    assert a.state == replace(base.state, noise_bank=True)  # the same draws: only the noise source differs
+    assert a.image.tobytes() == e(PROMPT, None, seed=5).image.tobytes()
+    assert a.image.tobytes() != base.image.tobytes()
+    assert render(a.state).tobytes() == a.image.tobytes()
+    # the residual noise has the sigma of fresh noise: clean scene vs degraded scene
+    s = replace(a.state, quality=0.5, artifacts=())
+    clean = render(replace(s, quality=1.0)).astype(float)
+    res = [render(replace(s, seed=k)).astype(float) - clean for k in range(2)]
+    fresh = render(replace(s, noise_bank=False)).astype(float) - clean
+    assert np.std(res[0]) == pytest.approx(np.std(fresh), rel=0.1)
+    assert not np.array_equal(res[0], res[1])  # another seed, another window
+    # an editor without the card renders the scene it edits with fresh noise again
+    ed = make_expert("sim/refine")("refine: improve the details", a.image, seed=1, state=a.state)
+    assert ed.state.noise_bank is False
+
+
+def test_bad_noise_bank() -> None:
+    with pytest.raises(ValueError, match="noise_bank"):
+        make_expert("sim/sketch", noise_bank=1)

@@ -16,7 +16,8 @@ What is drawn, in order:
 3. Artifacts: discs of uniform random colour blended in with their ``strength``.
 4. ``watercolor``: a blotchy paper texture multiplies everything.
 5. Degradation when ``scene.quality < 1``: a [1, 2, 1] blur mixed in at ``0.6 * (1 - quality)`` and
-   Gaussian noise of sigma ``24 * (1 - quality)`` (0..255 scale).
+   Gaussian noise of sigma ``24 * (1 - quality)`` (0..255 scale): drawn from ``scene.seed``, or with
+   ``scene.noise_bank`` a window of one fixed Gaussian field per canvas size placed and flipped by the seed.
 6. ``pixel art``: the image snaps to blocks of :func:`block_size` pixels and colours to multiples of 32
    (backgrounds are drawn with ordered dithering).
 
@@ -237,12 +238,32 @@ def _degrade(img: np.ndarray, scene: Scene) -> np.ndarray:
     b *= a
     img *= np.float32(1) - a
     img += b
-    rng = np.random.default_rng([scene.seed & 0xFFFFFFFFFFFFFFFF, 2])
     sigma = np.float32(24.0 * d)
-    noise = rng.standard_normal(img.shape, dtype=np.float32)
-    noise *= sigma
+    if scene.noise_bank:
+        noise = _noise_window(scene.seed, scene.width, scene.height) * sigma
+    else:
+        rng = np.random.default_rng([scene.seed & 0xFFFFFFFFFFFFFFFF, 2])
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= sigma
     img += noise
     return img
+
+
+@lru_cache(maxsize=16)
+def _noise_field(width: int, height: int) -> np.ndarray:
+    """A fixed standard-normal float32 field (2 * height, 2 * width, 3) of one canvas size (read-only)."""
+    rng = np.random.default_rng(stable_hash("noise-bank", width, height))
+    f = rng.standard_normal((2 * height, 2 * width, 3), dtype=np.float32)
+    f.setflags(write=False)
+    return f
+
+
+def _noise_window(seed: int, width: int, height: int) -> np.ndarray:
+    """A (height, width, 3) window of :func:`_noise_field`, its offset and flips from ``stable_hash(seed)``."""
+    h = stable_hash("noise-window", int(seed), bits=64)
+    dy, dx = h % height, (h >> 20) % width
+    win = _noise_field(width, height)[dy : dy + height, dx : dx + width]
+    return win[:: -1 if h >> 40 & 1 else 1, :: -1 if h >> 41 & 1 else 1]
 
 
 def render(scene: Scene) -> np.ndarray:

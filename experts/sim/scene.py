@@ -82,6 +82,9 @@ class Scene:
         artifacts: Blemishes from edits (lower fidelity).
         quality: Global rendering quality 0..1 of the expert that drew it (1 = clean).
         seed: Seed of the rendering noise.
+        noise_bank: False (default): the degradation noise is drawn afresh from ``seed``; True: it is a window of a
+            fixed Gaussian field of the canvas size, placed and flipped by ``seed`` (the same statistics, far cheaper;
+            set by experts whose card has ``noise_bank = true``).
     """
 
     width: int = 128
@@ -93,6 +96,7 @@ class Scene:
     quality: float = 1.0
     seed: int = 0
     history: tuple[str, ...] = field(default=(), compare=False)
+    noise_bank: bool = False
 
     def __post_init__(self) -> None:
         if self.background not in BACKGROUNDS:
