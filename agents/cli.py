@@ -400,10 +400,16 @@ def bench_perf(
     vector_steps: Annotated[int, typer.Option(help="Env steps to time in the vector env (1 and 2 workers); 0 skips.")] = 2000,
     ppo_steps: Annotated[int, typer.Option(help="Env steps of MaskablePPO learn to time; 0 skips.")] = 4096,
     diffusers: Annotated[bool, typer.Option(help="Also the tiny diffusers batching/cache ratios.")] = True,
+    glyph_variants: Annotated[int, typer.Option(
+        help="Opt-in cards run: the glyph_variants card field at this value (bounded glyph shapes); 0 leaves it off."
+    )] = 8,
+    noise_bank: Annotated[bool, typer.Option(help="Opt-in cards run: also the noise_bank card field.")] = True,
 ) -> None:
     """Speed, side by side in one run: CartPole-v1 reference, SceneSim steps/s per core, expert and critic medians,
-    env overhead (hashing and MiniLM), vector env with 1 and 2 workers, PPO throughput, cache/batching ratios."""
-    typer.echo(bench_lib.bench_perf(steps=steps, vector_steps=vector_steps, ppo_steps=ppo_steps, diffusers=diffusers))
+    env overhead (hashing and MiniLM), the opt-in glyph_variants / noise_bank cards, vector env with 1 and 2 workers, PPO
+    throughput, cache/batching ratios, and which of issue 16's targets are met."""
+    typer.echo(bench_lib.bench_perf(steps=steps, vector_steps=vector_steps, ppo_steps=ppo_steps, diffusers=diffusers,
+                                    glyph_variants=glyph_variants, noise_bank=noise_bank))
 
 
 @bench_app.command("scratch")

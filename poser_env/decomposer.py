@@ -9,6 +9,7 @@ imported only then); :func:`make_decomposer` is a thin alias.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from poser_env.components import make_decomposer as _make
@@ -68,8 +69,14 @@ class RuleDecomposer:
         return f"RuleDecomposer({self.planner!r})"
 
     def parse(self, prompt: str) -> Spec:
-        """See :func:`poser_env.core.parser.parse` (raises :class:`poser_env.core.parser.ParseError`)."""
-        return parse(prompt, open_vocab=self.open_vocab)
+        """See :func:`poser_env.core.parser.parse` (raises :class:`poser_env.core.parser.ParseError`).
+
+        Specs of the last 4096 prompt texts are cached (parsing is deterministic and a spec immutable; an env
+        resets to the prompts of its pool over and over).
+        """
+        if not isinstance(prompt, str):
+            return parse(prompt, open_vocab=self.open_vocab)  # the parser's error names the bad type
+        return _parse_cached(prompt, self.open_vocab)
 
     def plan(self, spec: Spec) -> Plan:
         """See :meth:`poser_env.planner.Planner.plan`."""
@@ -82,6 +89,11 @@ class RuleDecomposer:
     def current(self, plan: Plan) -> Command | None:
         """The command to run now, or None when the plan is finished."""
         return self.planner.current(plan)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(prompt: str, open_vocab: bool) -> Spec:
+    return parse(prompt, open_vocab=open_vocab)
 
 
 def make_decomposer(name: str = "rules", **kwargs: Any) -> Any:

@@ -41,6 +41,14 @@ _WORD = re.compile(r"[a-z0-9]+")
 _LOADED: dict[tuple[str, str], Any] = {}
 #: MiniLM caches are shared by every encoder of a process (vector envs encode the same prompts and commands).
 _SHARED_CACHES: dict[tuple[str, str], LRUCache[str, np.ndarray]] = {}
+
+
+def _shared_cache(model_path: str | None, device: str, cache_size: int) -> LRUCache[str, np.ndarray]:
+    """The process-wide cache of one model and device; an encoder with ``cache_size=0`` (no caching) gets an empty
+    one of its own, so it neither disables caching for the encoders built after it nor reads their entries."""
+    if cache_size == 0:
+        return LRUCache(0)
+    return _SHARED_CACHES.setdefault((model_path or "packaged", device), LRUCache(cache_size))
 #: Disk-cache folders already read into the shared caches in this process.
 _LOADED_STORES: set[str] = set()
 
@@ -248,7 +256,7 @@ class MiniLMTextEncoder(_Cached):
             raise ValueError(f"num_threads={num_threads!r} must be an int >= 1 or None (torch's setting).")
         self.device = device
         self.num_threads = num_threads
-        self._cache = _SHARED_CACHES.setdefault((model_path or "packaged", device), LRUCache(cache_size))
+        self._cache = _shared_cache(model_path, device, cache_size)
         self.model_path = model_path
         self.dim = 384
         self._model: Any = None
@@ -315,8 +323,7 @@ class MiniLMTextEncoder(_Cached):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._cache = _SHARED_CACHES.setdefault((self.model_path or "packaged", self.device),
-                                                LRUCache(self.cache_size))
+        self._cache = _shared_cache(self.model_path, self.device, self.cache_size)
 
 
 def make_text_encoder(name: str | TextEncoder = "hashing", **kwargs: Any) -> TextEncoder:

@@ -15,6 +15,7 @@ the critic's median time per image.
 Run::
 
     PYTHONPATH=. python examples/benchmarks/critic_agreement.py --geneval 120 --long 40
+    PYTHONPATH=. python examples/benchmarks/critic_agreement.py --glyph-variants 8 --noise-bank  # opt-in cards
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Args:
     canvas: int = 128
     show_errors: int = 0
     critic_noise: float = 0.0  # SceneCritic(noise=...): emulate a weaker critic
+    glyph_variants: int = 0  # every expert's card glyph_variants (0: continuous glyph noise, as the cards ship)
+    noise_bank: bool = False  # every expert's card noise_bank (degradation noise from a fixed field)
 
 
 def _coverage_command(op: str, spec: Spec, rng: np.random.Generator) -> str:
@@ -65,7 +68,10 @@ def _coverage_command(op: str, spec: Spec, rng: np.random.Generator) -> str:
 
 def main(args: Args) -> None:
     names = default_expert_names()
-    experts = {n: make_expert(n, canvas_size=args.canvas) for n in names}
+    variants: dict[str, object] = {"glyph_variants": args.glyph_variants} if args.glyph_variants else {}
+    if args.noise_bank:
+        variants["noise_bank"] = True
+    experts = {n: make_expert(n, canvas_size=args.canvas, **variants) for n in names}
     t2i = [n for n in names if experts[n].kind == "text-to-image"]
     editors = [n for n in names if experts[n].kind == "image-to-image"]
     specs = geneval_style("test", args.geneval, seed=args.seed) + long_prompts("test", args.long, seed=args.seed)

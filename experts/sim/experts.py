@@ -35,6 +35,14 @@ Card parameters (probabilities in [0, 1] unless noted):
 ``fidelity``             rendering quality the expert reaches (scene.quality), T2I sets it, editors
                          cap it (refine raises it)
 ``glyph_noise``          how far silhouettes depart from the canonical glyph (confuses detectors)
+``glyph_variants``       0 (default): every object's silhouette is perturbed on its own (continuous noise,
+                         seeded by its box); N >= 1 (an int): the noise is rounded to the nearest of N levels
+                         ``k / (N - 1)`` (level 0: the canonical glyph), each level one fixed shape per noun
+                         (``SceneObject.glyph_variant`` = k), so the renderer rasterises at most N shapes per noun
+                         for every expert and reuses them (much faster; the same draws from the rng)
+``noise_bank``           false (default): the degradation noise of an image is drawn afresh from its seed; true: it
+                         is a window (placed and flipped by the seed) of one fixed Gaussian field per canvas size,
+                         the same statistics without drawing 3 normals a pixel (``Scene.noise_bank``; faster)
 ``default_style``        style drawn when the prompt names none
 =======================  ==========================================================================
 
@@ -101,7 +109,7 @@ from poser_env.core.grammar import parse_command
 from poser_env.core.spec import BACKGROUNDS, COLORS, PATTERNS, RELATIONS, SIZES, STYLES, Entity, Relation
 from poser_env.core.text import stable_hash
 
-__all__ = ["GAP", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
+__all__ = ["GAP", "MAX_GLYPH_VARIANTS", "SimEditor", "SimExpert", "SimProfile", "SimTextToImage", "layout_box"]
 
 #: Colours an object drifts to (refine/restyle drift, leaky recolours of similar hues).
 _SIMILAR: dict[str, tuple[str, ...]] = {
@@ -110,6 +118,10 @@ _SIMILAR: dict[str, tuple[str, ...]] = {
     "pink": ("red", "purple"), "brown": ("orange", "black"), "black": ("gray", "brown"),
     "white": ("gray", "yellow"), "gray": ("white", "black"),
 }
+
+
+#: Most shape variants per noun a card may ask for (``glyph_variants``).
+MAX_GLYPH_VARIANTS = 64
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,8 @@ class SimProfile:
     collateral_drift_cap: float = 1.0
     detail_loss: float = 0.0
     small_vanish: float = 0.0
+    glyph_variants: int = 0
+    noise_bank: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -179,9 +193,17 @@ class SimProfile:
                 continue
             if v is None and f.default is None:
                 continue
+            if f.name == "noise_bank":
+                if not isinstance(v, bool):
+                    raise ValueError(f"noise_bank={v!r} must be true or false.")
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise ValueError(f"{f.name}={v!r} must be a finite number.")
-            if f.name in ("max_entities", "count_limit"):
+            if f.name == "glyph_variants":
+                if not isinstance(v, int) or not 0 <= v <= MAX_GLYPH_VARIANTS:
+                    raise ValueError(f"glyph_variants={v!r} must be an int from 0 (continuous glyph noise) to "
+                                     f"{MAX_GLYPH_VARIANTS} (shape variants per noun).")
+            elif f.name in ("max_entities", "count_limit"):
                 if not isinstance(v, int) or v < 1:
                     raise ValueError(f"{f.name}={v!r} must be an int >= 1.")
             elif f.name == "crowd_threshold":
@@ -300,7 +322,22 @@ class SimExpert(Expert):
         return tuple(out)
 
     def _glyph_noise(self, rng: np.random.Generator) -> float:
-        return float(np.clip(rng.uniform(0.0, 2.0 * self.profile.glyph_noise), 0.0, 1.0))
+        return self._glyph_draw(rng)[0]
+
+    def _glyph_draw(self, rng: np.random.Generator) -> tuple[float, int]:
+        """(glyph noise in [0, 1], glyph variant) of a new object, from one uniform draw in [0, 2 * glyph_noise].
+
+        ``glyph_variants`` = 0: the draw itself and variant -1 (a shape of its own). N > 0: the draw rounded to the
+        nearest of the N levels ``k / max(N - 1, 1)`` (k = 0..N-1; k = 0 is the canonical glyph), and variant k:
+        every expert with the same N draws the same N shapes per noun, so the renderer rasterises each once.
+        """
+        u = float(np.clip(rng.uniform(0.0, 2.0 * self.profile.glyph_noise), 0.0, 1.0))
+        n = self.profile.glyph_variants
+        if n <= 0:
+            return u, -1
+        step = 1.0 / max(n - 1, 1)
+        k = min(int(u / step + 0.5), n - 1)
+        return k * step, k
 
     def _draw_count(self, rng: np.random.Generator, count: int) -> int:
         p = self.profile
@@ -329,6 +366,8 @@ class SimExpert(Expert):
         return "plain" if rng.random() < 0.8 else PATTERNS[int(rng.integers(1, len(PATTERNS)))]
 
     def _output(self, scene: Scene, seed: int, t0: float, op: str, notes: list[str]) -> ExpertOutput:
+        if scene.noise_bank != self.profile.noise_bank:  # this expert's card decides how its image is rendered
+            scene = replace(scene, noise_bank=self.profile.noise_bank)
         image = _render(scene)
         return ExpertOutput(
             image=image, seed=seed, elapsed=time.perf_counter() - t0, state=scene,
@@ -418,7 +457,7 @@ class SimExpert(Expert):
                     notes.append(f"could not honour a relation of the {e.noun}")
                 occupied.append(box)
                 boxes_of[g].append(box)
-                objects.append(SceneObject(e.noun, color, pattern, size, box, self._glyph_noise(rng)))
+                objects.append(SceneObject(e.noun, color, pattern, size, box, *self._glyph_draw(rng)))
         return objects
 
 

@@ -16,13 +16,16 @@ What is drawn, in order:
 3. Artifacts: discs of uniform random colour blended in with their ``strength``.
 4. ``watercolor``: a blotchy paper texture multiplies everything.
 5. Degradation when ``scene.quality < 1``: a [1, 2, 1] blur mixed in at ``0.6 * (1 - quality)`` and
-   Gaussian noise of sigma ``24 * (1 - quality)`` (0..255 scale).
+   Gaussian noise of sigma ``24 * (1 - quality)`` (0..255 scale): drawn from ``scene.seed``, or with
+   ``scene.noise_bank`` a window of one fixed Gaussian field per canvas size placed and flipped by the seed.
 6. ``pixel art``: the image snaps to blocks of :func:`block_size` pixels and colours to multiples of 32
    (backgrounds are drawn with ordered dithering).
 
 Every random draw comes from ``np.random.default_rng`` seeded by ``scene.seed`` (noise, artifacts) or by
 ``stable_hash`` of fixed keys (textures, glyph perturbations: an object's shape depends on its noun, noise
-and pixel box, so it stays put when other objects are edited). Same scene -> byte-identical image in every
+and pixel box, so it stays put when other objects are edited; an object with ``glyph_variant`` k >= 0 takes the
+noun's shared variant k instead: one :data:`VARIANT_MASTER_SIZE` raster per noun, noise and k, resampled to its
+box). Same scene -> byte-identical image in every
 process.
 
 The critic (:mod:`critic.scene`) may use :func:`background_image`, :func:`tone_table` and the pattern
@@ -54,13 +57,24 @@ from poser_env.core.appearance.palette import (
 )
 from poser_env.core.text import stable_hash
 
-__all__ = ["clear_cache", "render"]
+__all__ = ["VARIANT_MASTER_SIZE", "cache_info", "clear_cache", "render"]
 
 
 def clear_cache() -> None:
     """Forget every cached glyph layer (benchmarks time cold glyphs; pixels never depend on the cache)."""
     _glyph_layers.cache_clear()
+    _variant_layers.cache_clear()
+    _variant_master.cache_clear()
     clear_glyph_cache()
+
+
+def cache_info() -> dict[str, int]:
+    """Sizes of the renderer's glyph caches: ``variant_masters`` (rasterised shape variants, one per noun, noise
+    and variant), ``variant_layers`` (their resamplings to pixel boxes) and ``object_layers`` (per-object glyphs
+    of the continuous mode)."""
+    return {"variant_masters": _variant_master.cache_info().currsize,
+            "variant_layers": _variant_layers.cache_info().currsize,
+            "object_layers": _glyph_layers.cache_info().currsize}
 
 
 _CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connected
@@ -74,6 +88,43 @@ def _glyph_layers(
     # 4-connected erosion, pixels on the box edge dropped: the outline is what erosion removes
     inner = ndimage.binary_erosion(m, structure=_CROSS, iterations=thickness, border_value=0)
     outline = m & ~inner
+    outline.setflags(write=False)
+    return m, outline
+
+
+#: Side in pixels of the one raster of each glyph variant (``SceneObject.glyph_variant`` >= 0) that boxes resample.
+VARIANT_MASTER_SIZE = 96
+
+
+@lru_cache(maxsize=4096)
+def _variant_master(noun: str, noise: float, variant: int) -> np.ndarray:
+    """The raster of variant ``variant`` of ``noun`` at ``noise``, VARIANT_MASTER_SIZE squared (read-only)."""
+    seed = stable_hash("glyph-variant", noun, variant) & 0x7FFFFFFF if noise > 0 else 0
+    return glyph(noun, VARIANT_MASTER_SIZE, noise=noise, seed=seed)
+
+
+@lru_cache(maxsize=8192)
+def _variant_layers(
+    noun: str, w: int, h: int, noise: float, variant: int, thickness: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, outline) of a shared glyph variant in a w x h box: the master raster resampled (nearest pixel
+    centre) and stretched to touch all four sides, the outline as in :func:`_glyph_layers`."""
+    master = _variant_master(noun, noise, variant)
+    s = master.shape[0]
+    ri = ((np.arange(h) + 0.5) * s / h).astype(np.intp)
+    ci = ((np.arange(w) + 0.5) * s / w).astype(np.intp)
+    m = master[ri[:, None], ci[None, :]]
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    if rows[0] > 0 or rows[-1] < h - 1 or cols[0] > 0 or cols[-1] < w - 1:  # a thin tip fell between samples
+        m = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        ri = ((np.arange(h) + 0.5) * m.shape[0] / h).astype(np.intp)
+        ci = ((np.arange(w) + 0.5) * m.shape[1] / w).astype(np.intp)
+        m = m[ri[:, None], ci[None, :]]
+    m = np.ascontiguousarray(m)
+    inner = ndimage.binary_erosion(m, structure=_CROSS, iterations=thickness, border_value=0)
+    outline = m & ~inner
+    m.setflags(write=False)
     outline.setflags(write=False)
     return m, outline
 
@@ -113,9 +164,12 @@ def _draw_object(img: np.ndarray, o: SceneObject, scene: Scene, outline: np.ndar
     if cx2 <= cx1 or cy2 <= cy1:
         return
     noise = round(float(min(max(o.glyph_noise, 0.0), 1.0)), 4)
-    gseed = stable_hash("glyph-seed", o.noun, x1, y1, x2, y2) & 0x7FFFFFFF if noise > 0 else 0
     thick = block_size(W, H) if scene.style == "pixel art" else pattern_scale(W, H)
-    mask, edge = _glyph_layers(o.noun, min(w, 4096), min(h, 4096), noise, gseed, thick)
+    if o.glyph_variant >= 0:  # a shared variant: one raster per (noun, noise, variant), resampled to the box
+        mask, edge = _variant_layers(o.noun, min(w, 4096), min(h, 4096), noise, o.glyph_variant, thick)
+    else:
+        gseed = stable_hash("glyph-seed", o.noun, x1, y1, x2, y2) & 0x7FFFFFFF if noise > 0 else 0
+        mask, edge = _glyph_layers(o.noun, min(w, 4096), min(h, 4096), noise, gseed, thick)
     sl_g = (slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1))
     mask, edge = mask[sl_g], edge[sl_g]
     base, acc = _fill_tones(o.color, scene.style)
@@ -184,12 +238,32 @@ def _degrade(img: np.ndarray, scene: Scene) -> np.ndarray:
     b *= a
     img *= np.float32(1) - a
     img += b
-    rng = np.random.default_rng([scene.seed & 0xFFFFFFFFFFFFFFFF, 2])
     sigma = np.float32(24.0 * d)
-    noise = rng.standard_normal(img.shape, dtype=np.float32)
-    noise *= sigma
+    if scene.noise_bank:
+        noise = _noise_window(scene.seed, scene.width, scene.height) * sigma
+    else:
+        rng = np.random.default_rng([scene.seed & 0xFFFFFFFFFFFFFFFF, 2])
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= sigma
     img += noise
     return img
+
+
+@lru_cache(maxsize=16)
+def _noise_field(width: int, height: int) -> np.ndarray:
+    """A fixed standard-normal float32 field (2 * height, 2 * width, 3) of one canvas size (read-only)."""
+    rng = np.random.default_rng(stable_hash("noise-bank", width, height))
+    f = rng.standard_normal((2 * height, 2 * width, 3), dtype=np.float32)
+    f.setflags(write=False)
+    return f
+
+
+def _noise_window(seed: int, width: int, height: int) -> np.ndarray:
+    """A (height, width, 3) window of :func:`_noise_field`, its offset and flips from ``stable_hash(seed)``."""
+    h = stable_hash("noise-window", int(seed), bits=64)
+    dy, dx = h % height, (h >> 20) % width
+    win = _noise_field(width, height)[dy : dy + height, dx : dx + width]
+    return win[:: -1 if h >> 40 & 1 else 1, :: -1 if h >> 41 & 1 else 1]
 
 
 def render(scene: Scene) -> np.ndarray:

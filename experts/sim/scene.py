@@ -25,6 +25,10 @@ class SceneObject:
         box: (x1, y1, x2, y2) in pixels of the scene canvas, y down.
         glyph_noise: 0..1, how far the drawn silhouette departs from the noun's canonical glyph
             (sloppy experts draw ambiguous shapes that a detector may confuse).
+        glyph_variant: -1 (default): the silhouette's perturbation is seeded by the object's pixel box, so every
+            object has a shape of its own; k >= 0: the noun's shared variant k (seeded by noun and k, drawn from
+            one cached raster per noun, noise and k, resampled to the box; experts with a ``glyph_variants``
+            card draw these, a bounded set of shapes the renderer caches).
     """
 
     noun: str
@@ -33,8 +37,12 @@ class SceneObject:
     size: str = "medium"
     box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
     glyph_noise: float = 0.0
+    glyph_variant: int = -1
 
     def __post_init__(self) -> None:
+        if isinstance(self.glyph_variant, bool) or not isinstance(self.glyph_variant, int) or self.glyph_variant < -1:
+            raise ValueError(f"SceneObject glyph_variant={self.glyph_variant!r} must be an int >= -1 "
+                             "(-1: a shape of its own, k >= 0: the noun's shared variant k).")
         if self.color not in COLORS:
             raise ValueError(f"SceneObject color={self.color!r} must be one of {COLORS}.")
         if self.pattern not in PATTERNS:
@@ -74,6 +82,9 @@ class Scene:
         artifacts: Blemishes from edits (lower fidelity).
         quality: Global rendering quality 0..1 of the expert that drew it (1 = clean).
         seed: Seed of the rendering noise.
+        noise_bank: False (default): the degradation noise is drawn afresh from ``seed``; True: it is a window of a
+            fixed Gaussian field of the canvas size, placed and flipped by ``seed`` (the same statistics, far cheaper;
+            set by experts whose card has ``noise_bank = true``).
     """
 
     width: int = 128
@@ -85,6 +96,7 @@ class Scene:
     quality: float = 1.0
     seed: int = 0
     history: tuple[str, ...] = field(default=(), compare=False)
+    noise_bank: bool = False
 
     def __post_init__(self) -> None:
         if self.background not in BACKGROUNDS:

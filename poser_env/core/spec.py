@@ -311,7 +311,17 @@ class Spec:
 
     # ------------------------------------------------------------------ assertions
     def assertions(self) -> tuple[Assertion, ...]:
-        """The atomic assertions, in a fixed order (entities, relations, exclusions, scene)."""
+        """The atomic assertions, in a fixed order (entities, relations, exclusions, scene).
+
+        Built once per spec (a spec is immutable; the env, critic and judge ask for them several times a step).
+        """
+        cached: tuple[Assertion, ...] | None = self.__dict__.get("_assertions")
+        if cached is None:
+            cached = self._build_assertions()
+            object.__setattr__(self, "_assertions", cached)
+        return cached
+
+    def _build_assertions(self) -> tuple[Assertion, ...]:
         out: list[Assertion] = []
         for i, e in enumerate(self.entities):
             base = e.phrase()
