@@ -369,7 +369,7 @@ class DeepOraclePolicy(_Base):
     """The ceiling for long prompts: beam search over whole episodes with the ground-truth judge.
 
     From the episode's start it expands, depth by depth up to the step budget, every allowed (command slot,
-    expert) action of the best ``beam`` states, each on a snapshot of the episode (:meth:`ImagePoserEnv.snapshot`;
+    expert) action of the best ``beam`` (up to ``max_width``) states, each on a snapshot of the episode (:meth:`ImagePoserEnv.snapshot`;
     the snapshot holds the random state that draws expert seeds, so a repeated call is a fresh draw and replaying
     the found actions reproduces the search exactly). States are ranked by judge pass, then judge alignment minus
     ``cost_weight`` x cost; states with the same judge verdicts and pending commands are merged (the better one
@@ -383,7 +383,9 @@ class DeepOraclePolicy(_Base):
     Search calls are not counted as calls or cost (an upper bound, not a method).
 
     Args:
-        beam: States kept per depth (1..256).
+        beam: States always expanded per depth (1..256), best first.
+        max_width: States kept per depth (``beam``..4096); those past ``beam`` are expanded only while the depth's
+            share of ``max_sim_steps`` lasts.
         max_sim_steps: Simulated env steps per episode (searches included), 1..1,000,000.
         cost_weight: Weight of the cost (SceneSim units) against judge alignment (in [0, 1]), >= 0; small, so that
             cost only breaks near-ties.
@@ -396,14 +398,20 @@ class DeepOraclePolicy(_Base):
 
     name = "oracle-deep"
 
-    def __init__(self, beam: int = 12, max_sim_steps: int = 4000, cost_weight: float = 1e-3) -> None:
+    def __init__(self, beam: int = 12, max_sim_steps: int = 4000, cost_weight: float = 1e-3,
+                 max_width: int = 32) -> None:
         super().__init__()
-        for arg, v, lo, hi in (("beam", beam, 1, 256), ("max_sim_steps", max_sim_steps, 1, 1_000_000)):
+        for arg, v, lo, hi in (("beam", beam, 1, 256), ("max_sim_steps", max_sim_steps, 1, 1_000_000),
+                               ("max_width", max_width, 1, 4096)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise ValueError(f"{arg}={v!r} must be an int from {lo} to {hi}.")
         if isinstance(cost_weight, bool) or not isinstance(cost_weight, (int, float)) or not 0 <= cost_weight < 1:
             raise ValueError(f"cost_weight={cost_weight!r} must be a number in [0, 1) (per SceneSim cost unit).")
+        if max_width < beam:
+            raise ValueError(f"max_width={max_width!r} must be >= beam={beam!r} (states kept vs states always "
+                             "expanded per depth).")
         self.beam, self.max_sim_steps, self.cost_weight = int(beam), int(max_sim_steps), float(cost_weight)
+        self.max_width = int(max_width)
         self.sim_steps = 0
         self.sim_steps_history: list[int] = []
         self.replay_mismatches = 0
@@ -445,8 +453,8 @@ class DeepOraclePolicy(_Base):
                     break
                 t0 = self.sim_steps
                 merged: dict[tuple[Any, ...], _Node] = {}
-                for node in beam:
-                    if self.sim_steps - t0 >= share and merged:
+                for k, node in enumerate(beam):
+                    if k >= self.beam and self.sim_steps - t0 >= share:
                         break
                     u.restore(node.snap)
                     allowed = np.flatnonzero(np.asarray(u.action_masks(), dtype=bool)[:stop])
@@ -469,7 +477,7 @@ class DeepOraclePolicy(_Base):
                         old = merged.get(dedup)
                         if old is None or key > old.key:
                             merged[dedup] = child
-                beam = sorted(merged.values(), key=lambda n: n.key, reverse=True)[: self.beam]
+                beam = sorted(merged.values(), key=lambda n: n.key, reverse=True)[: self.max_width]
                 depth += 1
                 if best.key[0] >= 1.0:
                     break
