@@ -7,9 +7,11 @@ import dataclasses
 import importlib.util
 import io
 import json
+import multiprocessing as mp
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,16 @@ import numpy as np
 
 import poser_env  # noqa: F401  (registers the env ids)
 from agents.algos import make_maskable_ppo, make_vec_env
-from agents.evaluate import EpisodeResult, MethodSummary, paired_difference, summarize
-from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, evaluate_methods
+from agents.evaluate import EpisodeResult, MethodSummary, ci95, paired_difference, run_episode, summarize
+from agents.pipeline import (
+    MAIN_ENV_ID,
+    MAIN_ENV_KWARGS,
+    baseline_names,
+    best_experts_per_op,
+    evaluate_methods,
+    load_prompts,
+)
+from agents.policies import DeepOraclePolicy, make_baseline
 from agents.stats import rliable_json, rliable_markdown, rliable_summary
 from experts.registry import default_expert_names, make_expert
 from experts.sim.render import clear_cache as clear_render_cache
@@ -32,7 +42,8 @@ from poser_env.encoders import make_text_encoder, minilm_available
 from poser_env.prompts import long_prompts
 from poser_env.vector import make_vector_env
 
-__all__ = ["BENCH_KINDS", "BenchKind", "bench_decompose", "bench_file", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
+__all__ = ["BENCH_KINDS", "HEADROOM_GENEVAL_ENV", "HEADROOM_LONG_ENV", "BenchKind", "bench_decompose", "bench_file",
+           "bench_headroom", "bench_json", "bench_markdown", "bench_perf", "load_bench_prompts",
            "paired_table",
            "rliable_section"]
 
@@ -471,3 +482,154 @@ def bench_decompose(decomposer: str = "rules", *, benchmarks: Path | None = None
 
     dec = make_decomposer(decomposer, open_vocab=open_vocab)
     return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout)
+
+
+#: The long-prompt world of ``poser bench headroom`` (the v1 world, 30 steps) and its GenEval-style world.
+HEADROOM_LONG_ENV: str = "poser_env/ImagePoserLong-v1"
+HEADROOM_GENEVAL_ENV: str = "poser_env/ImagePoser-v1"
+
+
+def _headroom_job(env_id: str, env_kwargs: dict[str, Any], method: str, policy_kwargs: dict[str, Any],
+                  items: list[tuple[int, Spec]]) -> tuple[list[EpisodeResult], list[int], float]:
+    """Episodes of one baseline on ``(prompt index, spec)`` items, seeded as :func:`agents.evaluate.evaluate`'s run
+    0 (``1000 + 104729 * index``); returns the results, the simulated steps per episode (oracles) and seconds."""
+    t0 = time.perf_counter()
+    env = gym.make(env_id, **env_kwargs)
+    pol = make_baseline(method, seed=0, **policy_kwargs)
+    try:
+        res = [run_episode(env, pol, spec, seed=1000 + 104729 * i, method=method, run=0) for i, spec in items]
+    finally:
+        env.close()
+    return res, list(getattr(pol, "sim_steps_history", [])), time.perf_counter() - t0
+
+
+def bench_headroom(n: int = 200, *, env_id: str = HEADROOM_LONG_ENV, geneval_env_id: str = HEADROOM_GENEVAL_ENV,
+                   env_kwargs: dict[str, Any] | None = None, beam: int = 12, max_width: int = 32,
+                   max_sim_steps: int = 4000, per_op_n: int = 40, workers: int = 2, chunk: int = 4,
+                   out: str | Path | None = None, progress: bool = False) -> str:
+    """Headroom before learning (issue 15): on ``n`` long TEST prompts of ``env_id`` the deep oracle
+    (:class:`agents.policies.DeepOraclePolicy` with ``beam``, ``max_width``, ``max_sim_steps``), every
+    ``fixed:<text-to-image expert>`` pipeline (experts per op from :func:`agents.pipeline.best_experts_per_op` on
+    ``per_op_n`` train prompts) and critic-greedy; on ``n`` GenEval-style TEST prompts of ``geneval_env_id`` every
+    ``single:<expert>``. Judge-scored, one episode per prompt (seeds as ``poser eval``'s run 0).
+
+    Returns markdown: the table (long: all-assertions pass rate with its 95% interval over prompts, assertion
+    accuracy; GenEval-style overall; calls and cost per prompt; the oracle's simulated steps per prompt), the paired
+    difference deep oracle minus the best fixed pipeline (per prompt, same prompts and seeds; Student t 95%
+    interval over prompts) and the seconds taken. With ``out`` also writes ``headroom.md`` and ``headroom.json``
+    (episodes included). ``workers`` processes run (method, chunk of ``chunk`` prompts) jobs; the deep oracle is
+    split into chunks, the other methods run one job each.
+    """
+    for arg, v, lo in (("n", n, 1), ("workers", workers, 1), ("chunk", chunk, 1), ("per_op_n", per_op_n, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{arg}={v!r} must be an int >= {lo}.")
+    DeepOraclePolicy(beam=beam, max_sim_steps=max_sim_steps, max_width=max_width)  # bad search arguments fail here
+    kw = dict(env_kwargs or {})
+    t0 = time.perf_counter()
+    long_specs = load_prompts(env_id, split="test", n=n, family="long")
+    gen_specs = load_prompts(geneval_env_id, split="test", n=n, family="geneval")
+    names = baseline_names(env_id, kw)
+    singles = [m for m in baseline_names(geneval_env_id, kw) if m.startswith("single:")]
+    fixed = [m for m in names if m.startswith("fixed:")]
+    t_op = time.perf_counter()
+    per_op = best_experts_per_op(env_id, kw, n=per_op_n)
+    per_op_s = time.perf_counter() - t_op
+    oracle_kw = {"beam": beam, "max_width": max_width, "max_sim_steps": max_sim_steps}
+    long_items = list(enumerate(long_specs))
+    jobs: list[tuple[str, dict[str, Any], str, dict[str, Any], list[tuple[int, Spec]]]] = [
+        (env_id, kw, "oracle-deep", oracle_kw, long_items[k:k + chunk]) for k in range(0, len(long_items), chunk)]
+    jobs += [(env_id, kw, m, {"per_op": per_op}, long_items) for m in fixed]
+    jobs += [(env_id, kw, "critic-greedy", {}, long_items[k:k + 4 * chunk])
+             for k in range(0, len(long_items), 4 * chunk)]
+    jobs += [(geneval_env_id, kw, m, {}, list(enumerate(gen_specs))) for m in singles]
+    done: list[tuple[list[EpisodeResult], list[int], float]] = []
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn())
+        task = bar.add_task("headroom jobs", total=len(jobs))
+        bar.start()
+    try:
+        if workers == 1:
+            for j in jobs:
+                done.append(_headroom_job(*j))
+                if bar is not None:
+                    bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_headroom_job, *j) for j in jobs]
+                for fut in futures:
+                    done.append(fut.result())
+                    if bar is not None:
+                        bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    results = [r for res, _, _ in done for r in res]
+    sims = [s for (_, _, m, _, _), (_, ss, _) in zip(jobs, done, strict=True) if m == "oracle-deep" for s in ss]
+    seconds: dict[str, float] = {}
+    for (_, _, m, _, _), (_, _, sec) in zip(jobs, done, strict=True):
+        seconds[m] = seconds.get(m, 0.0) + sec
+    by: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        by.setdefault(r.method, []).append(r)
+    summaries = summarize(results)
+    rows: dict[str, dict[str, Any]] = {}
+    for m, rs in by.items():
+        s = summaries[m]
+        is_long = m not in singles
+        passes = [float(r.judge_pass) for r in rs]
+        rows[m] = {
+            "world": env_id if is_long else geneval_env_id,
+            "long_all": s.long_all if is_long else None,
+            "long_all_ci95": ci95(passes) if is_long else None,
+            "assertion_accuracy": s.assertion_accuracy,
+            "geneval_overall": None if is_long else s.geneval_overall,
+            "mean_calls": s.mean_calls, "mean_cost": s.mean_cost, "n_prompts": len(rs),
+            "cpu_seconds": round(seconds.get(m, 0.0), 1),
+            "sim_steps_per_prompt": float(np.mean(sims)) if m == "oracle-deep" and sims else None,
+        }
+    best_fixed = max(fixed, key=lambda m: (rows[m]["long_all"], rows[m]["assertion_accuracy"]))
+    o = {r.prompt: r for r in by["oracle-deep"]}
+    f = {r.prompt: r for r in by[best_fixed]}
+    diffs = [float(o[p].judge_pass) - float(f[p].judge_pass) for p in o if p in f]
+    diff, half = float(np.mean(diffs)), ci95(diffs)
+    wall = time.perf_counter() - t0
+
+    def fmt(v: float | None, ci: float | None = None) -> str:
+        if v is None:
+            return "–"
+        return f"{v:.3f} ± {ci:.3f}" if ci is not None else f"{v:.3f}"
+
+    order = ["oracle-deep", *fixed, "critic-greedy", *singles]
+    lines = ["| method | world | long: all assertions (95% CI) | assertion acc. | GenEval-style overall | calls | "
+             "cost | simulated steps / prompt |", "|---|---|---|---|---|---|---|---|"]
+    for m in order:
+        row = rows[m]
+        sim = f"{row['sim_steps_per_prompt']:.0f}" if row["sim_steps_per_prompt"] is not None else "–"
+        lines.append(f"| {m} | {row['world']} | {fmt(row['long_all'], row['long_all_ci95'])} | "
+                     f"{row['assertion_accuracy']:.3f} | {fmt(row['geneval_overall'])} | {row['mean_calls']:.2f} | "
+                     f"{row['mean_cost']:.2f} | {sim} |")
+    sim_max = max(sims) if sims else 0
+    md = (f"Headroom before learning: {len(long_specs)} long test prompts ({env_id}), {len(gen_specs)} GenEval-style "
+          f"test prompts ({geneval_env_id}); judge-scored, one episode per prompt. Deep oracle: beam {beam}, "
+          f"max width {max_width}, at most {max_sim_steps} simulated steps per prompt (its search calls are not "
+          "counted in calls/cost). Fixed pipelines: expert per op measured on "
+          f"{per_op_n} train prompts ({per_op_s:.1f} s): {per_op}.\n\n" + "\n".join(lines) + "\n\n"
+          f"Deep oracle minus the best fixed pipeline ({best_fixed}), long all-assertions, paired per prompt: "
+          f"**{diff:+.3f} ± {half:.3f}** (95% CI {diff - half:+.3f} to {diff + half:+.3f}, {len(diffs)} prompts).\n"
+          f"Deep oracle simulated steps per prompt: mean {np.mean(sims) if sims else 0:.0f}, max {sim_max}.\n"
+          f"Took {wall:.0f} s wall ({workers} worker(s)).\n")
+    if out is not None:
+        outp = Path(out)
+        outp.mkdir(parents=True, exist_ok=True)
+        (outp / "headroom.md").write_text(md)
+        (outp / "headroom.json").write_text(json.dumps({
+            "env_id": env_id, "geneval_env_id": geneval_env_id, "env_kwargs": kw, "n": n, "oracle": oracle_kw,
+            "per_op": per_op, "per_op_seconds": per_op_s, "best_fixed": best_fixed,
+            "oracle_minus_best_fixed": {"mean": diff, "ci95": half, "n_prompts": len(diffs)},
+            "sim_steps": sims, "seconds": round(wall, 1), "methods": rows,
+            "episodes": [asdict(r) for r in results]}, indent=1, default=str))
+    return md

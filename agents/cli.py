@@ -132,7 +132,9 @@ def _check_policies(policies: list[str], env_id: str, env_kwargs: dict[str, Any]
                                "run folder), or an SB3 .zip with --trust-pickle.")
             continue
         if known is None:
-            known = [*baseline_names(env_id, env_kwargs), "fixed", "baselines"]
+            known = baseline_names(env_id, env_kwargs, deep_oracle=True)
+            known += [f"fixed-first:{k.split(':', 1)[1]}" for k in known if k.startswith("fixed:")]
+            known += ["fixed", "baselines"]
         if p not in known:
             close = difflib.get_close_matches(p, known, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -237,8 +239,9 @@ def train(
 def eval_(
     policy: Annotated[list[str] | None, typer.Option(
         "--policy", help="A trained policy (policy.json from `poser train`, or its run folder; an SB3 .zip needs "
-                         "--trust-pickle), or a baseline: random, fixed, critic-greedy, oracle, single:<expert>, "
-                         "or 'baselines' for all. Repeatable.")] = None,
+                         "--trust-pickle), or a baseline: random, fixed, fixed:<expert>, fixed-first:<expert>, "
+                         "critic-greedy, oracle, oracle-deep, single:<expert>, or 'baselines' for all (oracle-deep "
+                         "excluded: it is slow). Repeatable.")] = None,
     env: EnvOpt = "poser_env/ImagePoser-v0",
     algo: Annotated[str, typer.Option(help="Algorithm of .zip model files (policy.json records its own).")] = "maskable-ppo",
     split: Annotated[str, typer.Option(help="Generated prompt split: train or test.")] = "test",
@@ -448,6 +451,31 @@ def bench_world(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(md + "\n", encoding="utf-8")
     typer.echo(md)
+
+
+@bench_app.command("headroom")
+def bench_headroom(
+    n: Annotated[int, typer.Option("--n", help="Long test prompts, and GenEval-style test prompts.")] = 200,
+    env: Annotated[str, typer.Option("--env", help="Long-prompt env id.")] = bench_lib.HEADROOM_LONG_ENV,
+    geneval_env: Annotated[str, typer.Option(help="GenEval-style env id (single experts).")
+                           ] = bench_lib.HEADROOM_GENEVAL_ENV,
+    env_arg: EnvArgOpt = None,
+    beam: Annotated[int, typer.Option(help="Deep oracle: states always expanded per depth.")] = 12,
+    max_width: Annotated[int, typer.Option(help="Deep oracle: states kept per depth.")] = 32,
+    max_sim_steps: Annotated[int, typer.Option(help="Deep oracle: simulated steps per prompt.")] = 4000,
+    per_op_n: Annotated[int, typer.Option(help="Train prompts per candidate when choosing the fixed pipelines' "
+                                               "expert per op.")] = 40,
+    workers: Annotated[int, typer.Option(help="Parallel processes.")] = 2,
+    out: OutOpt = Path("runs/bench-headroom"),
+) -> None:
+    """Headroom before learning: deep oracle, every fixed:<t2i> pipeline and critic-greedy on long test prompts,
+    every single:<t2i> on GenEval-style ones; the paired difference deep oracle minus the best fixed pipeline."""
+    _at_least("--n", n, 1, " (prompts)")
+    _at_least("--workers", workers, 1)
+    env_kwargs = _parse_kv(env_arg, env)
+    typer.echo(bench_lib.bench_headroom(n, env_id=env, geneval_env_id=geneval_env, env_kwargs=env_kwargs, beam=beam,
+                                        max_width=max_width, max_sim_steps=max_sim_steps, per_op_n=per_op_n,
+                                        workers=workers, out=out, progress=True))
 
 
 @bench_app.command("decompose")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ import gymnasium as gym
 import poser_env
 from agents.algos import load_model
 from agents.evaluate import EpisodeResult, evaluate, save_results, summarize, summary_table
-from agents.policies import Policy, SB3Policy, make_baseline
+from agents.policies import FixedPipelinePolicy, Policy, SB3Policy, make_baseline
 from agents.policy_io import (
     PolicyMismatchError,
     check_compatible,
@@ -31,6 +32,7 @@ from agents.train import train_runs
 from poser_env import registered_config
 from poser_env.components import generated_pool
 from poser_env.config import GENERATED_SOURCES, pool_size
+from poser_env.core.commands import OPS
 from poser_env.core.spec import Spec, read_geneval_jsonl
 from poser_env.env import unwrap
 from poser_env.rendering import contact_sheet, episode_frames, save_gif
@@ -39,6 +41,7 @@ __all__ = [
     "MAIN_ENV_ID",
     "MAIN_ENV_KWARGS",
     "baseline_names",
+    "best_experts_per_op",
     "best_single_expert",
     "evaluate_methods",
     "generate_one",
@@ -72,16 +75,18 @@ def load_prompts(env_id: str, *, split: str = "test", path: str | Path | None = 
     return list(generated_pool(fam, split, pool_size(split, n or None)))
 
 
-def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | None = None) -> list[str]:
+def baseline_names(env_id: str = MAIN_ENV_ID, env_kwargs: Mapping[str, Any] | None = None, *,
+                   deep_oracle: bool = False) -> list[str]:
     """Every baseline for an env: random, each single text-to-image expert, the fixed pipeline starting with each
-    text-to-image expert (``fixed:<expert>``), critic-greedy, oracle."""
+    text-to-image expert (``fixed:<expert>``), critic-greedy, oracle, and with ``deep_oracle`` the expensive
+    ``oracle-deep`` (thousands of simulated steps per prompt)."""
     env = gym.make(env_id, **dict(env_kwargs or {}))
     u = unwrap(env)
     u.prepare()
     singles = [f"single:{e.name}" for e in u.experts if e.kind == "text-to-image"]
     env.close()
     fixed = [f"fixed:{s.split(':', 1)[1]}" for s in singles]
-    return ["random", *singles, *fixed, "critic-greedy", "oracle"]
+    return ["random", *singles, *fixed, "critic-greedy", "oracle", *(["oracle-deep"] if deep_oracle else [])]
 
 
 _BEST_T2I: dict[str, str] = {}
@@ -105,6 +110,69 @@ def best_single_expert(env_id: str, env_kwargs: Mapping[str, Any] | None = None,
     best = max(scores, key=lambda k: scores[k]).split(":", 1)[1]
     _BEST_T2I[key] = best
     return best
+
+
+_BEST_PER_OP: dict[str, dict[str, str]] = {}
+#: Seconds :func:`best_experts_per_op` took, per cache key (0 for an env where every op has one expert).
+BEST_PER_OP_SECONDS: dict[str, float] = {}
+
+
+def best_experts_per_op(env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, n: int = 40,
+                        t2i: str | None = None, family: str | None = None) -> dict[str, str]:
+    """The single best image-to-image expert for each editing op, measured on ``n`` TRAIN prompts of the env's
+    prompt family (``family``: default the registered id's generated ``prompt_source``, else ``env_kwargs``') inside the fixed pipeline
+    (:class:`agents.policies.FixedPipelinePolicy` starting with ``t2i``; default :func:`best_single_expert`).
+
+    Coordinate-wise, one pass in :data:`poser_env.core.commands.OPS` order: every op starts at the first supporting
+    expert in registry order; for each op with more than one supporting expert each candidate runs the pipeline
+    (the other ops at their current choice) and the best by judge all-assertions pass rate, then mean judge
+    alignment, is kept (ties keep the earlier choice). An op with one supporting expert costs no episode. Cached
+    in-process per arguments; the seconds it took are in :data:`BEST_PER_OP_SECONDS`.
+
+    Returns:
+        op -> expert name, for every op some image-to-image expert of the env supports.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be an int >= 1 (train prompts per candidate).")
+    kw = dict(env_kwargs or {})
+    key = json.dumps([env_id, kw, n, t2i, family], sort_keys=True, default=str)
+    if key in _BEST_PER_OP:
+        return dict(_BEST_PER_OP[key])
+    t0 = time.perf_counter()
+    env = gym.make(env_id, **kw)
+    u = unwrap(env)
+    u.prepare()
+    editors = [e for e in u.experts if e.kind == "image-to-image"]
+    env.close()
+    candidates = {op: [e.name for e in editors if e.supports(op)] for op in OPS}
+    candidates = {op: c for op, c in candidates.items() if c}
+    choice = {op: c[0] for op, c in candidates.items()}
+    contested = [op for op, c in candidates.items() if len(c) > 1]
+    if contested:
+        if t2i is None:
+            t2i = best_single_expert(env_id, env_kwargs)
+        if family is None:
+            srcs = [registered_config(env_id).prompt_source if env_id in poser_env.ENV_IDS else None,
+                    kw.get("prompt_source")]
+            family = next((f for f in srcs if isinstance(f, str) and f in GENERATED_SOURCES), "geneval")
+        specs = load_prompts(env_id, split="train", n=n, family=family)
+
+        def score(per_op: Mapping[str, str]) -> tuple[float, float]:
+            res = evaluate(lambda run: FixedPipelinePolicy(str(t2i), per_op), specs, env_id=env_id, env_kwargs=kw,
+                           runs=(0,), seed=500, method="fixed")
+            return (float(sum(r.judge_pass for r in res)) / len(res),
+                    float(sum(0.0 if math.isnan(r.judge_alignment) else r.judge_alignment for r in res)) / len(res))
+
+        for op in contested:
+            best_score = score(choice)
+            for cand in candidates[op][1:]:
+                trial = {**choice, op: cand}
+                s = score(trial)
+                if s > best_score:
+                    best_score, choice = s, trial
+    _BEST_PER_OP[key] = dict(choice)
+    BEST_PER_OP_SECONDS[key] = time.perf_counter() - t0
+    return dict(choice)
 
 
 def _baseline_for_run(name: str, run: int, **kwargs: Any) -> Policy:
@@ -164,6 +232,7 @@ def evaluate_methods(
     oracle_kwargs: Mapping[str, Any] | None = None,
     learned_name: str = "learned",
     workers: int = 1,
+    deep_oracle_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
 ) -> list[EpisodeResult]:
     """Evaluate baselines (names, or ``"baselines"`` for all) and trained models (paths: ``policy.json`` or its run
@@ -175,6 +244,10 @@ def evaluate_methods(
     Baselines run ``runs`` times (run k seeds the episodes and the random baseline). All model files form one
     method, ``learned_name``, each file one run (train one file per seed). ``workers`` > 1 evaluates
     (method, run) jobs in parallel processes; results are the same and in the same order as with one worker.
+
+    The fixed pipelines (``fixed``, ``fixed:<expert>``) all use the expert per op of :func:`best_experts_per_op`
+    (measured once on the train split, with the best single expert first); ``oracle_kwargs`` /
+    ``deep_oracle_kwargs`` go to ``oracle`` / ``oracle-deep``.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an int >= 1 (parallel evaluation processes).")
@@ -197,6 +270,7 @@ def evaluate_methods(
         expanded += baseline_names(env_id, env_kwargs) if m == "baselines" else [m]
     jobs: list[tuple[str, Callable[[int], Policy], int]] = []
     best = None
+    per_op: dict[str, str] | None = None
     for m in expanded:
         if m in models:
             continue
@@ -204,8 +278,13 @@ def evaluate_methods(
         if m == "fixed":
             best = best or best_single_expert(env_id, env_kwargs)
             kwargs["best_t2i"] = best
+        if m == "fixed" or m.startswith("fixed:"):
+            per_op = per_op if per_op is not None else best_experts_per_op(env_id, env_kwargs)
+            kwargs["per_op"] = per_op
         if m == "oracle":
             kwargs.update(oracle_kwargs or {})
+        if m == "oracle-deep":
+            kwargs.update(deep_oracle_kwargs or {})
         jobs += [(m, functools.partial(_baseline_for_run, m, **kwargs), run) for run in range(runs)]
     for i, f in enumerate(Path(m) for m in expanded if m in models):
         jobs.append((learned_name, functools.partial(_model_for_run, f, algo, learned_name, trust_pickle), i))
@@ -257,6 +336,9 @@ def _resolve_policy(policy: str, env_id: str, algo: str, env_kwargs: Mapping[str
     kw: dict[str, Any] = {}
     if policy == "fixed":
         kw["best_t2i"] = best_single_expert(env_id, env_kwargs, n=30)
+    if policy == "fixed" or policy.startswith("fixed:"):
+        t2i = kw["best_t2i"] if policy == "fixed" else policy.split(":", 1)[1]
+        kw["per_op"] = best_experts_per_op(env_id, env_kwargs, n=20, t2i=t2i)
     return make_baseline(policy, **kw)
 
 
