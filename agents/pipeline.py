@@ -27,13 +27,13 @@ from agents.policy_io import (
     load_policy,
     read_config,
 )
-from agents.report import write_report
+from agents.report import NO_FEEDBACK, write_report
 from agents.train import train_runs
 from poser_env import registered_config
 from poser_env.components import generated_pool
 from poser_env.config import GENERATED_SOURCES, pool_size
 from poser_env.core.commands import OPS
-from poser_env.core.spec import Spec, read_geneval_jsonl
+from poser_env.core.spec import GENEVAL_TAGS, Spec, read_geneval_jsonl
 from poser_env.env import unwrap
 from poser_env.rendering import contact_sheet, episode_frames, save_gif
 
@@ -420,24 +420,37 @@ def report_from_dir(run_dir: str | Path) -> Path:
     return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets, config=config)
 
 
-def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int = 3, n_prompts: int = 100,
-             quick: bool = False, workers: int = 3, warm_start: bool = True) -> Path:
-    """Train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every baseline on the
-    test split, and write ``report.md``. Returns the report's path.
+def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int = 3, n_prompts: int = 100,
+             quick: bool = False, workers: int = 3, warm_start: bool = True, teacher: str = "critic-greedy",
+             teacher_episodes: int = 300, deep_oracle_prompts: int = 24, ablation: bool = True) -> Path:
+    """Train MaskablePPO in the main world (:data:`MAIN_ENV_ID`: SceneSim v1, GenEval-style + long prompts),
+    evaluate it against every baseline on the test split, and write ``report.md``. Returns the report's path.
 
-    With ``warm_start`` each seed first clones the fixed pipeline that starts with the best single expert on the
-    TRAIN split (:mod:`agents.imitation`, 300 teacher episodes), then trains with PPO on the env's reward."""
+    - With ``warm_start`` each seed first clones ``teacher`` (default critic-greedy: it probes every allowed
+      (command, expert) pair and keeps the best by the critic's reward, so it uses no ground truth;
+      :mod:`agents.imitation`, ``teacher_episodes`` TRAIN episodes), then trains with PPO on the env's reward.
+    - ``ablation``: the same recipe with ``feedback_in_obs=False`` (method :data:`agents.report.NO_FEEDBACK`),
+      evaluated on the same prompts and runs, for the "feedback is used" claim.
+    - ``deep_oracle_prompts``: the first N long test prompts also run the deep oracle (search over the whole step
+      budget with the judge, one run): the ceiling of the claims table. 0 skips it.
+    - Fixed pipelines use the best expert per op measured on the train split
+      (:func:`best_experts_per_op`)."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if quick:
         steps, seeds, n_prompts = min(steps, 512), min(seeds, 2), min(n_prompts, 4)
+        teacher_episodes, deep_oracle_prompts = min(teacher_episodes, 4), min(deep_oracle_prompts, 1)
     t0 = time.perf_counter()
+    env_id = MAIN_ENV_ID
     env_kwargs: dict[str, Any] = {}  # the configuration is the registered id
-    teacher = f"fixed:{best_single_expert(MAIN_ENV_ID, env_kwargs)}" if warm_start else None
-    models = train_runs(env_id=MAIN_ENV_ID, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
-                        out=out / "maskable-ppo", env_kwargs=env_kwargs, progress=workers == 1, workers=workers,
-                        warm_start=teacher, warm_start_episodes=8 if quick else 300, overwrite=True)
+    teach = teacher if warm_start else None
+    train = functools.partial(train_runs, env_id=env_id, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
+                              progress=workers == 1, workers=workers, warm_start=teach,
+                              warm_start_episodes=teacher_episodes, overwrite=True)
+    models = train(out=out / "maskable-ppo", env_kwargs=env_kwargs)
+    nofb_kwargs = {"feedback_in_obs": False}
+    ablated = train(out=out / "no-feedback", env_kwargs=nofb_kwargs) if ablation else []
     t_train = time.perf_counter() - t0
     curves = {}
     for m in models:
@@ -445,12 +458,20 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
         if cf.is_file():
             curves[m.parent.name] = json.loads(cf.read_text())
     (out / "curves.json").write_text(json.dumps(curves))
-    specs = load_prompts(MAIN_ENV_ID, split="test", n=2 * n_prompts, family="mixed")  # n_prompts per family
+    specs = load_prompts(env_id, split="test", n=2 * n_prompts, family="mixed")  # n_prompts per family
     oracle_kwargs = {"depth": 2, "beam": 2} if quick else {"depth": 4, "beam": 3}
+    deep_kwargs = {"max_sim_steps": 200} if quick else {}
     t1 = time.perf_counter()
-    results = evaluate_methods(["baselines", *[str(m) for m in models]], specs, env_id=MAIN_ENV_ID,
+    results = evaluate_methods(["baselines", *[str(m) for m in models]], specs, env_id=env_id,
                                env_kwargs=env_kwargs, runs=seeds, progress=True, oracle_kwargs=oracle_kwargs,
                                workers=workers)
+    if ablated:
+        results += evaluate_methods([str(m) for m in ablated], specs, env_id=env_id, env_kwargs=nofb_kwargs,
+                                    runs=seeds, progress=False, learned_name=NO_FEEDBACK, workers=workers)
+    deep_specs = [s for s in specs if s.tag not in GENEVAL_TAGS][:deep_oracle_prompts]
+    if deep_specs:
+        results += evaluate_methods(["oracle-deep"], deep_specs, env_id=env_id, env_kwargs=env_kwargs, runs=1,
+                                    progress=False, deep_oracle_kwargs=deep_kwargs, workers=workers)
     t_eval = time.perf_counter() - t1
     summaries = summarize(results)
     save_results(out / "results.json", results, summaries)
@@ -460,16 +481,17 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 20_000, seeds: int =
         paths = generate_one(spec, policy=str(models[0]), seed=i, out=out / "examples" / f"example-{i}",
                              overwrite=True)
         sheets += [p for p in paths if p.name == "contact_sheet.png"]
-    config = {"env_id": MAIN_ENV_ID, "env_kwargs": env_kwargs, "algo": "maskable-ppo", "steps_per_seed": steps,
-              "warm_start": teacher,
+    config = {"env_id": env_id, "env_kwargs": env_kwargs, "algo": "maskable-ppo", "steps_per_seed": steps,
+              "warm_start": teach, "teacher_episodes": teacher_episodes if teach else 0,
               "seeds": seeds, "test_prompts_per_family": n_prompts, "oracle": oracle_kwargs,
+              "deep_oracle_prompts": len(deep_specs), "ablation": NO_FEEDBACK if ablated else None,
+              "fixed_per_op": best_experts_per_op(env_id, env_kwargs),
               "train_seconds": round(t_train, 1), "eval_seconds": round(t_eval, 1)}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     path = write_report(out, results, summaries, curves=curves, learned="learned", contact_sheets=sheets,
                         config=config)
     print(summary_table(summaries))
     return path
-
 
 
 #: Ablations of issue 7: name -> (env id, algorithm, env kwargs on top of the id's, warm start from the

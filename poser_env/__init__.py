@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["ENV_IDS", "MAIN_ENV_ID", "__version__", "register_envs", "registered_config"]
 
 #: The id of the world the README's headline numbers come from (``poser main``): :data:`poser_env.config.MAIN`.
-MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"
+MAIN_ENV_ID = "poser_env/ImagePoserMain-v1"
 
 #: id -> (entry point, configuration, the configuration the entry point's class defaults are, nondeterministic).
 #: Each id's kwargs are the fields where its configuration differs from its class's defaults, and always the text
@@ -38,7 +38,7 @@ _SPECS: dict[str, tuple[str, _config.EnvDefaults, _config.EnvDefaults, bool]] = 
     "poser_env/ImagePoserLong-MiniLM-v0": ("poser_env.env:ImagePoserEnv",
                                            _replace(_config.LONG, text_encoder="minilm"), _config.ENV_DEFAULTS,
                                            False),
-    MAIN_ENV_ID: ("poser_env.env:ImagePoserEnv", _config.MAIN, _config.ENV_DEFAULTS, False),
+    "poser_env/ImagePoserMain-v0": ("poser_env.env:ImagePoserEnv", _config.MAIN, _config.ENV_DEFAULTS, False),
     "poser_env/ImagePoser-v1": ("poser_env.env:ImagePoserEnv", _config.V1, _config.ENV_DEFAULTS, False),
     "poser_env/ImagePoser-MiniLM-v1": ("poser_env.env:ImagePoserEnv", _replace(_config.V1, text_encoder="minilm"),
                                        _config.ENV_DEFAULTS, False),
