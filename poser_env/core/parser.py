@@ -146,6 +146,8 @@ _RENDER_HEADS = _W["render_heads"]
 _RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
 _RENDER_WORDS = _W["render_words"]
+_PARTITIVE = _W["partitive_nouns"]
+_QUALITY = _W["quality_nouns"]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -621,6 +623,7 @@ def _sentence(t: list[str], res: _Result) -> None:
     obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
     topped = False
     creator_end = -1
+    of_end = -1  # end of a skipped region noun ("the side" of "the side of the bus")
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -768,6 +771,14 @@ def _sentence(t: list[str], res: _Result) -> None:
         # -------- noun phrases
         q = _quant_at(t, i)
         np = sc.np_at(i, require_det=False, allow_bare=slot or q is not None or w in _ATTR_WORDS)
+        if np is not None and np.noun and np.end + 1 < n and t[np.end] == "of" and np.noun.split()[-1] in _PARTITIVE:
+            # "a slice of pizza", "nine breeds of dogs", "a body of water": the object is after "of"
+            np2 = sc.np_at(np.end + 1, require_det=False, allow_bare=True)
+            if np2 is not None and np2.noun and not np2.possessive and np2.noun not in _NON_OBJECTS:
+                np = replace(np2, start=np.start, count=np.count if np.explicit else np2.count,
+                             explicit=np.explicit or np2.explicit, definite=np.definite or np2.definite,
+                             color=np2.color or np.color, pattern=np2.pattern or np.pattern,
+                             size=np2.size or np.size, adjectives=np.adjectives + np2.adjectives)
         if np is not None and np.possessive:
             i = np.end
             slot = False
@@ -796,6 +807,8 @@ def _sentence(t: list[str], res: _Result) -> None:
                 slot = True
                 if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
                     i += 1  # "a photo of": skip "of"
+                elif np.noun not in _QUALITY:
+                    of_end = np.end  # "the side of the bus", "the back of an elephant"
                 continue
             if np.definite:
                 gi = _resolve(res, np)
@@ -837,7 +850,10 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if w in ("and", ",", "with", "of", "|", ":", "or", "plus"):
-            slot = w in ("and", "with", "|", ":", "or", "plus", ",")
+            # after "of" a bare noun may follow a noun phrase ("a cup of coffee", "a wall of windows")
+            slot = w in ("and", "with", "|", ":", "or", "plus", ",") or (
+                w == "of" and (of_end == i or (run_end == i and last is not None
+                                               and res.groups[last].noun.split()[-1] not in _QUALITY)))
             if w in ("|",):
                 pending_rel = None
         elif w in _POSSESSIVE:
