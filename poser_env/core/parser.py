@@ -623,6 +623,8 @@ def _sentence(t: list[str], res: _Result) -> None:
     obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
     topped = False
     creator_end = -1
+    subj_end = -1
+    last_start = -1  # first token of the latest noun phrase
     of_end = -1  # end of a skipped region noun ("the side" of "the side of the bus")
     slot = True  # a bare noun phrase may start here
     excl_mode = False
@@ -690,6 +692,12 @@ def _sentence(t: list[str], res: _Result) -> None:
                 rel_subjects = list(run) if (last is not None and len(run) > 1 and run[-1] == last
                                              and "," not in t[run_end:i]) else []
                 pron_exclude = None
+                if (subj is not None and last is not None and last != subj and run_end <= i and subj_end < n
+                        and (t[subj_end] in _WITH_WORDS or t[subj_end] in ("in", "of", "dressed", "from")
+                             or _relation_at(t, subj_end) is not None)
+                        and _verb_between(t, run_end, i) and not _verb_between(t, subj_end, last_start)):
+                    # "a woman in a white shirt is standing on a court": the clause's verb binds to its subject
+                    rel_subject, rel_subjects = subj, []
                 if last is None and fronted_obj is None:
                     fronted_rel, fronted_wait = pending_rel, True  # "Under the shelf are ...", "On it sits ..."
                 elif secondary and head is not None and last is not None:
@@ -841,8 +849,9 @@ def _sentence(t: list[str], res: _Result) -> None:
                 head = gi
             run = [*run, gi] if joined and pending_rel is None else [gi]
             if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
-                subj = gi
+                subj, subj_end = gi, np.end
             run_end = np.end
+            last_start = np.start
             pending_rel = None
             rel_subjects = []
             last = gi
@@ -869,6 +878,21 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = (w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB) or (
                 bool(_pos(w)) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})  # after a verb ("I can observe sky")
         i += 1
+
+
+def _verb_between(t: Sequence[str], a: int, b: int) -> bool:
+    """Whether tokens ``a:b`` hold a finite verb or copula ("is standing", "sits"), not only modifiers ("in a hat",
+    "wearing a tie"); a relative pronoun ("that sits") counts as no verb of the clause (False)."""
+    seen = False
+    for w in t[max(a, 0):b]:
+        if w in ("that", "which", "who", "whose", "where", ",", "and", "|"):
+            return False
+        if w in _COPULA or w in ("sits", "stands", "lies", "rests", "hangs", "sit", "stand", "lie", "rest", "hang"):
+            seen = True
+        elif w not in _WITH_WORDS and not w.endswith("ing") and _pos(w) and "VERB" in _pos(w) and not (
+                _pos(w) & {"NOUN", "ADJ", "ADP"}):
+            seen = True
+    return seen
 
 
 _OPEN_REL_CANON = {"inside of": "inside", "in back of": "behind", "at the back of": "behind", "into": "in",
