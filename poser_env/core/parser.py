@@ -126,6 +126,8 @@ _DEFINITE = _W["definite"]
 _POSSESSIVE = _W["possessive"]
 _PRONOUN_SING = _W["pronouns_singular"]
 _PRONOUN_PLUR = _W["pronouns_plural"]
+_PRONOUN_PERSON = _W["pronouns_person"]
+_PERSON_NOUNS = _W["person_nouns"]
 _EXCL_WORDS = _W["exclusion_words"]
 _STOP = _W["stop_words"]
 _LY_NOUNS = _W["ly_nouns"]
@@ -529,6 +531,11 @@ def _resolve(res: _Result, np: _NP, *, exclude: int | None = None) -> int | None
     A pronoun never refers to ``exclude`` (the subject of the relation it ends: "a bed with a laptop on it").
     """
     groups = res.groups
+    if np.pronoun and np.noun == "person":  # "he", "she", "him", "her": the nearest person
+        for gi in range(len(groups) - 1, -1, -1):
+            if gi != exclude and groups[gi].noun.split()[-1] in _PERSON_NOUNS:
+                return gi
+        return None
     if np.pronoun:
         cands = [gi for gi in range(len(groups) - 1, -1, -1) if gi != exclude]
         if not cands:
@@ -686,7 +693,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             ln, name = rel
             j = i + ln
             nxt = sc.np_at(j, require_det=False, allow_bare=True) if j < n else None
-            pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
+            pron = j < n and (t[j] in (_PRONOUN_SING | _PRONOUN_PLUR) or _person_pronoun(t, j))
             if nxt is not None or pron:
                 pending_rel, rel_subject = (name if name is not None else "~" + _open_rel(t[i:j])), last
                 rel_subjects = list(run) if (last is not None and len(run) > 1 and run[-1] == last
@@ -709,8 +716,9 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = True
             continue
         # -------- pronouns
-        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
-            np = _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
+        if w in _PRONOUN_SING or w in _PRONOUN_PLUR or _person_pronoun(t, i):
+            np = _NP(i, i + 1, "person" if w in _PRONOUN_PERSON else "", None, False, True, w in _PRONOUN_PLUR,
+                     pronoun=True)
             gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
                           (rel_subject if pending_rel is not None else None))
             if gi is not None:
@@ -720,6 +728,8 @@ def _sentence(t: list[str], res: _Result) -> None:
                 pending_rel = None
                 pron_exclude = None
                 last = gi
+                if i == 0 and w in _PRONOUN_PERSON:  # "He is standing on ...": the sentence's subject
+                    subj, subj_end, run_end, last_start = gi, 1, 1, 0
             i += 1
             slot = False
             continue
@@ -878,6 +888,11 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = (w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB) or (
                 bool(_pos(w)) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})  # after a verb ("I can observe sky")
         i += 1
+
+
+def _person_pronoun(t: Sequence[str], i: int) -> bool:
+    """Whether token ``i`` is "he", "she", "him", or "her" with no noun after it ("behind her", not "her hat")."""
+    return i < len(t) and t[i] in _PRONOUN_PERSON and (t[i] != "her" or not _is_content(t, i + 1))
 
 
 def _verb_between(t: Sequence[str], a: int, b: int) -> bool:
