@@ -755,6 +755,10 @@ def _sentence(t: list[str], res: _Result) -> None:
                     got = True
                     j += 1
                     continue
+                if x not in _ATTR_WORDS and j + 2 < n and t[j + 1] in ("and", ",") and (
+                        x in _COMMON_ADJ or ("ADJ" in _pos(x) and not _pos(x) & {"NOUN", "VERB"})):
+                    j += 1  # "the building is tall and grey": an adjective before the colour
+                    continue
                 if x in ("in", "with") and j + 1 < n and t[j + 1] in _PATTERN_NOUNS:
                     pattern = pattern or _PATTERN_NOUNS[t[j + 1]]
                     got = True
