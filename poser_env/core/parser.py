@@ -368,6 +368,13 @@ def _not_a_noun(w: str) -> bool:
             or _cannot_be_noun(w) or len(w) < 2 or w[0].isdigit() or w in _NOT_NOUNS)
 
 
+def _dictionary_gap(w: str) -> bool:
+    """A word lemminflect knows only as an uninflected verb ("bar", "bars"), read as a noun after a determiner
+    ("a white bar"): its dictionary lacks some nouns."""
+    lemmas = getAllLemmas(w)
+    return set(lemmas) == {"VERB"} and (lemmas["VERB"] == (w,) or (w.endswith("s") and lemmas["VERB"] == (w[:-1],)))
+
+
 def _is_content(tokens: Sequence[str], i: int) -> bool:
     """Whether token ``i`` can continue a noun phrase (an attribute or a noun word)."""
     if i >= len(tokens):
@@ -478,7 +485,7 @@ class _Scanner:
         if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
             # "the truck's glossy paint": a part of something, not a new group
             return _NP(start, i, "", None, False, True, False, possessive=True)
-        if len(words) == 1 and _not_a_noun(words[0]):
+        if len(words) == 1 and _not_a_noun(words[0]) and not (q is not None and _dictionary_gap(words[0])):
             if color == "orange" and words[0] in _ATTR_WORDS and t[i - 2] == "orange":
                 # "the last orange blue": the orange is the noun, the trailing colour is not part of it
                 return _NP(start, i - 1, "orange", count or 1, explicit, definite, False, None, pattern, size, ordinal)
