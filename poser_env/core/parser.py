@@ -283,6 +283,7 @@ class _Result:
     sentence: int = 0  # index of the sentence being read
     excl_sentence: dict[str, int] = field(default_factory=dict)  # noun -> sentence of its "no <noun>"
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
+    subjects: list[int] = field(default_factory=list)  # groups that began a sentence, in order
 
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*|[,:|]")
@@ -726,8 +727,15 @@ def _sentence(t: list[str], res: _Result) -> None:
         if w in _PRONOUN_SING or w in _PRONOUN_PLUR or _person_pronoun(t, i):
             np = _NP(i, i + 1, "person" if w in _PRONOUN_PERSON else "", None, False, True, w in _PRONOUN_PLUR,
                      pronoun=True)
-            gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
-                          (rel_subject if pending_rel is not None else None))
+            gi = None
+            if i == 0 and w not in _PRONOUN_PERSON:
+                # "Two elephants ... They have long trunks. They are grey.": a pronoun that begins a sentence
+                # continues an earlier sentence's subject of its number, not the nearest noun
+                gi = next((g for g in reversed(res.subjects)
+                           if (res.groups[g].count > 1) == (w in _PRONOUN_PLUR)), None)
+            if gi is None:
+                gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
+                              (rel_subject if pending_rel is not None else None))
             if gi is not None:
                 _link(res, gi, pending_rel, rel_subject)
                 if fronted_wait:
@@ -871,6 +879,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             run = [*run, gi] if joined and pending_rel is None else [gi]
             if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
                 subj, subj_end = gi, np.end
+                res.subjects.append(gi)
             run_end = np.end
             last_start = np.start
             pending_rel = None
