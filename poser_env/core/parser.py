@@ -149,6 +149,8 @@ _RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
 _RENDER_WORDS = _W["render_words"]
 _PARTITIVE = _W["partitive_nouns"]
+_ACTIVITIES = _W["activity_nouns"]
+_POSITION_WORDS = _W["position_words"]
 _QUALITY = _W["quality_nouns"]
 
 
@@ -837,7 +839,10 @@ def _sentence(t: list[str], res: _Result) -> None:
                 continue
             if words_[-1] in _TEXT_NOUNS and not np.definite:
                 res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
+            bare = q is None and not np.definite
             if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
+                    all(x in _NON_OBJECTS or x in _POSITION_WORDS for x in words_)) or (  # "the bottom right corner"
+                    bare and (words_[-1] in _ACTIVITIES or np.noun in _RENDER_HEADS)) or (  # "playing tennis", "..., art"
                     np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
                     len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
