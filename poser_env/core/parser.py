@@ -699,6 +699,9 @@ def _sentence(t: list[str], res: _Result) -> None:
             continue
         # -------- relations
         rel = _relation_at(t, i)
+        if rel is None and w == "by" and i > 0 and i + 2 < n and t[i + 1] in ("a", "an", "the") and (
+                t[i + 2] not in _PERSON_NOUNS and t[i + 2] not in ("artist", "photographer", "painter")):
+            rel = (1, "next to")  # "blueberries by the banana" (not "art by greg rutkowski", "a photo by an artist")
         if rel is not None:
             ln, name = rel
             j = i + ln
