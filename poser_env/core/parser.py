@@ -881,7 +881,9 @@ def _sentence(t: list[str], res: _Result) -> None:
                 _link(res, fronted_obj, fronted_rel, gi)  # "... are two small silver barbels": under the shelf
             joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
                 run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
-            secondary = (np.start > 0 and t[np.start - 1] in _WITH_WORDS) or (secondary and joined)
+            secondary = (np.start > 0 and (t[np.start - 1] in _WITH_WORDS or (
+                run_end == np.start - 1 and _is_participle(t[np.start - 1]) and t[np.start - 1].endswith("ing")
+                and "VERB" in _pos(t[np.start - 1])))) or (secondary and joined)  # "two men sharing a meal"
             if not secondary and pending_rel is None:
                 head = gi
             run = [*run, gi] if joined and pending_rel is None else [gi]
