@@ -286,6 +286,7 @@ class _Result:
     excl_sentence: dict[str, int] = field(default_factory=dict)  # noun -> sentence of its "no <noun>"
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
     subjects: list[int] = field(default_factory=list)  # groups that began a sentence, in order
+    recent: list[int] = field(default_factory=list)  # groups in order of mention (new, definite or pronoun)
 
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*|[,:|]")
@@ -547,7 +548,9 @@ def _resolve(res: _Result, np: _NP, *, exclude: int | None = None) -> int | None
                 return gi
         return None
     if np.pronoun:
-        cands = [gi for gi in range(len(groups) - 1, -1, -1) if gi != exclude]
+        # most recently mentioned first ("A plane near the water. The plane is old and it is white": the plane)
+        order = dict.fromkeys([*reversed(res.recent), *range(len(groups) - 1, -1, -1)])
+        cands = [gi for gi in order if gi != exclude]
         if not cands:
             return None
         want_plural = np.plural
@@ -742,6 +745,7 @@ def _sentence(t: list[str], res: _Result) -> None:
                 gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
                               (rel_subject if pending_rel is not None else None))
             if gi is not None:
+                res.recent.append(gi)
                 _link(res, gi, pending_rel, rel_subject)
                 if fronted_wait:
                     fronted_obj, fronted_wait = gi, False
@@ -864,6 +868,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             else:
                 gi = _new_group(res, np)
             res.nps.append((np, gi))
+            res.recent.append(gi)
             for s_ in rel_subjects[:-1]:
                 _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
