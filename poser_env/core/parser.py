@@ -911,6 +911,18 @@ def _sentence(t: list[str], res: _Result) -> None:
             if w in ("|",):
                 pending_rel = None
         elif w in _POSSESSIVE:
+            pnp = sc.np_at(i + 1, require_det=False, allow_bare=True)
+            if (pnp is not None and pnp.noun and not pnp.possessive and (pnp.color or pnp.pattern)
+                    and pnp.noun not in _NON_OBJECTS and w != "its"):
+                # "petting his white horse", "her red hat": a thing of its own with a colour the prompt asks for
+                gi = _new_group(res, replace(pnp, start=i))
+                res.recent.append(gi)
+                _link(res, gi, pending_rel, rel_subject)
+                pending_rel, rel_subjects = None, []
+                last, run, run_end, last_start = gi, [gi], pnp.end, i
+                i = pnp.end
+                slot = False
+                continue
             # skip "its glossy coat": parts of things already there are not new groups
             j = i + 1
             while j < n and _is_content(t, j):
