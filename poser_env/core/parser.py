@@ -296,6 +296,7 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
     t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
+    t = re.sub(r"\s[-\u2013\u2014]+\s|[\u2013\u2014]", " , ", t)  # "blue water - stock photo": a dash between words splits
     t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # "1,000 cats", "10,000,000 cats"
     t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
