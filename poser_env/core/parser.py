@@ -733,6 +733,10 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = True
             continue
         # -------- pronouns
+        if w in ("he", "she") and i > 0 and run_end == i:
+            i += 1  # "the uniform he is wearing is white": a relative clause, the noun stays the topic
+            slot = False
+            continue
         if w in _PRONOUN_SING or w in _PRONOUN_PLUR or _person_pronoun(t, i):
             np = _NP(i, i + 1, "person" if w in _PRONOUN_PERSON else "", None, False, True, w in _PRONOUN_PLUR,
                      pronoun=True)
