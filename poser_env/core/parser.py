@@ -268,6 +268,7 @@ class _NP:
     pronoun: bool = False
     exclusion: bool = False
     possessive: bool = False
+    owner: str = ""  # the owner's noun of a possessive phrase ("mountain" of "a mountain's summit")
     adjectives: tuple[str, ...] = ()  # adjectives outside the spec's vocabulary ("wooden", "teal")
     extra: tuple[str, ...] = ()  # attribute words the spec cannot also hold ("white" of "a red and white cup")
 
@@ -489,7 +490,11 @@ class _Scanner:
             return None
         if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
             # "the truck's glossy paint": a part of something, not a new group
-            return _NP(start, i, "", None, False, True, False, possessive=True)
+            k = next(ix for ix, x in enumerate(words) if x.endswith(("'s", "'")))
+            ow = [*words[:k], words[k].removesuffix("'s").removesuffix("'")]
+            owner = "" if (ow[-1] in _STOP or ow[-1] in _PRONOUN_SING or ow[-1] in _PRONOUN_PERSON
+                           or ow[-1] in _PRONOUN_PLUR or _not_a_noun(ow[-1])) else singular(" ".join(ow[-3:]))
+            return _NP(start, i, "", None, False, True, False, possessive=True, owner=owner)
         if len(words) == 1 and _not_a_noun(words[0]) and not (q is not None and _dictionary_gap(words[0])):
             if color == "orange" and words[0] in _ATTR_WORDS and t[i - 2] == "orange":
                 # "the last orange blue": the orange is the noun, the trailing colour is not part of it
@@ -831,6 +836,13 @@ def _sentence(t: list[str], res: _Result) -> None:
                              color=np2.color or np.color, pattern=np2.pattern or np.pattern,
                              size=np2.size or np.size, adjectives=np.adjectives + np2.adjectives)
         if np is not None and np.possessive:
+            if np.owner and np.owner not in _NON_OBJECTS and np.owner.split()[-1] not in _TEXT_NOUNS:
+                # "a mountain's summit", "the person's shirt": the owner is an object (the part is not)
+                onp = _NP(np.start, np.end, np.owner, 1, False, q is not None and t[i] in _DEFINITE, False)
+                gi = _resolve(res, onp) if onp.definite else None
+                if gi is None:
+                    gi = _new_group(res, onp)
+                res.recent.append(gi)
             i = np.end
             slot = False
             continue
