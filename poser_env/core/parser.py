@@ -648,6 +648,7 @@ def _sentence(t: list[str], res: _Result) -> None:
     pron_exclude: int | None = None
     obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
     topped = False
+    support: tuple[int, int] | None = None  # (subject, end token) of the latest "A on B"
     creator_end = -1
     subj_end = -1
     last_start = -1  # first token of the latest noun phrase
@@ -727,6 +728,11 @@ def _sentence(t: list[str], res: _Result) -> None:
                         and _verb_between(t, run_end, i) and not _verb_between(t, subj_end, last_start)):
                     # "a woman in a white shirt is standing on a court": the clause's verb binds to its subject
                     rel_subject, rel_subjects = subj, []
+                if (support is not None and support[1] == i and pending_rel not in ("on top of", "under")
+                        and name is not None and not pron):
+                    # "a truck parked on the street next to the sidewalk": a place relation after the support is the
+                    # subject's
+                    rel_subject, rel_subjects = support[0], []
                 if last is None and fronted_obj is None:
                     fronted_rel, fronted_wait = pending_rel, True  # "Under the shelf are ...", "On it sits ..."
                 elif secondary and head is not None and last is not None:
@@ -889,6 +895,7 @@ def _sentence(t: list[str], res: _Result) -> None:
             for s_ in rel_subjects[:-1]:
                 _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
+            support = (rel_subject, np.end) if pending_rel == "on top of" and rel_subject is not None else None
             if pending_rel is not None and rel_subject is not None and topped:
                 obj_rel = (pending_rel, rel_subject, np.end)
             elif obj_rel is not None and i > 0 and t[i - 1] in ("and", ",", "or") and obj_rel[2] in (i - 1, i - 2):
