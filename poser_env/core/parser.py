@@ -297,10 +297,10 @@ _SENT_SPLIT = re.compile(r"[.!?;\n\r]+(?:\s+|$)|[;\n\r]+")
 def _normalise(text: str) -> str:
     t = text.lower().replace("’", "'")
     t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
-    t = re.sub(r"\s[-\u2013\u2014]+\s|[\u2013\u2014]", " , ", t)  # "blue water - stock photo": a dash between words splits
     t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # "1,000 cats", "10,000,000 cats"
-    t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
+    t = re.sub(r"(?:^|\s)(?:--|[\u2013\u2014])[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, —ar 3:5
+    t = re.sub(r"\s[-\u2013\u2014]+\s|[\u2013\u2014]", " , ", t)  # "blue water - stock photo": a dash between words splits
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
                r"\1", t)
@@ -366,10 +366,21 @@ def _is_participle(w: str) -> bool:
     return w.endswith("ed") and len(w) > 4 and w not in _ED_NOUNS and w not in _PATTERN_WORDS
 
 
+def _unknown_adjective(w: str) -> bool:
+    """A word outside lemminflect's dictionary shaped like an adjective ("pychedelic", "hyperrealistic",
+    "photoreal"), or a hyphenated word whose last part is only an adjective ("hyper-realistic")."""
+    if "-" in w:
+        tail = _pos(w.rsplit("-", 1)[1])
+        return bool(tail) and "ADJ" in tail and "NOUN" not in tail
+    return not _pos(w) and len(w) > 6 and w.endswith(("ical", "istic", "delic", "etric", "real", "esque"))
+
+
 def _not_a_noun(w: str) -> bool:
     """A lone word that cannot be the noun of a phrase (an adjective or participle)."""
     if w in _ATTR_WORDS:
         return w != "orange"
+    if _unknown_adjective(w):
+        return True
     return (_is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
             or _cannot_be_noun(w) or len(w) < 2 or w[0].isdigit() or w in _NOT_NOUNS)
 
@@ -872,15 +883,16 @@ def _sentence(t: list[str], res: _Result) -> None:
             bare = q is None and not np.definite
             if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
                     all(x in _NON_OBJECTS or x in _POSITION_WORDS for x in words_)) or (  # "the bottom right corner"
+                    words_[-1] in _QUALITY or words_[-1] == "genre") or (  # "in Wes Anderson style", "synthwave genre"
                     bare and (words_[-1] in _ACTIVITIES or np.noun in _RENDER_HEADS)) or (  # "playing tennis", "..., art"
                     np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
                     len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
                 slot = True
-                if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
-                    i += 1  # "a photo of": skip "of"
-                elif np.noun not in _QUALITY:
-                    of_end = np.end  # "the side of the bus", "the back of an elephant"
+                if words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
+                    i += 1  # "a photo of", "studio shot of": skip "of"
+                elif np.noun in _NON_OBJECTS and np.noun not in _QUALITY:
+                    of_end = np.end  # "the side of the bus", "the back of an elephant" (not "depth of field")
                 continue
             if np.definite:
                 gi = _resolve(res, np)
