@@ -881,11 +881,24 @@ def _sentence(t: list[str], res: _Result) -> None:
             if words_[-1] in _TEXT_NOUNS and not np.definite:
                 res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
             bare = q is None and not np.definite
+            if len(words_) > 1 and words_[-1] in _RENDER_HEADS:
+                k = len(words_)
+                while k > 1 and words_[k - 1] in _RENDER_HEADS:
+                    k -= 1
+                if singular(words_[k - 1]) != words_[k - 1]:  # "three guitars vector image": the guitars
+                    np = replace(np, noun=singular(" ".join(words_[:k])), plural=True)
+                    words_ = np.noun.split()
+                elif bare and not all(x in _RENDER_MODS or x in _RENDER_HEADS for x in words_[:k]) and not (
+                        _not_a_noun(words_[k - 1])):  # "Disney graveyard photo": the graveyard
+                    np = replace(np, noun=" ".join(words_[:k]))
+                    words_ = np.noun.split()
+            by_next = np.end < n and t[np.end] == "by"
+            medium = words_[-1] in _RENDER_HEADS and (len(words_) > 1 and bare or by_next)
             if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
                     all(x in _NON_OBJECTS or x in _POSITION_WORDS for x in words_)) or (  # "the bottom right corner"
                     words_[-1] in _QUALITY or words_[-1] == "genre") or (  # "in Wes Anderson style", "synthwave genre"
                     bare and (words_[-1] in _ACTIVITIES or np.noun in _RENDER_HEADS)) or (  # "playing tennis", "..., art"
-                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
+                    words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or medium or (
                     len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
                 slot = True
