@@ -768,6 +768,9 @@ def _sentence(t: list[str], res: _Result) -> None:
                 # continues an earlier sentence's subject of its number, not the nearest noun
                 gi = next((g for g in reversed(res.subjects)
                            if (res.groups[g].count > 1) == (w in _PRONOUN_PLUR)), None)
+                if gi is None and w == "they" and res.subjects and (
+                        res.groups[res.subjects[-1]].noun.split()[-1] in _PERSON_NOUNS):
+                    gi = res.subjects[-1]  # "There is a person ... They are standing on ...": a singular they
             if gi is None:
                 gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
                               (rel_subject if pending_rel is not None else None))
