@@ -523,8 +523,10 @@ class _Scanner:
             words.pop()
             i -= 1
         elif (len(words) >= 2 and "VERB" in _pos(words[-1]) and singular(words[-2]) != words[-2]
-              and singular(words[-1]) == words[-1] and i < n and t[i] in _DETERMINERS):
-            # "oblong shapes complement the table": a plural noun, then a verb and its object
+              and singular(words[-1]) == words[-1] and i < n and (
+                  t[i] in _DETERMINERS or (_relation_at(t, i) is not None and (count is None or count > 1)
+                                           and singular(" ".join(words[-2:])) not in _COMPOUNDS))):
+            # "oblong shapes complement the table", "three ducks swim near a log": a plural noun, then a verb
             words.pop()
             i -= 1
         if (count is None and not definite and len(words) == 1 and i < n and t[i] in _DETERMINERS
