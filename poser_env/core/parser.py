@@ -886,14 +886,14 @@ def _sentence(t: list[str], res: _Result) -> None:
             if words_[-1] in _TEXT_NOUNS and not np.definite:
                 res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
             bare = q is None and not np.definite
-            if len(words_) > 1 and words_[-1] in _RENDER_HEADS:
+            if len(words_) > 1 and words_[-1] in _RENDER_HEADS and words_[-1] not in _QUALITY:
                 k = len(words_)
                 while k > 1 and words_[k - 1] in _RENDER_HEADS:
                     k -= 1
                 if singular(words_[k - 1]) != words_[k - 1]:  # "three guitars vector image": the guitars
                     np = replace(np, noun=singular(" ".join(words_[:k])), plural=True)
                     words_ = np.noun.split()
-                elif bare and not all(x in _RENDER_MODS or x in _RENDER_HEADS for x in words_[:k]) and not (
+                elif not all(x in _RENDER_MODS or x in _RENDER_HEADS for x in words_[:k]) and not (
                         _not_a_noun(words_[k - 1])):  # "Disney graveyard photo": the graveyard
                     np = replace(np, noun=" ".join(words_[:k]))
                     words_ = np.noun.split()
