@@ -122,3 +122,13 @@ def test_non_objects_and_media(prompt: str, entities: list[tuple[str, int, str |
 
 def test_a_game_with_a_determiner_is_an_object() -> None:
     assert _ents(parse("a boy holding a baseball")) == [("boy", 1, None), ("baseball", 1, None)]
+
+
+def test_passive_by_is_no_relation() -> None:
+    spec = parse("A desk stands against a wall, lit by the lamp.")
+    assert not any(r[1] == "next to" for r in _rels(spec))
+
+
+def test_verb_after_a_skipped_word_is_no_noun() -> None:
+    assert _ents(parse("A kite flies as dusk sets in.")) == [("kite", 1, None)]
+    assert _ents(parse("glistening drops of rain that cling to a leaf")) == [("leaf", 1, None)]

@@ -176,6 +176,9 @@ _END_WORDS = {",", "|", ":"}
 _VERB_PARTICLES = frozenset({"in", "out", "with", "from", "into", "up", "down", "off", "away", "over", "through",
                              "across", "along", "the", "a", "an", "its", "their", "his", "her", "to", "toward",
                              "towards", "around", "at", "gently", "slowly", "softly"})
+#: Irregular past participles before a passive "by" ("lit by the lamp": the agent, not a place).
+_PAST_PARTICIPLES = frozenset({"lit", "made", "built", "held", "drawn", "shot", "caught", "cast", "led", "fed",
+                               "hit", "struck", "bought", "sold", "brought", "kept", "left", "set", "shut"})
 _MULTIPLIERS = frozenset({"hundred", "thousand", "million"})
 _HYPHEN_NUMBER = re.compile(r"(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(one|two|three|four|five|six|"
                             r"seven|eight|nine)")
@@ -506,7 +509,8 @@ class _Scanner:
             owner = "" if (ow[-1] in _STOP or ow[-1] in _PRONOUN_SING or ow[-1] in _PRONOUN_PERSON
                            or ow[-1] in _PRONOUN_PLUR or _not_a_noun(ow[-1])) else singular(" ".join(ow[-3:]))
             return _NP(start, i, "", None, False, True, False, possessive=True, owner=owner)
-        if len(words) == 1 and _not_a_noun(words[0]) and not (q is not None and _dictionary_gap(words[0])):
+        if len(words) == 1 and _not_a_noun(words[0]) and not (
+                q is not None and t[start] not in ("that", "this", "these", "those") and _dictionary_gap(words[0])):
             if color == "orange" and words[0] in _ATTR_WORDS and t[i - 2] == "orange":
                 # "the last orange blue": the orange is the noun, the trailing colour is not part of it
                 return _NP(start, i - 1, "orange", count or 1, explicit, definite, False, None, pattern, size, ordinal)
@@ -722,7 +726,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             continue
         # -------- relations
         rel = _relation_at(t, i)
-        if rel is None and w == "by" and i > 0 and i + 2 < n and t[i + 1] in ("a", "an", "the") and (
+        if rel is None and w == "by" and i > 0 and i + 2 < n and t[i + 1] in ("a", "an", "the") and not (
+                _is_participle(t[i - 1]) or t[i - 1].endswith("en") or t[i - 1] in _PAST_PARTICIPLES) and (
                 t[i + 2] not in _PERSON_NOUNS and t[i + 2] not in ("artist", "photographer", "painter")):
             rel = (1, "next to")  # "blueberries by the banana" (not "art by greg rutkowski", "a photo by an artist")
         if rel is not None:
@@ -906,7 +911,9 @@ def _sentence(t: list[str], res: _Result) -> None:
                     words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or medium or (
                     len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
-                slot = True
+                # "as dusk sets in", "oblong shapes complement the table": a verb after it is no noun
+                slot = not (i + 1 < n and "VERB" in _pos(t[i]) and (t[i].endswith("s") or np.plural)
+                            and (t[i + 1] in _DETERMINERS or t[i + 1] in _VERB_PARTICLES))
                 if words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
                     i += 1  # "a photo of", "studio shot of": skip "of"
                 elif np.noun in _NON_OBJECTS and np.noun not in _QUALITY:
@@ -967,7 +974,7 @@ def _sentence(t: list[str], res: _Result) -> None:
         elif w in _POSSESSIVE:
             pnp = sc.np_at(i + 1, require_det=False, allow_bare=True)
             if (pnp is not None and pnp.noun and not pnp.possessive and (pnp.color or pnp.pattern)
-                    and pnp.noun not in _NON_OBJECTS and w != "its"):
+                    and pnp.noun not in _NON_OBJECTS and w != "its" and "ADJ" not in _pos(pnp.noun.split()[-1])):
                 # "petting his white horse", "her red hat": a thing of its own with a colour the prompt asks for
                 gi = _new_group(res, replace(pnp, start=i))
                 res.recent.append(gi)
