@@ -903,7 +903,7 @@ def _sentence(t: list[str], res: _Result) -> None:
                     np = replace(np, noun=" ".join(words_[:k]))
                     words_ = np.noun.split()
             by_next = np.end < n and t[np.end] == "by"
-            medium = words_[-1] in _RENDER_HEADS and (len(words_) > 1 and bare or by_next)
+            medium = words_[-1] in _RENDER_HEADS and ((len(words_) > 1 and bare) or by_next)
             if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
                     all(x in _NON_OBJECTS or x in _POSITION_WORDS for x in words_)) or (  # "the bottom right corner"
                     words_[-1] in _QUALITY or words_[-1] == "genre") or (  # "in Wes Anderson style", "synthwave genre"
@@ -1010,11 +1010,10 @@ def _verb_between(t: Sequence[str], a: int, b: int) -> bool:
     for w in t[max(a, 0):b]:
         if w in ("that", "which", "who", "whose", "where", ",", "and", "|"):
             return False
-        if w in _COPULA or w in ("sits", "stands", "lies", "rests", "hangs", "sit", "stand", "lie", "rest", "hang"):
-            seen = True
-        elif w not in _WITH_WORDS and not w.endswith("ing") and _pos(w) and "VERB" in _pos(w) and not (
-                _pos(w) & {"NOUN", "ADJ", "ADP"}):
-            seen = True
+        posture = w in ("sits", "stands", "lies", "rests", "hangs", "sit", "stand", "lie", "rest", "hang")
+        verb = (w not in _WITH_WORDS and not w.endswith("ing") and "VERB" in _pos(w)
+                and not _pos(w) & {"NOUN", "ADJ", "ADP"})
+        seen = seen or w in _COPULA or posture or verb
     return seen
 
 
