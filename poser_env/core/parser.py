@@ -30,13 +30,28 @@ phrases come from rules. It reads:
   to the subject that follows ("Under the shelf are two barbels", "Next to it, a plate"); after "with" or
   "wearing" phrases it binds to the head ("a glass with jam on a table"); "a bed with a laptop on it";
   "a plate topped with broccoli".
-* **conjunctions, several sentences and coreference**: "it" (nearest single group, never the subject of
-  the relation it ends), "they"/"them" (nearest plural group), "the cups" (nearest group with that noun,
-  else a new group); a predicate ("... is green") binds to the clause's subject ("the clock on the
-  building is green").
+* **conjunctions, several sentences and coreference**: "it" (most recently mentioned single group, never the
+  subject of the relation it ends), "they"/"them" (most recent plural group), "he"/"she"/"him" and a bare
+  "her" (nearest group whose noun is a person, :data:`lexicon` ``person_nouns``); a pronoun that begins a
+  sentence continues an earlier sentence's subject of its number ("Two dogs ... They are brown"); "the
+  cups" (nearest group with that noun, else a new group); a predicate ("... is green", "... is tall and
+  grey") binds to the clause's subject ("the clock on the building is green"); a relation after the
+  clause's verb binds to the subject a prepositional phrase modified ("a woman in a red coat is standing on
+  a bench"); a place relation after "A on B" is A's ("a car parked on the road next to a tree"); the object
+  of an -ing verb is secondary ("a boy kicking a ball next to a fence": the boy is next to the fence).
+* **"of" phrases**: after a partitive noun the object is the noun after "of" ("a slice of pizza", "nine
+  breeds of dogs" = 9 dogs, "a body of water"); after another noun phrase a bare noun may follow "of" ("a
+  cup of coffee": both); after a quality noun it is no object ("the colour of rust", "depth of field").
+* **possessives**: the owner is an object ("a mountain's summit" -> mountain; the part is not read); a
+  possessive phrase with a colour is an object ("petting his white horse"), "its ..." stays a part.
 * **what is not an object**: verbs and adverbs (lemminflect), posture words ("bent"), rendering words
-  ("8k", "artstation", "digital art"), creators ("by greg rutkowski"), text to render (quoted spans,
-  "the text"), Midjourney flags ("--ar 16:9"); the reported ones go to ``spec.unexpressed``.
+  ("8k", "artstation", "digital art"), a medium word after a subject or without a determiner ("pencil
+  illustration", "three cups vector image" -> the cups), creators ("by greg rutkowski"; "by the door"
+  is "next to", a passive "lit by the lamp" is neither), text to render (quoted spans, "the text"),
+  Midjourney flags ("--ar 16:9", "—ar 3:5"), places in the frame ("the bottom right corner"), times
+  ("in the evening"), bare games ("playing tennis"), adjective-shaped unknown words ("pychedelic",
+  "hyper-realistic"); the reported ones go to ``spec.unexpressed``. A word lemminflect knows only as a
+  base verb is a noun after a determiner ("a white bar").
 * **background** (:data:`poser_env.core.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
   "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
   **style** (:data:`poser_env.core.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
