@@ -15,11 +15,16 @@ relations, exclusions, background, style, tag, open attributes and relations; no
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from poser_env.components import generated_pool
 from poser_env.config import DEFAULT_POOL_SIZE
@@ -61,12 +66,17 @@ def digests(benchmarks: Path | None, dump: Path | None = None) -> dict[str, str]
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--benchmarks", type=Path, default=ROOT.parent / "shared" / "benchmarks")
-    ap.add_argument("--write", action="store_true", help=f"pin the digests in {PINNED.relative_to(ROOT)}")
-    ap.add_argument("--dump", type=Path, default=None, help="write every canonical spec line to this file")
-    a = ap.parse_args()
+@dataclass(frozen=True)
+class Args:
+    """Command-line arguments."""
+
+    benchmarks: Path = ROOT.parent / "shared" / "benchmarks"  # folder holding geneval/evaluation_metadata.jsonl
+    write: bool = False  # pin the digests in tests/data/parser_world_digest.json
+    dump: Path | None = None  # write every canonical spec line to this file (to diff two versions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = tyro.cli(Args, args=argv, description=__doc__)
     d = digests(a.benchmarks if a.benchmarks.is_dir() else None, a.dump)
     if a.write:
         if "geneval_metadata" not in d:
