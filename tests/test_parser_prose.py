@@ -44,6 +44,7 @@ def test_relation_after_the_verb_binds_to_the_modified_subject() -> None:
 
 def test_object_of_an_ing_verb_is_secondary() -> None:
     assert _rels(parse("a boy kicking a ball next to a fence")) == {("boy", "next to", "fence")}
+    assert _rels(parse("An old man is reading a book on a bench.")) == {("man", "on top of", "bench")}
 
 
 def test_place_relation_after_a_support_is_the_subjects() -> None:

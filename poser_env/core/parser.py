@@ -963,7 +963,8 @@ def _sentence(t: list[str], res: _Result) -> None:
             joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
                 run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
             secondary = (np.start > 0 and (t[np.start - 1] in _WITH_WORDS or (
-                run_end == np.start - 1 and _is_participle(t[np.start - 1]) and t[np.start - 1].endswith("ing")
+                (run_end == np.start - 1 or (np.start > 1 and t[np.start - 2] in _COPULA and run_end == np.start - 2))
+                and _is_participle(t[np.start - 1]) and t[np.start - 1].endswith("ing")
                 and "VERB" in _pos(t[np.start - 1])))) or (secondary and joined)  # "two men sharing a meal"
             if not secondary and pending_rel is None:
                 head = gi
