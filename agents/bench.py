@@ -477,11 +477,11 @@ def _diffusers_ratios() -> list[str]:
 
 
 def bench_decompose(decomposer: str = "rules", *, benchmarks: Path | None = None, long_n: int = 500,
-                    heldout: Path | None = None, open_vocab: bool = False) -> str:
+                    heldout: Path | None = None, open_vocab: bool = False, misses: int = 0) -> str:
     """Decomposition quality of ``decomposer`` (see :mod:`poser_env.decompose_eval`) as markdown."""
 
     dec = make_decomposer(decomposer, open_vocab=open_vocab)
-    return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout)
+    return decompose_report(dec.parse, benchmarks=benchmarks, long_n=long_n, heldout=heldout, misses=misses)
 
 
 #: The long-prompt world of ``poser bench headroom`` (the v1 world, 30 steps) and its GenEval-style world.

@@ -486,10 +486,14 @@ def bench_decompose(
     long_n: Annotated[int, typer.Option("--long", help="Prompts of the generated long test split (0 = skip).")] = 500,
     heldout: Annotated[Path | None, typer.Option(help="A GenEval-format JSONL of held-out phrasings.")] = None,
     open_vocab: Annotated[bool, typer.Option("--open-vocab", help="Decompose into the open spec.")] = False,
+    misses: Annotated[int, typer.Option(help="Also print up to this many DSG-1k misses per category and kind.")] = 0,
 ) -> None:
     """Decomposition quality: DSG-1k precision/recall per category and source, GenEval and long-split exact specs."""
 
-    typer.echo(bench_lib.bench_decompose(decomposer, benchmarks=benchmarks, long_n=long_n, heldout=heldout, open_vocab=open_vocab))
+    if misses < 0:
+        raise typer.BadParameter(f"--misses={misses} is negative; pass 0 (none) or a positive number per category.")
+    typer.echo(bench_lib.bench_decompose(decomposer, benchmarks=benchmarks, long_n=long_n, heldout=heldout,
+                                         open_vocab=open_vocab, misses=misses))
 
 
 def main() -> None:

@@ -66,6 +66,7 @@ __all__ = [
     "head",
     "load_dsg",
     "markdown_table",
+    "misses_markdown",
     "score_dsg",
     "score_specs",
 ]
@@ -230,9 +231,25 @@ def _open_items(spec: Spec) -> tuple[list[tuple[str, str]], list[tuple[str, str,
     return attrs, rels
 
 
-def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
-    """Per-category counts for one prompt (``spec`` None: the decomposer failed; nothing predicted)."""
+def score_item(item: DsgItem, spec: Spec | None, misses: list[tuple[str, str, str]] | None = None
+               ) -> dict[str, PRCounts]:
+    """Per-category counts for one prompt (``spec`` None: the decomposer failed; nothing predicted).
+
+    ``misses``: when given, every unmatched item is appended as ``(category, "missed" | "extra", item)``
+    (a missed gold tuple, a prediction no gold tuple matches)."""
     out = {c: PRCounts() for c in DSG_CATEGORIES}
+
+    def note(cat: str, gold: Sequence[Any], pred: Sequence[Any], match: Callable[[Any, Any], bool],
+             all_gold: Sequence[Any] | None = None) -> None:
+        if misses is None:
+            return
+        for g in gold:
+            if not any(match(p, g) for p in pred):
+                misses.append((cat, "missed", repr(g)))
+        for p in pred:
+            if not any(match(p, g) for g in (gold if all_gold is None else all_gold)):
+                misses.append((cat, "extra", repr(p)))
+
     ents = list(spec.entities) if spec is not None else []
     # entity (a background counts as the entity it names, unless an entity already has that noun)
     c = out["entity"]
@@ -244,6 +261,7 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
     c.tp_pred = sum(any(_noun_match(n, g) for g in item.entities + item.parts) for n in nouns)
     c.n_gold = len(item.entities)
     c.tp_gold = sum(any(_noun_match(n, g) for n in nouns) for g in item.entities)
+    note("entity", item.entities, nouns, _noun_match, item.entities + item.parts)
     # color and size
     for cat, attr_name in (("color", "color"), ("size", "size")):
         c = out[cat]
@@ -260,6 +278,7 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
         c.n_pred, c.n_gold = len(pred), len(gold)
         c.tp_pred = sum(any(_noun_match(pn, gn) and pv == gv for gn, gv in gold) for pn, pv in pred)
         c.tp_gold = sum(any(_noun_match(pn, gn) and pv == gv for pn, pv in pred) for gn, gv in gold)
+        note(cat, gold, pred, lambda p, g: _noun_match(p[0], g[0]) and p[1] == g[1])
     # count
     c = out["count"]
     excl = {(x.noun, x.count) for x in (spec.exclusions if spec is not None else ())}
@@ -271,6 +290,7 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
     c.n_pred, c.n_gold = len(pred_n), len(gold_n)
     c.tp_pred = sum(any(_noun_match(pn, gn) and pk == gk for gn, gk in gold_n) for pn, pk in pred_n)
     c.tp_gold = sum(any(_noun_match(pn, gn) and pk == gk for pn, pk in pred_n) for gn, gk in gold_n)
+    note("count", gold_n, pred_n, lambda p, g: _noun_match(p[0], g[0]) and p[1] == g[1])
     # spatial
     c = out["spatial"]
     gold_r = [(s, RELATION_SYNONYMS[r.lower().strip()], o) for s, o, r in item.spatial
@@ -287,6 +307,7 @@ def score_item(item: DsgItem, spec: Spec | None) -> dict[str, PRCounts]:
     c.n_pred, c.n_gold = len(pred_r), len(gold_r)
     c.tp_pred = sum(any(rel_match(p, g) for g in gold_r) for p in pred_r)
     c.tp_gold = sum(any(rel_match(p, g) for p in pred_r) for g in gold_r)
+    note("spatial", gold_r, pred_r, rel_match)
     # open attributes and relations (only what the spec does not already express)
     o_attrs, o_rels = _open_items(spec) if spec is not None else ([], [])
     c = out["open_attr"]
@@ -323,6 +344,8 @@ class DsgReport:
     n_prompts: int
     errors: list[tuple[str, str]]  # (item_id, message)
     seconds: float
+    #: (item_id, category, "missed" | "extra", item) of every unmatched gold tuple and prediction
+    misses: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def prompts_per_s(self) -> float:
@@ -343,11 +366,27 @@ def score_dsg(items: Sequence[DsgItem], parse: Callable[[str], Spec]) -> DsgRepo
             specs.append(None)
             errors.append((it.item_id, str(exc)))
     seconds = time.perf_counter() - t0
+    misses: list[tuple[str, str, str, str]] = []
     for it, spec in zip(items, specs, strict=True):
-        for cat, cnt in score_item(it, spec).items():
+        item_misses: list[tuple[str, str, str]] = []
+        for cat, cnt in score_item(it, spec, item_misses).items():
             overall[cat].add(cnt)
             per_source[it.source][cat].add(cnt)
-    return DsgReport(overall, dict(sorted(per_source.items())), len(items), errors, seconds)
+        misses += [(it.item_id, *m) for m in item_misses]
+    return DsgReport(overall, dict(sorted(per_source.items())), len(items), errors, seconds, misses)
+
+
+def misses_markdown(rep: DsgReport, per_kind: int) -> str:
+    """Up to ``per_kind`` unmatched items per category and kind (missed gold tuple / extra prediction), with the
+    prompt's id (``source_n``), then the count of each."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for iid, cat, kind, what in rep.misses:
+        groups[(cat, kind)].append((iid, what))
+    lines = ["DSG-1k misses (category, kind: count; then examples as item_id: tuple)"]
+    for (cat, kind), rows in sorted(groups.items()):
+        lines.append(f"\n{cat}, {kind}: {len(rows)}")
+        lines += [f"- {iid}: {what}" for iid, what in rows[:per_kind]]
+    return "\n".join(lines)
 
 
 def assertion_keys(spec: Spec) -> set[tuple[Any, ...]]:
@@ -441,10 +480,12 @@ def decompose_report(
     benchmarks: str | Path | None = None,
     long_n: int = 500,
     heldout: str | Path | None = None,
+    misses: int = 0,
 ) -> str:
     """The full decomposition report as markdown: DSG-1k (if ``benchmarks`` has ``dsg-1k/``), GenEval metadata
     (if it has ``geneval/``), the generated long test split (``long_n`` prompts, 0 to skip) and a held-out
-    phrasing JSONL (GenEval-format records with gold specs; skipped when None)."""
+    phrasing JSONL (GenEval-format records with gold specs; skipped when None). ``misses`` > 0 appends up to that
+    many DSG-1k misses per category and kind (:func:`misses_markdown`)."""
 
     parts: list[str] = []
     rows = ["| set | prompts | exact | assertion P | assertion R | errors | prompts/s |",
@@ -463,5 +504,8 @@ def decompose_report(
                                   score_specs(read_geneval_jsonl(str(heldout)), parse)))
     parts.append("\n".join(rows))
     if root is not None and (root / "dsg-1k").is_dir():
-        parts.append(dsg_markdown(score_dsg(load_dsg(root / "dsg-1k"), parse)))
+        rep = score_dsg(load_dsg(root / "dsg-1k"), parse)
+        parts.append(dsg_markdown(rep))
+        if misses > 0:
+            parts.append(misses_markdown(rep, misses))
     return "\n\n".join(parts)

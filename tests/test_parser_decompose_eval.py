@@ -95,6 +95,22 @@ def test_score_dsg_and_report(dsg_csv: Path, tmp_path: Path) -> None:
         decompose_report(parse, benchmarks=tmp_path / "nope", long_n=0)
 
 
+def test_misses_are_listed(dsg_csv: Path, tmp_path: Path) -> None:
+    items = load_dsg(dsg_csv)
+    misses: list[tuple[str, str, str]] = []
+    score_item(items[0], None, misses)  # nothing predicted: every gold tuple is missed
+    assert ("entity", "missed", "'cups'") in misses and ("spatial", "missed", "('cups', 'on top of', 'table')") in misses
+    misses = []
+    score_item(items[0], parse("two red cups on a table and a lamp"), misses)
+    assert misses == [("entity", "extra", "'lamp'")]
+    bench = tmp_path / "bench"
+    (bench / "dsg-1k").mkdir(parents=True)
+    (bench / "dsg-1k" / "dsg-1k-anns.csv").write_text(dsg_csv.read_text(encoding="utf-8"), encoding="utf-8")
+    md = decompose_report(lambda _: parse("a lamp"), benchmarks=bench, long_n=0, misses=1)
+    assert "entity, missed: " in md and "- vrd_1: 'cups'" in md and "entity, extra: 3" in md
+    assert "DSG-1k misses" not in decompose_report(parse, benchmarks=bench, long_n=0)
+
+
 def test_score_specs_counts_exact_and_assertions() -> None:
     gold = [Spec((Entity("cup", 2, "red"),), (), (Exclusion("cup", 3),), prompt="two red cups"),
             Spec((Entity("dog"), Entity("cat")), (Relation(0, "left of", 1),), prompt="a dog right of a cat")]
@@ -120,3 +136,13 @@ def test_lexicon_refuses_values_outside_the_spec() -> None:
         load_lexicon(text.replace('"grey" = "gray"', '"grey" = "teal"'))
     with pytest.raises(SpecError, match=r"lexicon.toml \[relations\] 'beside' is not 'unsupported'"):
         load_lexicon(text.replace('"next to" = [', '"beside" = ['))
+
+
+def test_cli_misses_option_refuses_a_negative_number(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agents.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "decompose", "--benchmarks", str(tmp_path), "--long", "0",
+                                   "--misses", "-1"])
+    assert res.exit_code != 0 and "--misses=-1 is negative" in res.output

@@ -30,13 +30,28 @@ phrases come from rules. It reads:
   to the subject that follows ("Under the shelf are two barbels", "Next to it, a plate"); after "with" or
   "wearing" phrases it binds to the head ("a glass with jam on a table"); "a bed with a laptop on it";
   "a plate topped with broccoli".
-* **conjunctions, several sentences and coreference**: "it" (nearest single group, never the subject of
-  the relation it ends), "they"/"them" (nearest plural group), "the cups" (nearest group with that noun,
-  else a new group); a predicate ("... is green") binds to the clause's subject ("the clock on the
-  building is green").
+* **conjunctions, several sentences and coreference**: "it" (most recently mentioned single group, never the
+  subject of the relation it ends), "they"/"them" (most recent plural group), "he"/"she"/"him" and a bare
+  "her" (nearest group whose noun is a person, :data:`lexicon` ``person_nouns``); a pronoun that begins a
+  sentence continues an earlier sentence's subject of its number ("Two dogs ... They are brown"); "the
+  cups" (nearest group with that noun, else a new group); a predicate ("... is green", "... is tall and
+  grey") binds to the clause's subject ("the clock on the building is green"); a relation after the
+  clause's verb binds to the subject a prepositional phrase modified ("a woman in a red coat is standing on
+  a bench"); a place relation after "A on B" is A's ("a car parked on the road next to a tree"); the object
+  of an -ing verb is secondary ("a boy kicking a ball next to a fence": the boy is next to the fence).
+* **"of" phrases**: after a partitive noun the object is the noun after "of" ("a slice of pizza", "nine
+  breeds of dogs" = 9 dogs, "a body of water"); after another noun phrase a bare noun may follow "of" ("a
+  cup of coffee": both); after a quality noun it is no object ("the colour of rust", "depth of field").
+* **possessives**: the owner is an object ("a mountain's summit" -> mountain; the part is not read); a
+  possessive phrase with a colour is an object ("petting his white horse"), "its ..." stays a part.
 * **what is not an object**: verbs and adverbs (lemminflect), posture words ("bent"), rendering words
-  ("8k", "artstation", "digital art"), creators ("by greg rutkowski"), text to render (quoted spans,
-  "the text"), Midjourney flags ("--ar 16:9"); the reported ones go to ``spec.unexpressed``.
+  ("8k", "artstation", "digital art"), a medium word after a subject or without a determiner ("pencil
+  illustration", "three cups vector image" -> the cups), creators ("by greg rutkowski"; "by the door"
+  is "next to", a passive "lit by the lamp" is neither), text to render (quoted spans, "the text"),
+  Midjourney flags ("--ar 16:9", "—ar 3:5"), places in the frame ("the bottom right corner"), times
+  ("in the evening"), bare games ("playing tennis"), adjective-shaped unknown words ("pychedelic",
+  "hyper-realistic"); the reported ones go to ``spec.unexpressed``. A word lemminflect knows only as a
+  base verb is a noun after a determiner ("a white bar").
 * **background** (:data:`poser_env.core.spec.BACKGROUNDS`: "on a wooden table", "in the sky", "on grass",
   "at night", "on the beach"/"on sand", "plain background", "with a grass background" ...) and
   **style** (:data:`poser_env.core.spec.STYLES`: "in watercolor style", "a sketch of", "pixel art",
@@ -126,6 +141,8 @@ _DEFINITE = _W["definite"]
 _POSSESSIVE = _W["possessive"]
 _PRONOUN_SING = _W["pronouns_singular"]
 _PRONOUN_PLUR = _W["pronouns_plural"]
+_PRONOUN_PERSON = _W["pronouns_person"]
+_PERSON_NOUNS = _W["person_nouns"]
 _EXCL_WORDS = _W["exclusion_words"]
 _STOP = _W["stop_words"]
 _LY_NOUNS = _W["ly_nouns"]
@@ -146,6 +163,10 @@ _RENDER_HEADS = _W["render_heads"]
 _RENDER_MODS = _W["render_modifiers"] | _W["render_words"]
 _ENGLISH = _W["english_function_words"]
 _RENDER_WORDS = _W["render_words"]
+_PARTITIVE = _W["partitive_nouns"]
+_ACTIVITIES = _W["activity_nouns"]
+_POSITION_WORDS = _W["position_words"]
+_QUALITY = _W["quality_nouns"]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -170,6 +191,9 @@ _END_WORDS = {",", "|", ":"}
 _VERB_PARTICLES = frozenset({"in", "out", "with", "from", "into", "up", "down", "off", "away", "over", "through",
                              "across", "along", "the", "a", "an", "its", "their", "his", "her", "to", "toward",
                              "towards", "around", "at", "gently", "slowly", "softly"})
+#: Irregular past participles before a passive "by" ("lit by the lamp": the agent, not a place).
+_PAST_PARTICIPLES = frozenset({"lit", "made", "built", "held", "drawn", "shot", "caught", "cast", "led", "fed",
+                               "hit", "struck", "bought", "sold", "brought", "kept", "left", "set", "shut"})
 _MULTIPLIERS = frozenset({"hundred", "thousand", "million"})
 _HYPHEN_NUMBER = re.compile(r"(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(one|two|three|four|five|six|"
                             r"seven|eight|nine)")
@@ -262,6 +286,7 @@ class _NP:
     pronoun: bool = False
     exclusion: bool = False
     possessive: bool = False
+    owner: str = ""  # the owner's noun of a possessive phrase ("mountain" of "a mountain's summit")
     adjectives: tuple[str, ...] = ()  # adjectives outside the spec's vocabulary ("wooden", "teal")
     extra: tuple[str, ...] = ()  # attribute words the spec cannot also hold ("white" of "a red and white cup")
 
@@ -279,6 +304,8 @@ class _Result:
     sentence: int = 0  # index of the sentence being read
     excl_sentence: dict[str, int] = field(default_factory=dict)  # noun -> sentence of its "no <noun>"
     nps: list[tuple[_NP, int | None]] = field(default_factory=list)  # every NP and the group it became
+    subjects: list[int] = field(default_factory=list)  # groups that began a sentence, in order
+    recent: list[int] = field(default_factory=list)  # groups in order of mention (new, definite or pronoun)
 
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*|[,:|]")
@@ -290,7 +317,8 @@ def _normalise(text: str) -> str:
     t = re.sub(r"\b(?:someone|somebody)\b", "a person", t)
     t = re.sub(r"(?<![\w.,-])0+\s+(?=[a-z])", "zero ", t)  # "0 cats" reads as "zero cats" (an exclusion)
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # "1,000 cats", "10,000,000 cats"
-    t = re.sub(r"(?:^|\s)--[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, --w 1024
+    t = re.sub(r"(?:^|\s)(?:--|[\u2013\u2014])[a-z]+(?:\s+[0-9][0-9:.]*)?", " ", t)  # Midjourney flags: --ar 16:9, —ar 3:5
+    t = re.sub(r"\s[-\u2013\u2014]+\s|[\u2013\u2014]", " , ", t)  # "blue water - stock photo": a dash between words splits
     t = re.sub(r"\bpolka[- ]dot(?:ted|s)?\b", lambda m: "polka-dots" if m.group(0).endswith("s") else "polka-dot", t)
     t = re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown|black|white|gray|grey)-(?:colou?red|toned|hued)\b",
                r"\1", t)
@@ -356,12 +384,30 @@ def _is_participle(w: str) -> bool:
     return w.endswith("ed") and len(w) > 4 and w not in _ED_NOUNS and w not in _PATTERN_WORDS
 
 
+def _unknown_adjective(w: str) -> bool:
+    """A word outside lemminflect's dictionary shaped like an adjective ("pychedelic", "hyperrealistic",
+    "photoreal"), or a hyphenated word whose last part is only an adjective ("hyper-realistic")."""
+    if "-" in w:
+        tail = _pos(w.rsplit("-", 1)[1])
+        return bool(tail) and "ADJ" in tail and "NOUN" not in tail
+    return not _pos(w) and len(w) > 6 and w.endswith(("ical", "istic", "delic", "etric", "real", "esque"))
+
+
 def _not_a_noun(w: str) -> bool:
     """A lone word that cannot be the noun of a phrase (an adjective or participle)."""
     if w in _ATTR_WORDS:
         return w != "orange"
+    if _unknown_adjective(w):
+        return True
     return (_is_participle(w) or w in _COMMON_ADJ or w.endswith(("ous", "ful", "ible")) or _is_adverb(w)
             or _cannot_be_noun(w) or len(w) < 2 or w[0].isdigit() or w in _NOT_NOUNS)
+
+
+def _dictionary_gap(w: str) -> bool:
+    """A word lemminflect knows only as an uninflected verb ("bar", "bars"), read as a noun after a determiner
+    ("a white bar"): its dictionary lacks some nouns."""
+    lemmas = getAllLemmas(w)
+    return set(lemmas) == {"VERB"} and (lemmas["VERB"] == (w,) or (w.endswith("s") and lemmas["VERB"] == (w[:-1],)))
 
 
 def _is_content(tokens: Sequence[str], i: int) -> bool:
@@ -473,8 +519,13 @@ class _Scanner:
             return None
         if any(x.endswith("'s") for x in words) or words[-1].endswith("'"):
             # "the truck's glossy paint": a part of something, not a new group
-            return _NP(start, i, "", None, False, True, False, possessive=True)
-        if len(words) == 1 and _not_a_noun(words[0]):
+            k = next(ix for ix, x in enumerate(words) if x.endswith(("'s", "'")))
+            ow = [*words[:k], words[k].removesuffix("'s").removesuffix("'")]
+            owner = "" if (ow[-1] in _STOP or ow[-1] in _PRONOUN_SING or ow[-1] in _PRONOUN_PERSON
+                           or ow[-1] in _PRONOUN_PLUR or _not_a_noun(ow[-1])) else singular(" ".join(ow[-3:]))
+            return _NP(start, i, "", None, False, True, False, possessive=True, owner=owner)
+        if len(words) == 1 and _not_a_noun(words[0]) and not (
+                q is not None and t[start] not in ("that", "this", "these", "those") and _dictionary_gap(words[0])):
             if color == "orange" and words[0] in _ATTR_WORDS and t[i - 2] == "orange":
                 # "the last orange blue": the orange is the noun, the trailing colour is not part of it
                 return _NP(start, i - 1, "orange", count or 1, explicit, definite, False, None, pattern, size, ordinal)
@@ -491,8 +542,10 @@ class _Scanner:
             words.pop()
             i -= 1
         elif (len(words) >= 2 and "VERB" in _pos(words[-1]) and singular(words[-2]) != words[-2]
-              and singular(words[-1]) == words[-1] and i < n and t[i] in _DETERMINERS):
-            # "oblong shapes complement the table": a plural noun, then a verb and its object
+              and singular(words[-1]) == words[-1] and i < n and (
+                  t[i] in _DETERMINERS or (_relation_at(t, i) is not None and (count is None or count > 1)
+                                           and singular(" ".join(words[-2:])) not in _COMPOUNDS))):
+            # "oblong shapes complement the table", "three ducks swim near a log": a plural noun, then a verb
             words.pop()
             i -= 1
         if (count is None and not definite and len(words) == 1 and i < n and t[i] in _DETERMINERS
@@ -527,8 +580,15 @@ def _resolve(res: _Result, np: _NP, *, exclude: int | None = None) -> int | None
     A pronoun never refers to ``exclude`` (the subject of the relation it ends: "a bed with a laptop on it").
     """
     groups = res.groups
+    if np.pronoun and np.noun == "person":  # "he", "she", "him", "her": the nearest person
+        for gi in range(len(groups) - 1, -1, -1):
+            if gi != exclude and groups[gi].noun.split()[-1] in _PERSON_NOUNS:
+                return gi
+        return None
     if np.pronoun:
-        cands = [gi for gi in range(len(groups) - 1, -1, -1) if gi != exclude]
+        # most recently mentioned first ("A plane near the water. The plane is old and it is white": the plane)
+        order = dict.fromkeys([*reversed(res.recent), *range(len(groups) - 1, -1, -1)])
+        cands = [gi for gi in order if gi != exclude]
         if not cands:
             return None
         want_plural = np.plural
@@ -620,7 +680,11 @@ def _sentence(t: list[str], res: _Result) -> None:
     pron_exclude: int | None = None
     obj_rel: tuple[str, int, int] | None = None  # (relation, subject, end token) of the latest relation object
     topped = False
+    support: tuple[int, int] | None = None  # (subject, end token) of the latest "A on B"
     creator_end = -1
+    subj_end = -1
+    last_start = -1  # first token of the latest noun phrase
+    of_end = -1  # end of a skipped region noun ("the side" of "the side of the bus")
     slot = True  # a bare noun phrase may start here
     excl_mode = False
     while i < n:
@@ -677,16 +741,31 @@ def _sentence(t: list[str], res: _Result) -> None:
             continue
         # -------- relations
         rel = _relation_at(t, i)
+        if rel is None and w == "by" and i > 0 and i + 2 < n and t[i + 1] in ("a", "an", "the") and not (
+                _is_participle(t[i - 1]) or t[i - 1].endswith("en") or t[i - 1] in _PAST_PARTICIPLES) and (
+                t[i + 2] not in _PERSON_NOUNS and t[i + 2] not in ("artist", "photographer", "painter")):
+            rel = (1, "next to")  # "blueberries by the banana" (not "art by greg rutkowski", "a photo by an artist")
         if rel is not None:
             ln, name = rel
             j = i + ln
             nxt = sc.np_at(j, require_det=False, allow_bare=True) if j < n else None
-            pron = j < n and t[j] in (_PRONOUN_SING | _PRONOUN_PLUR)
+            pron = j < n and (t[j] in (_PRONOUN_SING | _PRONOUN_PLUR) or _person_pronoun(t, j))
             if nxt is not None or pron:
                 pending_rel, rel_subject = (name if name is not None else "~" + _open_rel(t[i:j])), last
                 rel_subjects = list(run) if (last is not None and len(run) > 1 and run[-1] == last
                                              and "," not in t[run_end:i]) else []
                 pron_exclude = None
+                if (subj is not None and last is not None and last != subj and run_end <= i and subj_end < n
+                        and (t[subj_end] in _WITH_WORDS or t[subj_end] in ("in", "of", "dressed", "from")
+                             or _relation_at(t, subj_end) is not None)
+                        and _verb_between(t, run_end, i) and not _verb_between(t, subj_end, last_start)):
+                    # "a woman in a white shirt is standing on a court": the clause's verb binds to its subject
+                    rel_subject, rel_subjects = subj, []
+                if (support is not None and support[1] == i and pending_rel not in ("on top of", "under")
+                        and name is not None and not pron):
+                    # "a truck parked on the street next to the sidewalk": a place relation after the support is the
+                    # subject's
+                    rel_subject, rel_subjects = support[0], []
                 if last is None and fronted_obj is None:
                     fronted_rel, fronted_wait = pending_rel, True  # "Under the shelf are ...", "On it sits ..."
                 elif secondary and head is not None and last is not None:
@@ -698,17 +777,35 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = True
             continue
         # -------- pronouns
-        if w in _PRONOUN_SING or w in _PRONOUN_PLUR:
-            np = _NP(i, i + 1, "", None, False, True, w in _PRONOUN_PLUR, pronoun=True)
-            gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
-                          (rel_subject if pending_rel is not None else None))
+        if w in ("he", "she") and i > 0 and run_end == i:
+            i += 1  # "the uniform he is wearing is white": a relative clause, the noun stays the topic
+            slot = False
+            continue
+        if w in _PRONOUN_SING or w in _PRONOUN_PLUR or _person_pronoun(t, i):
+            np = _NP(i, i + 1, "person" if w in _PRONOUN_PERSON else "", None, False, True, w in _PRONOUN_PLUR,
+                     pronoun=True)
+            gi = None
+            if i == 0 and w not in _PRONOUN_PERSON:
+                # "Two elephants ... They have long trunks. They are grey.": a pronoun that begins a sentence
+                # continues an earlier sentence's subject of its number, not the nearest noun
+                gi = next((g for g in reversed(res.subjects)
+                           if (res.groups[g].count > 1) == (w in _PRONOUN_PLUR)), None)
+                if gi is None and w == "they" and res.subjects and (
+                        res.groups[res.subjects[-1]].noun.split()[-1] in _PERSON_NOUNS):
+                    gi = res.subjects[-1]  # "There is a person ... They are standing on ...": a singular they
+            if gi is None:
+                gi = _resolve(res, np, exclude=pron_exclude if pron_exclude is not None else
+                              (rel_subject if pending_rel is not None else None))
             if gi is not None:
+                res.recent.append(gi)
                 _link(res, gi, pending_rel, rel_subject)
                 if fronted_wait:
                     fronted_obj, fronted_wait = gi, False
                 pending_rel = None
                 pron_exclude = None
                 last = gi
+                if i == 0 and w in _PRONOUN_PERSON:  # "He is standing on ...": the sentence's subject
+                    subj, subj_end, run_end, last_start = gi, 1, 1, 0
             i += 1
             slot = False
             continue
@@ -733,6 +830,10 @@ def _sentence(t: list[str], res: _Result) -> None:
                         size = size or _SIZE_WORDS[x]
                     got = True
                     j += 1
+                    continue
+                if x not in _ATTR_WORDS and j + 2 < n and t[j + 1] in ("and", ",") and (
+                        x in _COMMON_ADJ or ("ADJ" in _pos(x) and not _pos(x) & {"NOUN", "VERB"})):
+                    j += 1  # "the building is tall and grey": an adjective before the colour
                     continue
                 if x in ("in", "with") and j + 1 < n and t[j + 1] in _PATTERN_NOUNS:
                     pattern = pattern or _PATTERN_NOUNS[t[j + 1]]
@@ -768,7 +869,22 @@ def _sentence(t: list[str], res: _Result) -> None:
         # -------- noun phrases
         q = _quant_at(t, i)
         np = sc.np_at(i, require_det=False, allow_bare=slot or q is not None or w in _ATTR_WORDS)
+        if np is not None and np.noun and np.end + 1 < n and t[np.end] == "of" and np.noun.split()[-1] in _PARTITIVE:
+            # "a slice of pizza", "nine breeds of dogs", "a body of water": the object is after "of"
+            np2 = sc.np_at(np.end + 1, require_det=False, allow_bare=True)
+            if np2 is not None and np2.noun and not np2.possessive and np2.noun not in _NON_OBJECTS:
+                np = replace(np2, start=np.start, count=np.count if np.explicit else np2.count,
+                             explicit=np.explicit or np2.explicit, definite=np.definite or np2.definite,
+                             color=np2.color or np.color, pattern=np2.pattern or np.pattern,
+                             size=np2.size or np.size, adjectives=np.adjectives + np2.adjectives)
         if np is not None and np.possessive:
+            if np.owner and np.owner not in _NON_OBJECTS and np.owner.split()[-1] not in _TEXT_NOUNS:
+                # "a mountain's summit", "the person's shirt": the owner is an object (the part is not)
+                onp = _NP(np.start, np.end, np.owner, 1, False, q is not None and t[i] in _DEFINITE, False)
+                gi = _resolve(res, onp) if onp.definite else None
+                if gi is None:
+                    gi = _new_group(res, onp)
+                res.recent.append(gi)
             i = np.end
             slot = False
             continue
@@ -789,13 +905,34 @@ def _sentence(t: list[str], res: _Result) -> None:
                 continue
             if words_[-1] in _TEXT_NOUNS and not np.definite:
                 res.unexpressed.append(f"text ({' '.join(t[np.start:np.end])})")
+            bare = q is None and not np.definite
+            if len(words_) > 1 and words_[-1] in _RENDER_HEADS and words_[-1] not in _QUALITY:
+                k = len(words_)
+                while k > 1 and words_[k - 1] in _RENDER_HEADS:
+                    k -= 1
+                if singular(words_[k - 1]) != words_[k - 1]:  # "three guitars vector image": the guitars
+                    np = replace(np, noun=singular(" ".join(words_[:k])), plural=True)
+                    words_ = np.noun.split()
+                elif not all(x in _RENDER_MODS or x in _RENDER_HEADS for x in words_[:k]) and not (
+                        _not_a_noun(words_[k - 1])):  # "Disney graveyard photo": the graveyard
+                    np = replace(np, noun=" ".join(words_[:k]))
+                    words_ = np.noun.split()
+            by_next = np.end < n and t[np.end] == "by"
+            medium = words_[-1] in _RENDER_HEADS and ((len(words_) > 1 and bare) or by_next)
             if np.noun in _NON_OBJECTS or words_[-1] in _RENDER_WORDS or words_[-1] in _TEXT_NOUNS or (
-                    np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or (
+                    all(x in _NON_OBJECTS or x in _POSITION_WORDS for x in words_)) or (  # "the bottom right corner"
+                    words_[-1] in _QUALITY or words_[-1] == "genre") or (  # "in Wes Anderson style", "synthwave genre"
+                    bare and (words_[-1] in _ACTIVITIES or np.noun in _RENDER_HEADS)) or (  # "playing tennis", "..., art"
+                    words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of") or medium or (
                     len(words_) > 1 and words_[-1] in _RENDER_HEADS and all(x in _RENDER_MODS for x in words_[:-1])):
                 i = np.end
-                slot = True
-                if np.noun in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
-                    i += 1  # "a photo of": skip "of"
+                # "as dusk sets in", "oblong shapes complement the table": a verb after it is no noun
+                slot = not (i + 1 < n and "VERB" in _pos(t[i]) and (t[i].endswith("s") or np.plural)
+                            and (t[i + 1] in _DETERMINERS or t[i + 1] in _VERB_PARTICLES))
+                if words_[-1] in _FRAMING_NOUNS and np.end < n and t[np.end] == "of":
+                    i += 1  # "a photo of", "studio shot of": skip "of"
+                elif np.noun in _NON_OBJECTS and np.noun not in _QUALITY:
+                    of_end = np.end  # "the side of the bus", "the back of an elephant" (not "depth of field")
                 continue
             if np.definite:
                 gi = _resolve(res, np)
@@ -806,9 +943,11 @@ def _sentence(t: list[str], res: _Result) -> None:
             else:
                 gi = _new_group(res, np)
             res.nps.append((np, gi))
+            res.recent.append(gi)
             for s_ in rel_subjects[:-1]:
                 _link(res, gi, pending_rel, s_)
             _link(res, gi, pending_rel, rel_subject)
+            support = (rel_subject, np.end) if pending_rel == "on top of" and rel_subject is not None else None
             if pending_rel is not None and rel_subject is not None and topped:
                 obj_rel = (pending_rel, rel_subject, np.end)
             elif obj_rel is not None and i > 0 and t[i - 1] in ("and", ",", "or") and obj_rel[2] in (i - 1, i - 2):
@@ -823,13 +962,18 @@ def _sentence(t: list[str], res: _Result) -> None:
                 _link(res, fronted_obj, fronted_rel, gi)  # "... are two small silver barbels": under the shelf
             joined = run_end >= 0 and i > 0 and t[i - 1] in ("and", ",", "or") and (
                 run_end == i - 1 or (i > 1 and t[i - 2] == "," and run_end == i - 2))
-            secondary = (np.start > 0 and t[np.start - 1] in _WITH_WORDS) or (secondary and joined)
+            secondary = (np.start > 0 and (t[np.start - 1] in _WITH_WORDS or (
+                (run_end == np.start - 1 or (np.start > 1 and t[np.start - 2] in _COPULA and run_end == np.start - 2))
+                and _is_participle(t[np.start - 1]) and t[np.start - 1].endswith("ing")
+                and "VERB" in _pos(t[np.start - 1])))) or (secondary and joined)  # "two men sharing a meal"
             if not secondary and pending_rel is None:
                 head = gi
             run = [*run, gi] if joined and pending_rel is None else [gi]
             if np.start == 0 or (np.start == 1 and t[0] in ("|", ",")):
-                subj = gi
+                subj, subj_end = gi, np.end
+                res.subjects.append(gi)
             run_end = np.end
+            last_start = np.start
             pending_rel = None
             rel_subjects = []
             last = gi
@@ -837,10 +981,25 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = False
             continue
         if w in ("and", ",", "with", "of", "|", ":", "or", "plus"):
-            slot = w in ("and", "with", "|", ":", "or", "plus", ",")
+            # after "of" a bare noun may follow a noun phrase ("a cup of coffee", "a wall of windows")
+            slot = w in ("and", "with", "|", ":", "or", "plus", ",") or (
+                w == "of" and (of_end == i or (run_end == i and last is not None
+                                               and res.groups[last].noun.split()[-1] not in _QUALITY)))
             if w in ("|",):
                 pending_rel = None
         elif w in _POSSESSIVE:
+            pnp = sc.np_at(i + 1, require_det=False, allow_bare=True)
+            if (pnp is not None and pnp.noun and not pnp.possessive and (pnp.color or pnp.pattern)
+                    and pnp.noun not in _NON_OBJECTS and w != "its" and "ADJ" not in _pos(pnp.noun.split()[-1])):
+                # "petting his white horse", "her red hat": a thing of its own with a colour the prompt asks for
+                gi = _new_group(res, replace(pnp, start=i))
+                res.recent.append(gi)
+                _link(res, gi, pending_rel, rel_subject)
+                pending_rel, rel_subjects = None, []
+                last, run, run_end, last_start = gi, [gi], pnp.end, i
+                i = pnp.end
+                slot = False
+                continue
             # skip "its glossy coat": parts of things already there are not new groups
             j = i + 1
             while j < n and _is_content(t, j):
@@ -853,6 +1012,25 @@ def _sentence(t: list[str], res: _Result) -> None:
             slot = (w in _STOP and w not in _DEFINITE and w not in _POSSESSIVE and w not in _BEFORE_VERB) or (
                 bool(_pos(w)) and not _pos(w) & {"NOUN", "PROPN", "ADJ"})  # after a verb ("I can observe sky")
         i += 1
+
+
+def _person_pronoun(t: Sequence[str], i: int) -> bool:
+    """Whether token ``i`` is "he", "she", "him", or "her" with no noun after it ("behind her", not "her hat")."""
+    return i < len(t) and t[i] in _PRONOUN_PERSON and (t[i] != "her" or not _is_content(t, i + 1))
+
+
+def _verb_between(t: Sequence[str], a: int, b: int) -> bool:
+    """Whether tokens ``a:b`` hold a finite verb or copula ("is standing", "sits"), not only modifiers ("in a hat",
+    "wearing a tie"); a relative pronoun ("that sits") counts as no verb of the clause (False)."""
+    seen = False
+    for w in t[max(a, 0):b]:
+        if w in ("that", "which", "who", "whose", "where", ",", "and", "|"):
+            return False
+        posture = w in ("sits", "stands", "lies", "rests", "hangs", "sit", "stand", "lie", "rest", "hang")
+        verb = (w not in _WITH_WORDS and not w.endswith("ing") and "VERB" in _pos(w)
+                and not _pos(w) & {"NOUN", "ADJ", "ADP"})
+        seen = seen or w in _COPULA or posture or verb
+    return seen
 
 
 _OPEN_REL_CANON = {"inside of": "inside", "in back of": "behind", "at the back of": "behind", "into": "in",
