@@ -554,7 +554,7 @@ def bench_headroom(n: int = 200, *, env_id: str = HEADROOM_LONG_ENV, geneval_env
             "assertion_accuracy": s.assertion_accuracy,
             "geneval_overall": None if is_long else s.geneval_overall,
             "mean_calls": s.mean_calls, "mean_cost": s.mean_cost, "n_prompts": len(rs),
-            "cpu_seconds": round(seconds.get(m, 0.0), 1),
+            "job_seconds": round(seconds.get(m, 0.0), 1),  # summed over its jobs (wall, in a worker)
             "sim_steps_per_prompt": float(np.mean(sims)) if m == "oracle-deep" and sims else None,
         }
     best_fixed = max(fixed, key=lambda m: (rows[m]["long_all"], rows[m]["assertion_accuracy"]))
