@@ -497,6 +497,9 @@ def bench_headroom(n: int = 200, *, env_id: str = HEADROOM_LONG_ENV, geneval_env
     names = baseline_names(env_id, kw)
     singles = [m for m in baseline_names(geneval_env_id, kw) if m.startswith("single:")]
     fixed = [m for m in names if m.startswith("fixed:")]
+    if not fixed:
+        raise ValueError(f"env_id={env_id!r} has no text-to-image expert, so no fixed pipeline to compare the deep "
+                         "oracle with; pass an env id whose experts include one.")
     t_op = time.perf_counter()
     per_op = best_experts_per_op(env_id, kw, n=per_op_n)
     per_op_s = time.perf_counter() - t_op
