@@ -525,13 +525,9 @@ def make_baseline(name: str, *, seed: int = 0, best_t2i: str | None = None,
     if name.startswith("single:"):
         return SingleExpertPolicy(name.split(":", 1)[1])
     if name.startswith("fixed:"):
-        pol = FixedPipelinePolicy(name.split(":", 1)[1], per_op)
-        pol.name = name
-        return pol
+        return FixedPipelinePolicy(name.split(":", 1)[1], per_op)
     if name.startswith("fixed-first:"):
-        pol = FixedPipelinePolicy(name.split(":", 1)[1])
-        pol.name = name
-        return pol
+        return FixedPipelinePolicy(name.split(":", 1)[1])
     if name == "fixed":
         if not best_t2i:
             raise ValueError("baseline 'fixed' needs best_t2i=<expert name>; pick the best single expert on the train split.")
