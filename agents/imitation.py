@@ -65,9 +65,10 @@ class Demonstrations:
         return int(self.actions.shape[0])
 
 
-def make_teacher(name: str, *, seed: int = 0) -> Policy:
+def make_teacher(name: str, *, seed: int = 0, **kwargs: Any) -> Policy:
     """A teacher from a baseline name: ``"fixed:<text-to-image expert>"`` (e.g. ``"fixed:sim/layout"``), or any
-    name :func:`agents.policies.make_baseline` takes (``"random"``, ``"single:<expert>"``, ``"critic-greedy"``).
+    name :func:`agents.policies.make_baseline` takes (``"random"``, ``"single:<expert>"``, ``"critic-greedy"``);
+    ``kwargs`` go to it (e.g. ``per_op=`` for a fixed pipeline).
 
     Raises:
         ImitationError: an empty or unknown name.
@@ -79,7 +80,7 @@ def make_teacher(name: str, *, seed: int = 0) -> Policy:
     if name == "oracle":
         raise ImitationError("teacher='oracle' searches with the judge and is too slow to imitate; use 'fixed:<expert>'.")
     try:
-        return make_baseline(name, seed=seed)
+        return make_baseline(name, seed=seed, **kwargs)
     except ValueError as exc:
         raise ImitationError(f"teacher={name!r}: {exc}") from exc
 

@@ -234,6 +234,7 @@ def evaluate_methods(
     workers: int = 1,
     deep_oracle_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    per_op_n: int = 40,
 ) -> list[EpisodeResult]:
     """Evaluate baselines (names, or ``"baselines"`` for all) and trained models (paths: ``policy.json`` or its run
     folder; SB3 ``.zip`` files only with ``trust_pickle=True``, since loading them runs pickled code).
@@ -247,7 +248,8 @@ def evaluate_methods(
 
     The fixed pipelines (``fixed``, ``fixed:<expert>``) all use the expert per op of :func:`best_experts_per_op`
     (measured once on the train split, with the best single expert first); ``oracle_kwargs`` /
-    ``deep_oracle_kwargs`` go to ``oracle`` / ``oracle-deep``.
+    ``deep_oracle_kwargs`` go to ``oracle`` / ``oracle-deep``; ``per_op_n``: train prompts per candidate expert
+    when measuring the fixed pipelines' expert per op.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an int >= 1 (parallel evaluation processes).")
@@ -279,7 +281,7 @@ def evaluate_methods(
             best = best or best_single_expert(env_id, env_kwargs)
             kwargs["best_t2i"] = best
         if m == "fixed" or m.startswith("fixed:"):
-            per_op = per_op if per_op is not None else best_experts_per_op(env_id, env_kwargs)
+            per_op = per_op if per_op is not None else best_experts_per_op(env_id, env_kwargs, n=per_op_n)
             kwargs["per_op"] = per_op
         if m == "oracle":
             kwargs.update(oracle_kwargs or {})
@@ -446,10 +448,13 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int 
     t0 = time.perf_counter()
     env_id = MAIN_ENV_ID
     env_kwargs: dict[str, Any] = {}  # the configuration is the registered id
+    per_op_n = 4 if quick else 40
     teach = (teacher or f"fixed:{best_single_expert(env_id, env_kwargs)}") if warm_start else None
+    teach_kwargs = ({"per_op": best_experts_per_op(env_id, env_kwargs, n=per_op_n)}
+                    if teach is not None and teach.startswith("fixed:") else None)
     train = functools.partial(train_runs, env_id=env_id, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
                               progress=workers == 1, workers=workers, warm_start=teach,
-                              warm_start_episodes=teacher_episodes, overwrite=True)
+                              warm_start_episodes=teacher_episodes, warm_start_kwargs=teach_kwargs, overwrite=True)
     models = train(out=out / "maskable-ppo", env_kwargs=env_kwargs)
     nofb_kwargs = {"feedback_in_obs": False}
     ablated = train(out=out / "no-feedback", env_kwargs=nofb_kwargs) if ablation else []
@@ -466,7 +471,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int 
     t1 = time.perf_counter()
     results = evaluate_methods(["baselines", *[str(m) for m in models]], specs, env_id=env_id,
                                env_kwargs=env_kwargs, runs=seeds, progress=True, oracle_kwargs=oracle_kwargs,
-                               workers=workers)
+                               workers=workers, per_op_n=per_op_n)
     if ablated:
         results += evaluate_methods([str(m) for m in ablated], specs, env_id=env_id, env_kwargs=nofb_kwargs,
                                     runs=seeds, progress=False, learned_name=NO_FEEDBACK, workers=workers)
@@ -487,7 +492,7 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int 
               "warm_start": teach, "teacher_episodes": teacher_episodes if teach else 0,
               "seeds": seeds, "test_prompts_per_family": n_prompts, "oracle": oracle_kwargs,
               "deep_oracle_prompts": len(deep_specs), "ablation": NO_FEEDBACK if ablated else None,
-              "fixed_per_op": best_experts_per_op(env_id, env_kwargs),
+              "fixed_per_op": best_experts_per_op(env_id, env_kwargs, n=per_op_n),
               "train_seconds": round(t_train, 1), "eval_seconds": round(t_eval, 1)}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     path = write_report(out, results, summaries, curves=curves, learned="learned", contact_sheets=sheets,

@@ -66,7 +66,7 @@ def _row(results: Sequence[EpisodeResult], method: str) -> dict[str, float | Non
 
 def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_ID, steps: int = 1_000_000,
                 seed: int = 0, eval_every: int = 100_000, n_prompts: int = 40, n_envs: int = 8,
-                workers: int = 2) -> Path:
+                workers: int = 2, per_op_n: int = 40) -> Path:
     """Train MaskablePPO from scratch and evaluate its checkpoints (see the module docstring). Returns the
     markdown path.
 
@@ -79,6 +79,7 @@ def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_I
         n_prompts: Test prompts per family (GenEval-style and long), >= 1.
         n_envs: Parallel envs of the PPO run.
         workers: Processes that evaluate checkpoints and baselines in parallel (>= 1).
+        per_op_n: Train prompts per candidate when measuring the fixed pipelines' expert per op (>= 1).
     """
     for name, v, lo in (("steps", steps, 1), ("seed", seed, 0), ("eval_every", eval_every, 1),
                         ("n_prompts", n_prompts, 1), ("n_envs", n_envs, 1), ("workers", workers, 1)):
@@ -99,7 +100,7 @@ def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_I
         curve = [{"timesteps": n, **_row(f.result(), f"step {n}")} for n, f in futs]
     names = [b for b in baseline_names(env_id) if b.startswith("fixed:")] + ["oracle"]
     base = evaluate_methods(names, specs, env_id=env_id, runs=1, progress=False, workers=workers,
-                            oracle_kwargs={"depth": 4, "beam": 3})
+                            oracle_kwargs={"depth": 4, "beam": 3}, per_op_n=per_op_n)
     baselines = {m: _row(base, m) for m in names}
     t_eval = time.perf_counter() - t1
     data = {"env_id": env_id, "steps": steps, "seed": seed, "eval_every": eval_every,

@@ -34,7 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from agents.algos import check_algo, load_model, make_model, make_vec_env
 from agents.atomic import atomic_write_json
 from agents.callbacks import PoserMetricsCallback
-from agents.imitation import collect_demonstrations, pretrain
+from agents.imitation import collect_demonstrations, make_teacher, pretrain
 from agents.policy_io import newest_checkpoint, read_config, restore_checkpoint, save_checkpoint, save_policy
 
 __all__ = ["RunWriter", "TrainConfigError", "resolve_resume", "train_one", "train_runs"]
@@ -212,6 +212,7 @@ def train_one(
     warm_start: str | None = None,
     warm_start_episodes: int = 300,
     warm_start_epochs: int = 3,
+    warm_start_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     overwrite: bool = False,
     curve_interval: int = 1000,
@@ -236,6 +237,8 @@ def train_one(
         warm_start: A teacher (``"fixed:sim/layout"``, see :func:`agents.imitation.make_teacher`) to clone for
             ``warm_start_epochs`` epochs on ``warm_start_episodes`` of its episodes before RL (PPO and
             MaskablePPO only; ignored when resuming). None trains from scratch.
+        warm_start_kwargs: Keyword arguments of the teacher (JSON values), e.g. ``{"per_op": {"move": "sim/drag"}}``
+            for a fixed pipeline's expert per op (:func:`agents.policies.make_baseline`).
         trust_pickle: Allow ``resume`` to be a pickle-based SB3 zip (it runs code from the file).
         overwrite: Replace a run already in ``out`` (its policy, checkpoints, train.json, curve) instead of refusing.
         curve_interval: Timesteps between learning-curve points (>= 1).
@@ -317,10 +320,12 @@ def train_one(
         if warm_start is not None and ckpt is None:
 
             t_warm = time.perf_counter()
-            demos = collect_demonstrations(warm_start, env_id=env_id, env_kwargs=env_kwargs,
+            teacher = make_teacher(warm_start, seed=seed, **dict(warm_start_kwargs or {}))
+            demos = collect_demonstrations(teacher, env_id=env_id, env_kwargs=env_kwargs,
                                            episodes=warm_start_episodes, seed=10**6 + 10**4 * seed,
                                            gamma=float(getattr(model, "gamma", 0.99)))
-            warm = {"teacher": warm_start, "episodes": warm_start_episodes, "epochs": warm_start_epochs,
+            warm = {"teacher": warm_start, "teacher_kwargs": dict(warm_start_kwargs or {}),
+                    "episodes": warm_start_episodes, "epochs": warm_start_epochs,
                     "teacher_success": float(demos.successes.mean()),
                     **pretrain(model, demos, epochs=warm_start_epochs, seed=seed),
                     "seconds": round(time.perf_counter() - t_warm, 2)}
@@ -384,6 +389,7 @@ def train_runs(
     workers: int = 1,
     warm_start: str | None = None,
     warm_start_episodes: int = 300,
+    warm_start_kwargs: Mapping[str, Any] | None = None,
     checkpoint_every: int = 10_000,
     trust_pickle: bool = False,
     overwrite: bool = False,
@@ -400,6 +406,7 @@ def train_runs(
                                        n_envs=n_envs, env_kwargs=None if env_kwargs is None else dict(env_kwargs),
                                        resume=resume, model_kwargs=None if model_kwargs is None else dict(model_kwargs),
                                        warm_start=warm_start, warm_start_episodes=warm_start_episodes,
+                                       warm_start_kwargs=None if warm_start_kwargs is None else dict(warm_start_kwargs),
                                        checkpoint_every=checkpoint_every, trust_pickle=trust_pickle,
                                        overwrite=overwrite)
                                   for s in seeds]
