@@ -425,6 +425,8 @@ def bench_scratch(
     n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 40,
     n_envs: Annotated[int, typer.Option(help="Parallel envs of the PPO run.")] = 8,
     workers: Annotated[int, typer.Option(help="Evaluation processes.")] = 2,
+    eval_only: Annotated[bool, typer.Option("--eval-only", help="Evaluate the checkpoints already in <out>/seed<k> "
+                                                                "(no training).")] = False,
 ) -> None:
     """MaskablePPO from scratch (no warm start): a judge-scored learning curve of its checkpoints on test prompts,
     next to the fixed pipelines and the depth-4 oracle. Writes scratch.md, scratch.json, scratch.png."""
@@ -434,7 +436,7 @@ def bench_scratch(
     _at_least("--seed", seed, 0)
     _parse_kv(None, env)
     typer.echo((run_scratch(out, env_id=env, steps=steps, seed=seed, eval_every=eval_every, n_prompts=n_prompts,
-                            n_envs=n_envs, workers=workers)).read_text())
+                            n_envs=n_envs, workers=workers, eval_only=eval_only)).read_text())
 
 
 @bench_app.command("world")

@@ -66,7 +66,7 @@ def _row(results: Sequence[EpisodeResult], method: str) -> dict[str, float | Non
 
 def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_ID, steps: int = 1_000_000,
                 seed: int = 0, eval_every: int = 100_000, n_prompts: int = 40, n_envs: int = 8,
-                workers: int = 2, per_op_n: int = 40) -> Path:
+                workers: int = 2, per_op_n: int = 40, eval_only: bool = False) -> Path:
     """Train MaskablePPO from scratch and evaluate its checkpoints (see the module docstring). Returns the
     markdown path.
 
@@ -80,6 +80,8 @@ def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_I
         n_envs: Parallel envs of the PPO run.
         workers: Processes that evaluate checkpoints and baselines in parallel (>= 1).
         per_op_n: Train prompts per candidate when measuring the fixed pipelines' expert per op (>= 1).
+        eval_only: Do not train: evaluate the checkpoints already in ``out/seed<seed>`` (a run that was stopped
+            early keeps every checkpoint it saved; the table then says how far it got).
     """
     for name, v, lo in (("steps", steps, 1), ("seed", seed, 0), ("eval_every", eval_every, 1),
                         ("n_prompts", n_prompts, 1), ("n_envs", n_envs, 1), ("workers", workers, 1)):
@@ -89,9 +91,16 @@ def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_I
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     run = out / f"seed{seed}"
-    train_one(env_id=env_id, algo="maskable-ppo", steps=steps, seed=seed, out=run, n_envs=n_envs,
-              checkpoint_every=eval_every, warm_start=None, overwrite=True, curve_interval=max(1000, steps // 200))
-    t_train = time.perf_counter() - t0
+    if eval_only:
+        if not _checkpoints(run):
+            raise ValueError(f"eval_only=True but {str(run / 'checkpoints')!r} holds no checkpoint; train first.")
+        hist = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
+        t_train = float(sum(r.get("seconds", 0.0) for r in hist.get("runs", [])))
+    else:
+        train_one(env_id=env_id, algo="maskable-ppo", steps=steps, seed=seed, out=run, n_envs=n_envs,
+                  checkpoint_every=eval_every, warm_start=None, overwrite=True,
+                  curve_interval=max(1000, steps // 200))
+        t_train = time.perf_counter() - t0
     specs = load_prompts(env_id, split="test", n=2 * n_prompts, family="mixed")
     ckpts = _checkpoints(run)
     t1 = time.perf_counter()
@@ -103,7 +112,8 @@ def run_scratch(out: str | Path = "runs/scratch", *, env_id: str = SCRATCH_ENV_I
                             oracle_kwargs={"depth": 4, "beam": 3}, per_op_n=per_op_n)
     baselines = {m: _row(base, m) for m in names}
     t_eval = time.perf_counter() - t1
-    data = {"env_id": env_id, "steps": steps, "seed": seed, "eval_every": eval_every,
+    reached = ckpts[-1][0] if ckpts else 0
+    data = {"env_id": env_id, "steps": steps, "steps_reached": reached, "seed": seed, "eval_every": eval_every,
             "test_prompts_per_family": n_prompts, "warm_start": None, "curve": curve, "baselines": baselines,
             "train_seconds": round(t_train, 1), "eval_seconds": round(t_eval, 1)}
     (out / "scratch.json").write_text(json.dumps(data, indent=1))
@@ -119,7 +129,8 @@ def _fmt(v: float | None) -> str:
 
 def _markdown(data: dict[str, Any]) -> str:
     lines = [f"MaskablePPO from scratch (no warm start) on `{data['env_id']}`, seed {data['seed']}, "
-             f"{data['steps']:,} env steps ({data['train_seconds']:.0f} s training); each checkpoint evaluated on "
+             f"{data['steps_reached']:,} of {data['steps']:,} env steps ({data['train_seconds']:.0f} s training); "
+             "each checkpoint evaluated on "
              f"{data['test_prompts_per_family']} GenEval-style + {data['test_prompts_per_family']} long test prompts, "
              "deterministic actions, judge-scored (SceneSim results).", "",
              "| method | GenEval-style overall | long: all assertions | assertion acc. | calls | cost |",
