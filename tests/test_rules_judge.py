@@ -247,3 +247,23 @@ def test_relation_mask_agrees_with_geneval_relations() -> None:
             assert mask[i] == relation_holds(tuple(a[i]), tuple(b[i]), rel)
             if rel in ("left of", "right of", "above", "below"):
                 assert mask[i] == (rel in geneval_relations(tuple(a[i]), tuple(b[i])))
+
+
+def test_relation_holds_scalar_path_matches_relation_mask() -> None:
+    """relation_holds (plain-float fast path) agrees with the vectorised relation_mask, ties included."""
+    import numpy as np
+
+    from poser_env.core.spec import RELATIONS
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    xy = rng.integers(0, 60, size=(n, 2, 2)).astype(np.float64)  # integer pixels: many exact ties
+    wh = rng.integers(1, 30, size=(n, 2, 2)).astype(np.float64)
+    xy[::7] += rng.random((len(xy[::7]), 2, 2))  # and some fractional boxes
+    a = np.concatenate([xy[:, 0], xy[:, 0] + wh[:, 0]], axis=1)
+    b = np.concatenate([xy[:, 1], xy[:, 1] + wh[:, 1]], axis=1)
+    b[::11] = a[::11]  # identical boxes: zero offset
+    for rel in RELATIONS:
+        want = relation_mask(a, b, rel)
+        got = np.array([relation_holds(tuple(p), tuple(q), rel) for p, q in zip(a, b)])
+        assert np.array_equal(got, want), rel
