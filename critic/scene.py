@@ -128,14 +128,6 @@ def _background16(background: str, style: str, width: int, height: int) -> np.nd
     return out
 
 
-@lru_cache(maxsize=16)
-def _pattern_stack(width: int, height: int) -> np.ndarray:
-    """(len(PATTERNS) - 1, H, W) bool: :func:`pattern_mask` of every pattern but plain, stacked."""
-    out = np.stack([pattern_mask(p, width, height) for p in PATTERNS[1:]])
-    out.setflags(write=False)
-    return out
-
-
 @lru_cache(maxsize=256)
 def _templates(nouns: tuple[str, ...]) -> np.ndarray:
     out = np.stack([template(n) for n in nouns])
@@ -196,9 +188,10 @@ def _pattern(acc: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: 
     if n == 0:
         return "plain", 0.0
     a = acc[interior]
-    e = _pattern_stack(W, H)[:, sl[0], sl[1]][:, interior]  # (patterns - 1, n) accent cells
-    hits = np.count_nonzero(e == a, axis=1)
-    agree = [float(np.count_nonzero(~a)) / n] + [float(h) / n for h in hits.tolist()]
+    agree = [float(np.count_nonzero(~a)) / n]
+    for p in PATTERNS[1:]:
+        e = pattern_mask(p, W, H)[sl][interior]
+        agree.append(float(np.count_nonzero(a == e)) / n)
     order = sorted(range(len(agree)), key=lambda i: (-agree[i], i))  # ties: the plainer pattern
     best = int(order[0])
     margin = (agree[best] - agree[int(order[1])]) / max(1.0 - agree[best] + 0.05, 0.05)
