@@ -178,16 +178,16 @@ def _erode(m: np.ndarray, steps: int = 1) -> np.ndarray:
     return core.copy()
 
 
-def _pattern(acc: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: int, H: int) -> tuple[str, float]:
+def _pattern(a: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: int, H: int) -> tuple[str, float]:
     """Pattern of a blob: the canvas-aligned pattern whose accent cells best agree with the accent pixels.
 
-    ``acc`` and ``interior`` are crop-shaped bool masks (accent pixels of the blob's colour, interior
-    pixels), ``sl`` the crop's slices in the canvas. Returns (pattern, margin in [0, 1]).
+    ``interior`` is a crop-shaped bool mask of the interior pixels, ``a`` the 1-D bool flags (accent pixel
+    of the blob's colour) of those pixels in row-major order (``mask[interior]``), ``sl`` the crop's slices
+    in the canvas. Returns (pattern, margin in [0, 1]).
     """
-    n = int(np.count_nonzero(interior))
+    n = len(a)
     if n == 0:
         return "plain", 0.0
-    a = acc[interior]
     agree = [float(np.count_nonzero(~a)) / n]
     for p in PATTERNS[1:]:
         e = pattern_mask(p, W, H)[sl][interior]
@@ -268,7 +268,8 @@ class SceneCritic(Critic):
         """
         H, W = image.shape[:2]
         bg, st, bg_cert, st_cert, noise = self.recognise(image)
-        a = np.abs(image.astype(np.int16) - _background16(bg, st, W, H))
+        img16 = image.astype(np.int16)
+        a = np.abs(img16 - _background16(bg, st, W, H))
         diff = a[..., 0] + a[..., 1] + a[..., 2]
         thr = max(70.0, 2.2 * noise + 40.0)
         fg = diff > thr
@@ -301,7 +302,7 @@ class SceneCritic(Critic):
         ocol16 = ocol.astype(np.int16)
         o_thr = 75.0 + 2.0 * noise + (48.0 if st == "pixel art" else 0.0)
         min_side = 0.5 * SIZE_FRACTION["small"] * min(W, H)
-        outline = self._outline_pixels(image, fg, ocol16, o_thr)
+        outline = self._outline_pixels(img16, fg, ocol16, o_thr)
         for k, sl in enumerate(ndimage.find_objects(lab), start=1):
             if sl is None:
                 continue
@@ -338,14 +339,14 @@ class SceneCritic(Critic):
         return out, stats
 
     @staticmethod
-    def _outline_pixels(image: np.ndarray, fg: np.ndarray, ocol16: np.ndarray, o_thr: float) -> np.ndarray:
+    def _outline_pixels(img16: np.ndarray, fg: np.ndarray, ocol16: np.ndarray, o_thr: float) -> np.ndarray:
         """Foreground pixels of the outline colour that have an outline-like 8-neighbour (canvas-sized bool).
 
         Isolated outline-like pixels are noise. Computed once per image: an 8-neighbour of a foreground
         pixel that is itself foreground lies in the same 8-connected component, so restricting this mask
         to one component equals computing it inside that component's crop.
         """
-        a = np.abs(image.astype(np.int16) - ocol16)
+        a = np.abs(img16 - ocol16)  # img16: the image as int16 (H, W, 3)
         o = ((a[..., 0] + a[..., 1] + a[..., 2]) < o_thr) & fg
         nb = np.zeros(o.shape, dtype=bool)
         nb[1:] |= o[:-1]
@@ -434,9 +435,7 @@ class SceneCritic(Critic):
         total = len(kk)
         purity = float(votes[ci]) / total
         cmargin = float(votes[ci] - votes[order[1]]) / total
-        acc_full = np.zeros_like(interior)
-        acc_full[interior] = acc_of[ci][kk]
-        pattern, pmargin = _pattern(acc_full, interior, sl, W, H)
+        pattern, pmargin = _pattern(acc_of[ci][kk], interior, sl, W, H)
         ious = tuple(float(v) for v in match_scores(descriptor(filled), temps)) if temps is not None else ()
         box = (float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop))
         return Blob(box, int(np.count_nonzero(filled)), COLORS[ci], cmargin, purity, pattern, pmargin, ious)
