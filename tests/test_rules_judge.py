@@ -267,3 +267,21 @@ def test_relation_holds_scalar_path_matches_relation_mask() -> None:
         want = relation_mask(a, b, rel)
         got = np.array([relation_holds(tuple(p), tuple(q), rel) for p, q in zip(a, b)])
         assert np.array_equal(got, want), rel
+
+
+def test_nearest_gaps_matches_nearest_gap() -> None:
+    """nearest_gaps gives, element for element, nearest_gap of each box to all the others."""
+    import numpy as np
+
+    from poser_env.core.geometry import nearest_gap, nearest_gaps
+
+    rng = np.random.default_rng(1)
+    assert nearest_gaps([]).shape == (0,)
+    assert nearest_gaps([(0.0, 0.0, 2.0, 2.0)]).tolist() == [float("inf")]
+    for n in range(2, 12):
+        xy = rng.uniform(0, 100, size=(n, 2))
+        boxes = [tuple(v) for v in np.concatenate([xy, xy + rng.uniform(1, 30, size=(n, 2))], axis=1)]
+        want = [nearest_gap(b, [x for i, x in enumerate(boxes) if i != j]) for j, b in enumerate(boxes)]
+        assert nearest_gaps(boxes).tolist() == want
+    with pytest.raises(ValueError, match="box="):
+        nearest_gaps([(0.0, 0.0, 2.0, 2.0), (3.0, 3.0, 1.0, 5.0)])

@@ -23,6 +23,7 @@ __all__ = [
     "geneval_relations",
     "is_crowded",
     "nearest_gap",
+    "nearest_gaps",
     "relation_holds",
     "relation_mask",
     "size_of_box",
@@ -198,6 +199,21 @@ def nearest_gap(box: Sequence[float], others: Sequence[Sequence[float]]) -> floa
     dx = np.maximum(0.0, np.maximum(o[:, 0] - b[2], b[0] - o[:, 2]))
     dy = np.maximum(0.0, np.maximum(o[:, 1] - b[3], b[1] - o[:, 3]))
     return float(np.min(np.hypot(dx, dy)))
+
+
+def nearest_gaps(boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """:func:`nearest_gap` of every box to all the others at once: float64 ``(n,)`` in pixels (``inf`` for a
+    lone box), equal element for element to ``nearest_gap(boxes[j], boxes without j)``.
+
+    Raises:
+        ValueError: a malformed box (as :func:`nearest_gap`).
+    """
+    b = np.stack([_check_box("box", x) for x in boxes]) if len(boxes) else np.zeros((0, 4))
+    dx = np.maximum(0.0, np.maximum(b[None, :, 0] - b[:, None, 2], b[:, None, 0] - b[None, :, 2]))
+    dy = np.maximum(0.0, np.maximum(b[None, :, 1] - b[:, None, 3], b[:, None, 1] - b[None, :, 3]))
+    gap = np.hypot(dx, dy)
+    np.fill_diagonal(gap, np.inf)
+    return gap.min(axis=1) if len(b) else np.zeros(0)
 
 
 def is_crowded(box: Sequence[float], others: Sequence[Sequence[float]]) -> bool:
