@@ -427,7 +427,8 @@ class SceneCritic(Critic):
         px = pixels[interior] >> 3
         if len(px) == 0:
             return None
-        kk = (px[:, 0].astype(np.intp) << 10) | (px[:, 1].astype(np.intp) << 5) | px[:, 2]
+        pi = px.astype(np.intp)
+        kk = (pi[:, 0] << 10) | (pi[:, 1] << 5) | pi[:, 2]
         cols = col_lut[kk]
         votes = np.bincount(cols, minlength=len(COLORS))
         order = np.argsort(votes)[::-1]
