@@ -58,7 +58,6 @@ __all__ = ["Blob", "SceneCritic", "rgb_to_lab"]
 
 _PAIRS: tuple[tuple[str, str], ...] = tuple((b, s) for s in STYLES for b in BACKGROUNDS)
 _GRID = 32  # side of the coarse grid used to recognise background and style
-_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connected
 _EIGHT = np.ones((3, 3), dtype=bool)  # outlines are 8-connected rings
 
 
@@ -160,21 +159,35 @@ class Blob:
     ious: tuple[float, ...]
 
 
-def _erode(m: np.ndarray) -> np.ndarray:
-    """One step of 4-connected erosion; pixels on the canvas edge are dropped (scipy, border value 0)."""
-    return ndimage.binary_erosion(m, structure=_CROSS, border_value=0)
+def _erode(m: np.ndarray, steps: int = 1) -> np.ndarray:
+    """``steps`` steps of 4-connected erosion; pixels on the mask's edge are dropped (border value 0).
+
+    The same result as ``steps`` calls of ``scipy.ndimage.binary_erosion(m, structure=cross,
+    border_value=0)``, done with numpy slices on a zero-padded copy (the masks are small crops, where
+    scipy's per-call overhead dominates).
+    """
+    h, w = m.shape
+    p = np.zeros((h + 2, w + 2), dtype=bool)
+    core = p[1:-1, 1:-1]
+    core[...] = m
+    for _ in range(steps):
+        c = p[:-2, 1:-1] & p[2:, 1:-1]
+        c &= p[1:-1, :-2]
+        c &= p[1:-1, 2:]
+        core &= c
+    return core.copy()
 
 
-def _pattern(acc: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: int, H: int) -> tuple[str, float]:
+def _pattern(a: np.ndarray, interior: np.ndarray, sl: tuple[slice, slice], W: int, H: int) -> tuple[str, float]:
     """Pattern of a blob: the canvas-aligned pattern whose accent cells best agree with the accent pixels.
 
-    ``acc`` and ``interior`` are crop-shaped bool masks (accent pixels of the blob's colour, interior
-    pixels), ``sl`` the crop's slices in the canvas. Returns (pattern, margin in [0, 1]).
+    ``interior`` is a crop-shaped bool mask of the interior pixels, ``a`` the 1-D bool flags (accent pixel
+    of the blob's colour) of those pixels in row-major order (``mask[interior]``), ``sl`` the crop's slices
+    in the canvas. Returns (pattern, margin in [0, 1]).
     """
-    n = int(np.count_nonzero(interior))
+    n = len(a)
     if n == 0:
         return "plain", 0.0
-    a = acc[interior]
     agree = [float(np.count_nonzero(~a)) / n]
     for p in PATTERNS[1:]:
         e = pattern_mask(p, W, H)[sl][interior]
@@ -255,7 +268,8 @@ class SceneCritic(Critic):
         """
         H, W = image.shape[:2]
         bg, st, bg_cert, st_cert, noise = self.recognise(image)
-        a = np.abs(image.astype(np.int16) - _background16(bg, st, W, H))
+        img16 = image.astype(np.int16)
+        a = np.abs(img16 - _background16(bg, st, W, H))
         diff = a[..., 0] + a[..., 1] + a[..., 2]
         thr = max(70.0, 2.2 * noise + 40.0)
         fg = diff > thr
@@ -288,6 +302,7 @@ class SceneCritic(Critic):
         ocol16 = ocol.astype(np.int16)
         o_thr = 75.0 + 2.0 * noise + (48.0 if st == "pixel art" else 0.0)
         min_side = 0.5 * SIZE_FRACTION["small"] * min(W, H)
+        outline = self._outline_pixels(img16, fg, ocol16, o_thr)
         for k, sl in enumerate(ndimage.find_objects(lab), start=1):
             if sl is None:
                 continue
@@ -297,8 +312,7 @@ class SceneCritic(Critic):
                 continue
             comp = lab[sl] == k
             filled = comp
-            crop = image[sl]
-            boxes = self._outline_boxes(crop, comp, ocol16, o_thr, min_side)
+            boxes = self._outline_boxes(outline[sl] & comp, min_side)
             if not boxes:
                 boxes = [(0, 0, comp.shape[1], comp.shape[0])]
             for bx1, by1, bx2, by2 in boxes:
@@ -325,20 +339,15 @@ class SceneCritic(Critic):
         return out, stats
 
     @staticmethod
-    def _outline_boxes(
-        crop: np.ndarray, comp: np.ndarray, ocol16: np.ndarray, o_thr: float, min_side: float
-    ) -> list[tuple[int, int, int, int]]:
-        """Boxes (x1, y1, x2, y2, crop pixels) of the outline rings inside one foreground component.
+    def _outline_pixels(img16: np.ndarray, fg: np.ndarray, ocol16: np.ndarray, o_thr: float) -> np.ndarray:
+        """Foreground pixels of the outline colour that have an outline-like 8-neighbour (canvas-sized bool).
 
-        Objects carry a one-pixel outline of a known colour; artifacts (noise discs) do not. Boxes taken
-        from outline pixels ignore noise that sticks out of an object, and split objects that an artifact
-        bridged. Arcs of one ring broken by noise are merged when their boxes are closer than 2 pixels.
+        Isolated outline-like pixels are noise. Computed once per image: an 8-neighbour of a foreground
+        pixel that is itself foreground lies in the same 8-connected component, so restricting this mask
+        to one component equals computing it inside that component's crop.
         """
-        a = np.abs(crop.astype(np.int16) - ocol16)
-        o = ((a[..., 0] + a[..., 1] + a[..., 2]) < o_thr) & comp
-        if not o.any():
-            return []
-        # drop isolated outline-like pixels (noise): keep those with an outline-like 8-neighbour
+        a = np.abs(img16 - ocol16)  # img16: the image as int16 (H, W, 3)
+        o = ((a[..., 0] + a[..., 1] + a[..., 2]) < o_thr) & fg
         nb = np.zeros(o.shape, dtype=bool)
         nb[1:] |= o[:-1]
         nb[:-1] |= o[1:]
@@ -349,6 +358,17 @@ class SceneCritic(Critic):
         nb[1:, :-1] |= o[:-1, 1:]
         nb[:-1, 1:] |= o[1:, :-1]
         o &= nb
+        return o
+
+    @staticmethod
+    def _outline_boxes(o: np.ndarray, min_side: float) -> list[tuple[int, int, int, int]]:
+        """Boxes (x1, y1, x2, y2, crop pixels) of the outline rings inside one foreground component.
+
+        ``o`` is the component's crop of :meth:`_outline_pixels` restricted to the component. Objects carry
+        a one-pixel outline of a known colour; artifacts (noise discs) do not. Boxes taken from outline
+        pixels ignore noise that sticks out of an object, and split objects that an artifact bridged. Arcs
+        of one ring broken by noise are merged when their boxes are closer than 2 pixels.
+        """
         rows = np.flatnonzero(o.any(axis=1))
         cols = np.flatnonzero(o.any(axis=0))
         if rows.size == 0:
@@ -399,9 +419,7 @@ class SceneCritic(Critic):
         """Colour, pattern and noun IoUs of one blob (``pixels`` and ``filled`` cropped to its box)."""
         col_lut, _acc, _dist = _lut(style)
         acc_of = _accent_lut(style)
-        interior = filled
-        for _ in range(block_size(W, H) if style == "pixel art" else pattern_scale(W, H)):
-            interior = _erode(interior)  # outlines are this thick
+        interior = _erode(filled, block_size(W, H) if style == "pixel art" else pattern_scale(W, H))  # outline
         if np.count_nonzero(interior) < 4:
             interior = _erode(filled)
             if np.count_nonzero(interior) < 4:
@@ -409,7 +427,8 @@ class SceneCritic(Critic):
         px = pixels[interior] >> 3
         if len(px) == 0:
             return None
-        kk = (px[:, 0].astype(np.intp) << 10) | (px[:, 1].astype(np.intp) << 5) | px[:, 2]
+        pi = px.astype(np.intp)
+        kk = (pi[:, 0] << 10) | (pi[:, 1] << 5) | pi[:, 2]
         cols = col_lut[kk]
         votes = np.bincount(cols, minlength=len(COLORS))
         order = np.argsort(votes)[::-1]
@@ -417,9 +436,7 @@ class SceneCritic(Critic):
         total = len(kk)
         purity = float(votes[ci]) / total
         cmargin = float(votes[ci] - votes[order[1]]) / total
-        acc_full = np.zeros_like(interior)
-        acc_full[interior] = acc_of[ci][kk]
-        pattern, pmargin = _pattern(acc_full, interior, sl, W, H)
+        pattern, pmargin = _pattern(acc_of[ci][kk], interior, sl, W, H)
         ious = tuple(float(v) for v in match_scores(descriptor(filled), temps)) if temps is not None else ()
         box = (float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop))
         return Blob(box, int(np.count_nonzero(filled)), COLORS[ci], cmargin, purity, pattern, pmargin, ious)

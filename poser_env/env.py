@@ -593,9 +593,21 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
             return mask
         self._setup()
         mask = np.zeros(self.stop_action + 1, dtype=bool)
-        for slot in range(self.command_slots):
+        # the same answers as ``self._command_for(e, slot) is not None`` for every (slot, expert), without
+        # building the command texts: slots past the pending commands are all False (56 calls -> a few)
+        pending = self._episode["plan"].pending
+        has_image = self._episode["output"] is not None
+        n = self.n_experts
+        for i, e in enumerate(self.experts):
+            mask[i] = self._command_for(e, 0) is not None
+        for slot in range(1, min(self.command_slots, len(pending))):
+            cmd = pending[slot]
             for i, e in enumerate(self.experts):
-                mask[slot * self.n_experts + i] = self._command_for(e, slot) is not None
+                if e.kind == "text-to-image":
+                    ok = cmd.op == "generate" and cmd.text is not None
+                else:
+                    ok = has_image and e.supports(cmd.op) and cmd.text is not None
+                mask[slot * n + i] = ok
         mask[-1] = True
         return mask
 

@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from poser_env.core.commands import OPS, Command, CommandError, ParsedCommand
 from poser_env.core.feedback import Detection, Feedback
-from poser_env.core.geometry import CROWDED_GAP, nearest_gap
+from poser_env.core.geometry import CROWDED_GAP, nearest_gaps
 from poser_env.core.grammar import parse_command
 from poser_env.core.spec import ASSERTION_KINDS, Spec
 
@@ -287,6 +287,7 @@ def slots_vector(
     H, W = (image_shape[0], image_shape[1]) if image_shape is not None else (1, 1)
     side = float(min(H, W))
     verdicts = {x.assertion_id: x.ok for x in feedback.verdicts} if use and feedback is not None else {}
+    gaps = nearest_gaps(boxes).tolist()  # each box's gap to its nearest other box (pixels), computed once
     for j, cmd in enumerate(commands):
         if cmd is None:
             continue
@@ -307,8 +308,7 @@ def slots_vector(
             v[o + L["gap"].start] = 1.0
             continue
         b = dets[t].box
-        others = [bx for i, bx in enumerate(boxes) if i != t]
-        gap = nearest_gap(b, others)
+        gap = gaps[t]
         v[o + L["found"].start] = 1.0
         v[o + L["size"].start] = min(1.0, float(np.sqrt(max(0.0, (b[2] - b[0]) * (b[3] - b[1])) / (H * W))))
         v[o + L["crowded"].start] = float(gap < CROWDED_GAP * min(b[2] - b[0], b[3] - b[1]))
@@ -317,8 +317,7 @@ def slots_vector(
         S = SCENE_LAYOUT
         s0 = k * SLOT_DIM
         v[s0 + S["objects"].start] = min(1.0, len(dets) / 10.0)
-        crowded = [nearest_gap(b, [x for i, x in enumerate(boxes) if i != j]) < CROWDED_GAP * min(b[2] - b[0], b[3] - b[1])
-                   for j, b in enumerate(boxes)]
+        crowded = [gaps[j] < CROWDED_GAP * min(b[2] - b[0], b[3] - b[1]) for j, b in enumerate(boxes)]
         v[s0 + S["crowded"].start] = float(np.mean(crowded))
     return v
 

@@ -157,3 +157,24 @@ def test_plan_promote() -> None:
     with pytest.raises(PlanError, match="index=99"):
         plan.promote(99)
     assert SLOT_LAYOUT["present"] == slice(0, 1)
+
+
+def test_action_masks_match_command_for() -> None:
+    """The mask's fast path gives exactly ``_command_for(expert, slot) is not None`` for every entry."""
+    env = _env()
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    later = 0
+    for t in range(150):
+        mask = env.action_masks()
+        later += int(mask[env.n_experts:-1].sum())
+        want = np.zeros_like(mask)
+        for slot in range(env.command_slots):
+            for i, e in enumerate(env.experts):
+                want[slot * env.n_experts + i] = env._command_for(e, slot) is not None
+        want[-1] = True
+        assert np.array_equal(mask, want), t
+        _, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(mask))))
+        if term or trunc:
+            env.reset(seed=t + 1)
+    assert later > 0  # later slots were exercised, not only slot 0

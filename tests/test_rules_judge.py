@@ -247,3 +247,41 @@ def test_relation_mask_agrees_with_geneval_relations() -> None:
             assert mask[i] == relation_holds(tuple(a[i]), tuple(b[i]), rel)
             if rel in ("left of", "right of", "above", "below"):
                 assert mask[i] == (rel in geneval_relations(tuple(a[i]), tuple(b[i])))
+
+
+def test_relation_holds_scalar_path_matches_relation_mask() -> None:
+    """relation_holds (plain-float fast path) agrees with the vectorised relation_mask, ties included."""
+    import numpy as np
+
+    from poser_env.core.spec import RELATIONS
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    xy = rng.integers(0, 60, size=(n, 2, 2)).astype(np.float64)  # integer pixels: many exact ties
+    wh = rng.integers(1, 30, size=(n, 2, 2)).astype(np.float64)
+    xy[::7] += rng.random((len(xy[::7]), 2, 2))  # and some fractional boxes
+    a = np.concatenate([xy[:, 0], xy[:, 0] + wh[:, 0]], axis=1)
+    b = np.concatenate([xy[:, 1], xy[:, 1] + wh[:, 1]], axis=1)
+    b[::11] = a[::11]  # identical boxes: zero offset
+    for rel in RELATIONS:
+        want = relation_mask(a, b, rel)
+        got = np.array([relation_holds(tuple(p), tuple(q), rel) for p, q in zip(a, b)])
+        assert np.array_equal(got, want), rel
+
+
+def test_nearest_gaps_matches_nearest_gap() -> None:
+    """nearest_gaps gives, element for element, nearest_gap of each box to all the others."""
+    import numpy as np
+
+    from poser_env.core.geometry import nearest_gap, nearest_gaps
+
+    rng = np.random.default_rng(1)
+    assert nearest_gaps([]).shape == (0,)
+    assert nearest_gaps([(0.0, 0.0, 2.0, 2.0)]).tolist() == [float("inf")]
+    for n in range(2, 12):
+        xy = rng.uniform(0, 100, size=(n, 2))
+        boxes = [tuple(v) for v in np.concatenate([xy, xy + rng.uniform(1, 30, size=(n, 2))], axis=1)]
+        want = [nearest_gap(b, [x for i, x in enumerate(boxes) if i != j]) for j, b in enumerate(boxes)]
+        assert nearest_gaps(boxes).tolist() == want
+    with pytest.raises(ValueError, match="box="):
+        nearest_gaps([(0.0, 0.0, 2.0, 2.0), (3.0, 3.0, 1.0, 5.0)])

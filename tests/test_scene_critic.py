@@ -159,3 +159,23 @@ def test_bad_call_args() -> None:
         CRITIC(np.zeros((64, 64, 3), dtype=np.uint8), "a cup")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"64\.\.512"):
         CRITIC(np.zeros((32, 32, 3), dtype=np.uint8), spec)
+
+
+def test_numpy_erosion_matches_scipy() -> None:
+    """The critic's numpy erosion equals repeated scipy 4-connected binary erosion with border value 0."""
+    from scipy import ndimage
+
+    from critic.scene import _erode
+
+    cross = ndimage.generate_binary_structure(2, 1)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 24, size=2))
+        m = rng.random((h, w)) < rng.uniform(0.3, 0.95)
+        for steps in (1, 2, 3):
+            ref = m
+            for _ in range(steps):
+                ref = ndimage.binary_erosion(ref, structure=cross, border_value=0)
+            got = _erode(m, steps)
+            assert got.dtype == bool and got.shape == m.shape
+            assert np.array_equal(got, ref), (h, w, steps)

@@ -8,6 +8,7 @@ rules use these predicates (GenEval's position rule, kept exactly, and this proj
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "geneval_relations",
     "is_crowded",
     "nearest_gap",
+    "nearest_gaps",
     "relation_holds",
     "relation_mask",
     "size_of_box",
@@ -90,7 +92,49 @@ def relation_holds(box_a: Sequence[float], box_b: Sequence[float], relation: str
         raise ValueError(f"relation={relation!r} is not one of {list(RELATIONS)}; use the canonical spelling.")
     a = _check_box("box_a", box_a)
     b = _check_box("box_b", box_b)
+    fa, fb = a.tolist(), b.tolist()
+    if all(math.isfinite(v) for v in fa + fb):
+        return _relation_pair(fa, fb, relation)
     return bool(relation_mask(a[None], b[None], relation)[0])
+
+
+def _sign(x: float) -> float:
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+def _relation_pair(a: list[float], b: list[float], relation: str) -> bool:
+    """:func:`relation_mask` for one pair of finite boxes in plain float arithmetic (the same IEEE double
+    operations in the same order, so the same answer bit for bit, without numpy's per-call overhead)."""
+    dax, day = a[2] - a[0], a[3] - a[1]
+    dbx, dby = b[2] - b[0], b[3] - b[1]
+    ox = (a[0] + a[2]) / 2.0 - (b[0] + b[2]) / 2.0
+    oy = (a[1] + a[3]) / 2.0 - (b[1] + b[3]) / 2.0
+    rx = max(abs(ox) - POSITION_MARGIN * (dax + dbx), 0.0) * _sign(ox)
+    ry = max(abs(oy) - POSITION_MARGIN * (day + dby), 0.0) * _sign(oy)
+    live = not (abs(rx) < _DEAD_ZONE and abs(ry) < _DEAD_ZONE)
+    norm = math.sqrt(ox * ox + oy * oy)  # np.linalg.norm(axis=1): sqrt of the plain sum of squares
+    d = norm if norm > 0 else 1.0
+    dx, dy = rx / d, ry / d
+    if relation == "left of":
+        return live and dx < -0.5
+    if relation == "right of":
+        return live and dx > 0.5
+    if relation == "above":
+        return live and dy < -0.5
+    if relation == "below":
+        return live and dy > 0.5
+    if relation == "next to":
+        side = live and (dx < -0.5 or dx > 0.5)
+        gap = max(max(a[0] - b[2], b[0] - a[2]), 0.0)
+        return side and gap <= (dax + dbx) / 2.0
+    cx = (a[0] + a[2]) / 2.0
+    over = b[0] <= cx <= b[2]
+    tol = 0.25 * (day + dby)
+    if relation == "on top of":
+        return live and dy < -0.5 and over and b[1] - a[3] <= tol
+    if relation == "under":
+        return live and dy > 0.5 and over and a[1] - b[3] <= tol
+    raise ValueError(f"relation={relation!r} is not one of {list(RELATIONS)}; use the canonical spelling.")
 
 
 def relation_mask(boxes_a: np.ndarray, boxes_b: np.ndarray, relation: str) -> np.ndarray:
@@ -155,6 +199,21 @@ def nearest_gap(box: Sequence[float], others: Sequence[Sequence[float]]) -> floa
     dx = np.maximum(0.0, np.maximum(o[:, 0] - b[2], b[0] - o[:, 2]))
     dy = np.maximum(0.0, np.maximum(o[:, 1] - b[3], b[1] - o[:, 3]))
     return float(np.min(np.hypot(dx, dy)))
+
+
+def nearest_gaps(boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """:func:`nearest_gap` of every box to all the others at once: float64 ``(n,)`` in pixels (``inf`` for a
+    lone box), equal element for element to ``nearest_gap(boxes[j], boxes without j)``.
+
+    Raises:
+        ValueError: a malformed box (as :func:`nearest_gap`).
+    """
+    b = np.stack([_check_box("box", x) for x in boxes]) if len(boxes) else np.zeros((0, 4))
+    dx = np.maximum(0.0, np.maximum(b[None, :, 0] - b[:, None, 2], b[:, None, 0] - b[None, :, 2]))
+    dy = np.maximum(0.0, np.maximum(b[None, :, 1] - b[:, None, 3], b[:, None, 1] - b[None, :, 3]))
+    gap = np.hypot(dx, dy)
+    np.fill_diagonal(gap, np.inf)
+    return gap.min(axis=1) if len(b) else np.zeros(0)
 
 
 def is_crowded(box: Sequence[float], others: Sequence[Sequence[float]]) -> bool:
