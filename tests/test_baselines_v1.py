@@ -138,7 +138,8 @@ def test_fixed_per_op_refuses_an_expert_that_cannot_edit_the_op(env: gym.Env[Any
         FixedPipelinePolicy("sim/layout", {"move": "sim/recolor"}).reset(env)
 
 
-SLOPPY = """["sim/move-sloppy"]
+SLOPPY = """card_version = 1
+["sim/move-sloppy"]
 target = "experts.sim.experts:SimEditor"
 [ "sim/move-sloppy".kwargs ]
 cost = 1.0

@@ -363,16 +363,21 @@ def test_registered_ids_are_deterministic_and_name_their_encoder():
 
 
 def test_main_id_is_the_headline_configuration():
+    assert poser_env.MAIN_ENV_ID == "poser_env/ImagePoserMain-v1"
     kw = gym.spec(poser_env.MAIN_ENV_ID).kwargs
     assert kw == {"prompt_source": "mixed", "cost_weight": 0.005, "reward_weights": {"success": 2.0},
-                  "text_encoder": "hashing"}
+                  "text_encoder": "hashing", "cards": "v2", "action_mode": "factored"}
     assert gym.spec(poser_env.MAIN_ENV_ID).max_episode_steps == 30  # the one step budget is the TimeLimit
     u = gym.make(poser_env.MAIN_ENV_ID).unwrapped
     assert (u.max_steps, u.cost_weight, u.reward_weights.success, u.prompt_source) == (30, 0.005, 2.0, "mixed")
-    # the same world as the old ImagePoser-v0 + MAIN_ENV_KWARGS: same observations and rewards
+    assert (u.action_mode, u.command_slots, u.n_experts) == ("factored", 4, 14)
+    v0 = "poser_env/ImagePoserMain-v0"
+    assert gym.spec(v0).kwargs == {"prompt_source": "mixed", "cost_weight": 0.005, "reward_weights": {"success": 2.0},
+                                   "text_encoder": "hashing"}
+    # the v0 main world is the old ImagePoser-v0 + MAIN_ENV_KWARGS: same observations and rewards
     old = gym.make("poser_env/ImagePoser-v0", prompt_source="mixed", max_steps=30, text_encoder="hashing",
                    cost_weight=0.005, reward_weights={"success": 2.0})
-    new = gym.make(poser_env.MAIN_ENV_ID)
+    new = gym.make(v0)
     for e in (old, new):
         e.reset(seed=11)
     for a in (2, 0, 5, 11):
