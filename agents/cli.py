@@ -327,18 +327,23 @@ def report(
 @app.command("main")
 def main_job(
     out: OutOpt = Path("runs/main"),
-    steps: Annotated[int, typer.Option(help="Training steps per seed.")] = 20_000,
+    steps: Annotated[int, typer.Option(help="Training steps per seed.")] = 100_000,
     seeds: Annotated[int, typer.Option(help="Training seeds (>= 3 for CIs).")] = 3,
     n_prompts: Annotated[int, typer.Option(help="Test prompts per family (GenEval-style and long).")] = 100,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny budget for smoke tests.")] = False,
     workers: Annotated[int, typer.Option(help="Parallel processes for training seeds and evaluation.")] = 3,
     warm_start: Annotated[bool, typer.Option(help="Clone the fixed pipeline before PPO (see agents.imitation).")] = True,
+    ablation: Annotated[bool, typer.Option(
+        "--ablation", help="Also train and evaluate the same recipe without feedback in the observation (the "
+                           "'feedback is used' claim; doubles the training time).")] = False,
+    deep_oracle_prompts: Annotated[int, typer.Option(
+        help="Long test prompts that also run the deep oracle (the ceiling); 0 skips it.")] = 20,
 ) -> None:
-    """The main job: train MaskablePPO on SceneSim (GenEval-style + long prompts), evaluate it against every
-    baseline on the test split, and write report.md and report.html."""
-
+    """The main job: train MaskablePPO in the v1 world (GenEval-style + long prompts), evaluate it against every
+    baseline on the test split, and write report.md and report.html with the claims checked."""
+    _at_least("--deep-oracle-prompts", deep_oracle_prompts, 0)
     path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers,
-                    warm_start=warm_start)
+                    warm_start=warm_start, ablation=ablation, deep_oracle_prompts=deep_oracle_prompts)
     typer.echo(f"report: {path}")
 
 

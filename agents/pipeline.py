@@ -424,7 +424,7 @@ def report_from_dir(run_dir: str | Path) -> Path:
 
 def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int = 3, n_prompts: int = 100,
              quick: bool = False, workers: int = 3, warm_start: bool = True, teacher: str | None = None,
-             teacher_episodes: int = 300, deep_oracle_prompts: int = 24, ablation: bool = True) -> Path:
+             teacher_episodes: int = 300, deep_oracle_prompts: int = 20, ablation: bool = False) -> Path:
     """Train MaskablePPO in the main world (:data:`MAIN_ENV_ID`: SceneSim v1, GenEval-style + long prompts),
     evaluate it against every baseline on the test split, and write ``report.md``. Returns the report's path.
 

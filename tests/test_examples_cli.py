@@ -103,7 +103,7 @@ def test_cli_train_eval_generate_report(tmp_path):
 
 
 def test_cli_main_quick_writes_report(tmp_path):
-    _cli("main", "--quick", "--out", str(tmp_path / "main"))
+    _cli("main", "--quick", "--ablation", "--out", str(tmp_path / "main"))
     report = (tmp_path / "main" / "report.md").read_text()
     assert "SceneSim" in report and "learned" in report and "oracle" in report
     assert "## Claims checked" in report and "fixed:sim/layout" in report
