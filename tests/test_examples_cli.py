@@ -106,7 +106,8 @@ def test_cli_main_quick_writes_report(tmp_path):
     _cli("main", "--quick", "--ablation", "--out", str(tmp_path / "main"))
     report = (tmp_path / "main" / "report.md").read_text()
     assert "SceneSim" in report and "learned" in report and "oracle" in report
-    assert "## Claims checked" in report and "fixed:sim/layout" in report
+    assert "## Claims checked" in report and "fixed:sim/lmd" in report
+    assert "learned (no feedback in obs)" in report and "oracle-deep" in report and "headroom: deep oracle" in report
     config = json.loads((tmp_path / "main" / "config.json").read_text())
     assert config["warm_start"].startswith("fixed:sim/")
     assert (tmp_path / "main" / "per_tag.png").is_file()
