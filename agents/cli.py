@@ -338,12 +338,15 @@ def main_job(
                            "'feedback is used' claim; doubles the training time).")] = False,
     deep_oracle_prompts: Annotated[int, typer.Option(
         help="Long test prompts that also run the deep oracle (the ceiling); 0 skips it.")] = 20,
+    reuse: Annotated[bool, typer.Option(
+        "--reuse", help="Keep models this recipe already trained in --out (e.g. add --ablation to a finished run).")
+    ] = False,
 ) -> None:
     """The main job: train MaskablePPO in the v1 world (GenEval-style + long prompts), evaluate it against every
     baseline on the test split, and write report.md and report.html with the claims checked."""
     _at_least("--deep-oracle-prompts", deep_oracle_prompts, 0)
     path = run_main(out, steps=steps, seeds=seeds, n_prompts=n_prompts, quick=quick, workers=workers,
-                    warm_start=warm_start, ablation=ablation, deep_oracle_prompts=deep_oracle_prompts)
+                    warm_start=warm_start, ablation=ablation, deep_oracle_prompts=deep_oracle_prompts, reuse=reuse)
     typer.echo(f"report: {path}")
 
 

@@ -422,9 +422,32 @@ def report_from_dir(run_dir: str | Path) -> Path:
     return write_report(d, results, summaries, curves=curves, learned="learned", contact_sheets=sheets, config=config)
 
 
+def _reusable(folder: Path, seeds: int, *, env_id: str, env_kwargs: Mapping[str, Any], steps: int,
+              teacher: str | None, teacher_kwargs: Mapping[str, Any] | None) -> list[Path] | None:
+    """The ``policy.json`` of seeds 0..seeds-1 in ``folder`` when every one finished training with this recipe
+    (env id and kwargs, steps, teacher and its kwargs, read from its ``train.json``), else None."""
+    out: list[Path] = []
+    for s in range(seeds):
+        run = folder / f"seed{s}"
+        pol, hist = run / "policy.json", run / "train.json"
+        if not (pol.is_file() and hist.is_file()):
+            return None
+        h = json.loads(hist.read_text())
+        warm = h.get("warm_start") or {}
+        same = (h.get("env_id") == env_id and dict(h.get("env_kwargs") or {}) == dict(env_kwargs)
+                and int(h.get("steps", -1)) == steps and warm.get("teacher") == teacher
+                and dict(warm.get("teacher_kwargs") or {}) == dict(teacher_kwargs or {})
+                and all(r.get("status") == "finished" for r in h.get("runs", [])))
+        if not same:
+            return None
+        out.append(pol)
+    return out
+
+
 def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int = 3, n_prompts: int = 100,
              quick: bool = False, workers: int = 3, warm_start: bool = True, teacher: str | None = None,
-             teacher_episodes: int = 300, deep_oracle_prompts: int = 20, ablation: bool = False) -> Path:
+             teacher_episodes: int = 300, deep_oracle_prompts: int = 20, ablation: bool = False,
+             reuse: bool = False) -> Path:
     """Train MaskablePPO in the main world (:data:`MAIN_ENV_ID`: SceneSim v1, GenEval-style + long prompts),
     evaluate it against every baseline on the test split, and write ``report.md``. Returns the report's path.
 
@@ -438,7 +461,10 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int 
     - ``deep_oracle_prompts``: the first N long test prompts also run the deep oracle (search over the whole step
       budget with the judge, one run): the ceiling of the claims table. 0 skips it.
     - Fixed pipelines use the best expert per op measured on the train split
-      (:func:`best_experts_per_op`)."""
+      (:func:`best_experts_per_op`).
+    - ``reuse``: keep the models already trained in ``out`` by the same recipe (same env, steps, teacher and
+      teacher kwargs in each seed's ``train.json``) instead of training them again; e.g. ``--ablation --reuse``
+      after a plain run trains only the ablation, then evaluates everything again."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -455,9 +481,14 @@ def run_main(out: str | Path = "runs/main", *, steps: int = 100_000, seeds: int 
     train = functools.partial(train_runs, env_id=env_id, algo="maskable-ppo", steps=steps, seeds=list(range(seeds)),
                               progress=workers == 1, workers=workers, warm_start=teach,
                               warm_start_episodes=teacher_episodes, warm_start_kwargs=teach_kwargs, overwrite=True)
-    models = train(out=out / "maskable-ppo", env_kwargs=env_kwargs)
+    def trained(folder: Path, kw: dict[str, Any]) -> list[Path]:
+        found = _reusable(folder, seeds, env_id=env_id, env_kwargs=kw, steps=steps, teacher=teach,
+                          teacher_kwargs=teach_kwargs) if reuse else None
+        return found if found is not None else train(out=folder, env_kwargs=kw)
+
+    models = trained(out / "maskable-ppo", env_kwargs)
     nofb_kwargs = {"feedback_in_obs": False}
-    ablated = train(out=out / "no-feedback", env_kwargs=nofb_kwargs) if ablation else []
+    ablated = trained(out / "no-feedback", nofb_kwargs) if ablation else []
     t_train = time.perf_counter() - t0
     curves = {}
     for m in models:

@@ -118,6 +118,10 @@ def test_cli_main_quick_writes_report(tmp_path):
     (tmp_path / "main" / "report.html").unlink()
     _cli("report", str(tmp_path / "main"))
     assert (tmp_path / "main" / "report.html").is_file()
+    # --reuse keeps the models this recipe already trained (their train.json is not rewritten)
+    hist = [(tmp_path / "main" / d / "seed0" / "train.json").read_bytes() for d in ("maskable-ppo", "no-feedback")]
+    _cli("main", "--quick", "--ablation", "--reuse", "--out", str(tmp_path / "main"))
+    assert hist == [(tmp_path / "main" / d / "seed0" / "train.json").read_bytes() for d in ("maskable-ppo", "no-feedback")]
 
 
 def test_cli_train_with_warm_start(tmp_path):
