@@ -8,8 +8,8 @@ overrides of the algorithm's constructor, and returns an unfitted model on CPU::
     model = make_maskable_ppo(venv, seed=0, tensorboard_log="runs/tb")
     model.learn(50_000)
 
-Defaults are sized for short CPU budgets (tens of thousands of steps on 2 cores; the SceneSim env takes about a
-millisecond a step, episodes last at most 16-24 steps):
+Defaults are sized for short CPU budgets (about a hundred thousand steps per seed on 2 cores; a SceneSim step takes
+2-3 ms of CPU, episodes last at most 16-30 steps):
 
 - PPO / MaskablePPO (:data:`PPO_DEFAULTS`): ``n_steps=256`` per env, ``batch_size=64``, ``n_epochs=4``,
   ``learning_rate=3e-4``, ``gamma=0.99``, ``gae_lambda=0.95``, ``ent_coef=0.01`` (keeps trying experts early on),

@@ -225,7 +225,7 @@ def train_one(
         steps: Environment steps (>= 1) to train for (on top of the checkpoint's when resuming; PPO trains whole
             rollouts of ``n_steps * n_envs``, so the count is rounded up to the next rollout).
         seed: Training seed (>= 0; env seeds are ``seed * 1000 + i``; the model's RNG is seeded with ``seed``).
-        n_envs: Parallel envs (DummyVecEnv; SceneSim steps are about a millisecond; DQN uses one).
+        n_envs: Parallel envs (DummyVecEnv; a SceneSim step is 2-3 ms of CPU; DQN uses one).
         env_kwargs: The env's keyword arguments. None when resuming means the checkpoint's; different ones are an
             error (the run would change env half-way).
         resume: A checkpoint (``<run>/checkpoints/model_<n>_steps.json``) or a run folder (its newest intact

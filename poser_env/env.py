@@ -74,7 +74,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     current command. A pixel-only critic judges the new image against the spec and returns structured
     feedback; the plan is revised from it (satisfied commands are popped, failing ones rewritten, a command
     is dropped after ``max_attempts`` failed attempts). The default world is SceneSim: simulated experts with
-    distinct strengths and failure modes, offline and deterministic (about a millisecond a step). Results in
+    distinct strengths and failure modes, offline and deterministic (2-3 ms a step on one CPU core). Results in
     SceneSim are results about the simulator, not about real diffusion models.
 
     ## Action Space
@@ -219,7 +219,7 @@ class ImagePoserEnv(gym.Env[dict[str, np.ndarray], int]):
     - ``canvas_size``: SceneSim canvas side in pixels (64..512, default 128).
     - ``expert_timeout``: seconds an expert call may take (0.001..86400) before it fails with ``info["error"]``
       ("did not return within expert_timeout=...") and counts as a failed attempt; default None = no limit
-      (SceneSim calls take about a millisecond on CPU). The stuck call is left in a background thread.
+      (a SceneSim call takes about a millisecond on CPU). The stuck call is left in a background thread.
     - ``trust_remote_code``: allow registry entries whose ``load_kwargs`` set ``trust_remote_code`` (default
       False: such an entry is refused, a registry file must not run a model repository's code on its own).
     - ``render_mode``: None or ``"rgb_array"``; ``render_panel`` adds a side panel with the command, expert and
