@@ -10,8 +10,10 @@ from types import ModuleType
 import gymnasium as gym
 import pytest
 
-from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
+from agents.pipeline import MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy
+
+MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"  # the scripts analyse the v0 world
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,10 +31,13 @@ import tyro
 
 import poser_env  # noqa: F401
 from agents.evaluate import run_episode
-from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
+from agents.pipeline import MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy
 from poser_env.core.spec import Spec
 from poser_env.env import unwrap
+
+#: These analyses are about the v0 world (cards version 1: sim/layout, sim/dense...), the main world before issue 15.
+MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"
 
 
 class FixedWithRestart(FixedPipelinePolicy):

@@ -24,10 +24,13 @@ import numpy as np
 import tyro
 
 import poser_env  # noqa: F401
-from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, load_prompts
+from agents.pipeline import MAIN_ENV_KWARGS, load_prompts
 from agents.policies import FixedPipelinePolicy, Policy, SB3Policy
 from poser_env.config import MAIN
 from poser_env.env import unwrap
+
+#: These analyses are about the v0 world (cards version 1: sim/layout, sim/dense...), the main world before issue 15.
+MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"
 
 
 def mean_return(policy: Policy, env: gym.Env[Any, Any], specs: list[Any]) -> dict[str, float]:
