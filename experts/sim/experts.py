@@ -241,6 +241,15 @@ def _hit(rng: np.random.Generator, p: float) -> bool:
     return bool(rng.random() < p)
 
 
+def _box_size(o: SceneObject, size: str, canvas: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Width and height (pixels) of ``o`` re-laid out at ``size``: its own box when the size is unchanged, else a
+    new box of that size class (one draw from ``rng``)."""
+    if size == o.size:
+        return o.box[2] - o.box[0], o.box[3] - o.box[1]
+    w, h = layout_box(size, canvas, rng)
+    return w, h
+
+
 def _ordered(scene: Scene, noun: str) -> list[int]:
     """Indices of the objects of ``noun`` in ``scene``, left to right by centre (ties top to bottom)."""
     idx = [i for i, o in enumerate(scene.objects) if o.noun == noun]
@@ -717,10 +726,7 @@ class SimEditor(SimExpert):
         for i in targets:
             o = objs[i]
             size = sizes.get(i, o.size)
-            if size == o.size:
-                w, h = o.box[2] - o.box[0], o.box[3] - o.box[1]
-            else:
-                w, h = layout_box(size, canvas, rng)
+            w, h = _box_size(o, size, canvas, rng)
             cons = cons_for(keep)
             if not cons and size != o.size:  # resize in place when there is room
                 cx, cy = o.center
@@ -800,10 +806,7 @@ class SimEditor(SimExpert):
         for i in moving:
             o = objs[i]
             size = sizes.get(i, o.size)
-            if size == o.size:
-                w, h = o.box[2] - o.box[0], o.box[3] - o.box[1]
-            else:
-                w, h = layout_box(size, canvas, rng)
+            w, h = _box_size(o, size, canvas, rng)
             is_target = i in targets
             cons = ([Constraint(rel, np.asarray(placed[j]), True) for j in refs if j in placed]
                     if honour and is_target and rel is not None else [])
