@@ -57,7 +57,9 @@ def synthetic_curve(seed: int, points: int = 6) -> list[dict[str, float]]:
 
 def make_run_dir(d: Path, *, examples: int = 2) -> Path:
     """Write a main-job folder at ``d`` (see the module docstring); returns ``d``."""
-    from agents.pipeline import MAIN_ENV_ID, MAIN_ENV_KWARGS, generate_one, load_prompts
+    from agents.pipeline import MAIN_ENV_KWARGS, generate_one, load_prompts
+
+    MAIN_ENV_ID = "poser_env/ImagePoserMain-v0"  # the synthetic results name v0 experts (sim/layout, ...)
 
     d.mkdir(parents=True, exist_ok=True)
     results = synthetic_results()
@@ -68,5 +70,5 @@ def make_run_dir(d: Path, *, examples: int = 2) -> Path:
     specs = load_prompts(MAIN_ENV_ID, split="test", n=6, family="mixed")  # 3 GenEval-style, then 3 long
     for i, spec in enumerate([specs[0], specs[4]][:examples]):
         generate_one(spec, policy="fixed:sim/layout", seed=i, out=d / "examples" / f"example-{i}",
-                     env_kwargs={**MAIN_ENV_KWARGS, "max_steps": 6})
+                     env_id=MAIN_ENV_ID, env_kwargs={**MAIN_ENV_KWARGS, "max_steps": 6})
     return d

@@ -151,11 +151,11 @@ def test_cli_bench_perf_and_geneval_fixture(tmp_path):
 
 
 def test_cli_bench_long_and_compbench_with_workers(tmp_path):
-    one = _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/dense", "--limit", "2", "--runs", "2",
+    one = _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/ella", "--limit", "2", "--runs", "2",
                "--out", str(tmp_path / "l1"))
-    _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/dense", "--limit", "2", "--runs", "2",
+    _cli("bench", "long", "--policy", "random", "--policy", "fixed:sim/ella", "--limit", "2", "--runs", "2",
                "--workers", "2", "--out", str(tmp_path / "l2"))
-    assert "fixed:sim/dense" in one
+    assert "fixed:sim/ella" in one
     def episodes(folder: str) -> list[dict]:
         data = json.loads((tmp_path / folder / "bench.json").read_text())
         return [{k: v for k, v in e.items() if k != "wall_time"} for e in data["episodes"]]
